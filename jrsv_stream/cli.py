@@ -1,0 +1,123 @@
+"""``jrsv-stream`` command line (argparse lives here only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_data_synth(a: argparse.Namespace) -> int:
+    from jrsv_stream.data.synth import SynthConfig, build_corpus, clean_partial_files
+
+    clean_partial_files(a.out) if Path(a.out).exists() else None
+    stats = build_corpus(a.out, SynthConfig(hours=a.hours, seed=a.seed, ext=a.ext), workers=a.workers, progress=not a.quiet)
+    _print_stats(stats, a.out)
+    return 0
+
+
+def _cmd_data_stats(a: argparse.Namespace) -> int:
+    from jrsv_stream.data.stats import corpus_stats
+
+    stats = corpus_stats(a.dir)
+    if a.json:
+        Path(a.json).write_text(json.dumps(stats, indent=1))
+    _print_stats(stats, a.dir)
+    return 0
+
+
+def _cmd_data_dtssv(a: argparse.Namespace) -> int:
+    from jrsv_stream.data.real_corpora import build_dtssv
+
+    path = build_dtssv(a.aishell, a.opensinger, a.musdb, a.out, split=a.split, n_items=a.items, seed=a.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def _print_stats(stats: dict, root) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"corpus {root}: {stats['total_hours']:.3f} h")
+    for col in ("split", "items", "hours", "speech / singing / both (h)", "speech voices", "singers", "SNR buckets -5/0/+5 (speech | singing)"):
+        t.add_column(col)
+    for split, s in stats["splits"].items():
+        h = s["hours_per_scenario"]
+        b = s["snr_buckets"]
+        t.add_row(split, str(s["items"]), f"{s['hours']:.3f}",
+                  " / ".join(f"{h.get(k, 0):.3f}" for k in ("speech", "singing", "both")),
+                  str(s["voices"]["speech"]), str(s["voices"]["singing"]),
+                  " | ".join("/".join(str(b[v][k]) for k in ("-5", "0", "5")) for v in ("speech", "singing")))
+    con.print(t)
+    if "build" in stats:
+        bld = stats["build"]
+        con.print(f"built in {bld['seconds']:.0f} s with {bld['workers']} workers "
+                  f"({bld['mixture_hours_per_wall_hour']} h of mixtures per wall-clock hour); "
+                  f"disk {stats.get('disk_mb_per_hour', 0):.0f} MB per hour of mixtures (sources + mixtures)")
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    """Until the separator and recognizer ship, the demo builds and summarizes a small corpus."""
+    from jrsv_stream.data.synth import SynthConfig, build_corpus
+
+    out = Path(a.out)
+    stats = build_corpus(out, SynthConfig(hours=a.hours, seed=a.seed), workers=a.workers, progress=True)
+    _print_stats(stats, out)
+    print(f"manifests: {', '.join(str(out / f'{s}.jsonl') for s in stats['splits'])}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jrsv-stream", description="Streaming speech + lyrics captioning (JRSV).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    data = sub.add_parser("data", help="build and inspect corpora").add_subparsers(dest="data_cmd", required=True)
+    s = data.add_parser("synth", help="build the offline DTSSV-style corpus (resumable)")
+    s.add_argument("--out", required=True, help="output folder (resumes if it holds a partial build)")
+    s.add_argument("--hours", type=float, required=True, help="hours of mixtures in all splits")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    s.add_argument("--ext", choices=("flac", "wav"), default="flac")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(fn=_cmd_data_synth)
+
+    s = data.add_parser("stats", help="statistics of a built corpus")
+    s.add_argument("dir")
+    s.add_argument("--json", help="also write the statistics here")
+    s.set_defaults(fn=_cmd_data_stats)
+
+    s = data.add_parser("dtssv", help="mix AISHELL-1 + OpenSinger + MUSDB18 into a DTSSV-style manifest")
+    s.add_argument("--aishell", required=True)
+    s.add_argument("--opensinger", required=True)
+    s.add_argument("--musdb", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--split", choices=("train", "valid", "test"), required=True)
+    s.add_argument("--items", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_cmd_data_dtssv)
+
+    s = sub.add_parser("demo", help="the main job (for now: build and summarize a small corpus)")
+    s.add_argument("--out", default="out/demo-corpus")
+    s.add_argument("--hours", type=float, default=0.02)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None)
+    s.set_defaults(fn=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"jrsv-stream: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

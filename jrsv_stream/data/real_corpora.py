@@ -1,0 +1,587 @@
+"""Loaders for the real corpora of the JRSV DTSSV benchmark, and the DTSSV builder.
+
+DTSSV (JRSV paper) mixes AISHELL-1 speech, OpenSinger singing and MUSDB18 accompaniment.
+None of them can be downloaded on the build machines, so these loaders are tested on tiny
+fixture trees; a user who has the corpora points them at the official layouts:
+
+* AISHELL-1: ``ROOT/data_aishell/wav/{train,dev,test}/SPEAKER/BAC009SxxxxWxxxx.wav`` and
+  ``ROOT/data_aishell/transcript/aishell_transcript_v0.8.txt`` (ROOT may also be
+  ``data_aishell`` itself). The official tarball holds one ``SPEAKER.tar.gz`` per speaker
+  in ``wav/``: extract them first. Text = the transcript's words with the spaces removed
+  (CER is per character). Wavs without a transcript line are skipped (logged), as in the
+  Kaldi/ESPnet recipes. Voice = speaker id (``S0002``).
+* OpenSinger: ``ROOT/{ManRaw,WomanRaw}/<Singer>_<Song>/<Singer>_<Song>_<n>.wav`` with
+  ``<same stem>.txt`` holding the lyric line. Voice = ``man_<Singer>`` / ``woman_<Singer>``.
+* MUSDB18-HQ: ``ROOT/{train,test}/<Track>/{mixture,drums,bass,other,vocals}.wav``;
+  MUSDB18: ``ROOT/{train,test}/<Track>.stem.mp4`` (streams 0 mixture, 1 drums, 2 bass,
+  3 other, 4 vocals, decoded with ffmpeg). Music = drums + bass + other: the vocals stem
+  is never used (singing comes from OpenSinger).
+
+Splits (``train``/``valid``/``test``):
+
+* AISHELL-1: train / dev / test (``dev`` is accepted as an alias of ``valid``).
+* OpenSinger has none: singers are held out by a stable hash of the voice name
+  (:func:`opensinger_split_of`: 10 % test, 5 % valid), so test singers are unseen.
+* MUSDB18: train -> train and valid, test -> test. Valid is the official sigsep
+  validation list (:data:`MUSDB_VALID_TRACKS`, 14 tracks of the train subset); in a tree
+  holding none of those tracks it falls back to a stable hash of the track name (10 %).
+
+Lazy loading: the real corpora are far too large to decode up front, so the loaders
+return lightweight records (:class:`VocalRef`, :class:`MusicRef`: path, text, voice,
+duration from the file header) whose ``load()`` decodes one source into the
+:class:`~jrsv_stream.data.compose.VocalSource` / ``MusicSource`` that ``render_item``
+takes. :class:`LazyPool` wraps a list of records as the ``Callable[[int], source]`` pool
+``render_item`` expects, with a small LRU cache, so building keeps about one item's
+sources decoded at a time. Real corpora have no word timings: ``VocalSource.words`` is
+``[]`` and the manifest's ``speech_words`` / ``singing_words`` are absent (null).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, Sequence, TypeVar
+
+import numpy as np
+import soundfile as sf
+
+from jrsv_stream import SAMPLE_RATE
+from jrsv_stream.audio.io import AudioError, load_audio, resample
+from jrsv_stream.data.compose import MusicSource, VocalSource, plan_items, render_item, write_item
+from jrsv_stream.data.manifest import ManifestItem, write_manifest
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+AISHELL_SPLIT_DIRS = {"train": "train", "valid": "dev", "test": "test"}
+AISHELL_TRANSCRIPT = "transcript/aishell_transcript_v0.8.txt"
+OPENSINGER_GENDERS = {"ManRaw": "man", "WomanRaw": "woman"}
+# Percent of OpenSinger singers held out (stable hash of the voice name).
+OPENSINGER_HOLDOUT_PERCENT = {"test": 10, "valid": 5}
+MUSDB_MUSIC_STEMS = ("drums", "bass", "other")  # vocals excluded on purpose
+MUSDB_STREAMS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
+# The official validation tracks of the MUSDB18 train subset (sigsep musdb, mus.yaml).
+MUSDB_VALID_TRACKS = frozenset({
+    "Actions - One Minute Smile",
+    "Alexander Ross - Goodbye Bolero",
+    "ANiMAL - Rockshow",
+    "Clara Berry And Wooldog - Waltz For My Victims",
+    "Fergessen - Nos Palpitants",
+    "James May - On The Line",
+    "Johnny Lokke - Promises & Lies",
+    "Leaf - Summerghost",
+    "Meaxic - Take A Step",
+    "Patrick Talbot - A Reason To Leave",
+    "Skelpolu - Human Mistakes",
+    "Traffic Experiment - Sirens",
+    "Triviul - Angelsaint",
+    "Young Griffo - Pennies",
+})
+MUSDB_HASH_VALID_PERCENT = 10
+# Music durations are under-reported to the planner by this much, so that offset + item
+# length (both rounded to 0.1 ms in the plan) always fits inside the decoded track.
+MUSIC_MARGIN_S = 0.05
+
+_WS_RE = re.compile(r"\s+")
+_SOURCE_KEYS = ("speech_sources", "singing_sources", "music_source")
+
+
+class CorpusError(ValueError):
+    """A corpus root is missing or its tree is not the expected layout."""
+
+
+# --- records -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VocalRef:
+    """One speech utterance or sung line on disk; :meth:`load` decodes it.
+
+    Attributes:
+        id: corpus utterance id (``BAC009S0002W0122``, ``ManRaw/0_<song>_3``).
+        path: the audio file.
+        text: transcript, characters without spaces.
+        voice: speaker / singer (``S0002``, ``man_0``).
+        duration_s: from the file header (no decoding).
+    """
+
+    id: str
+    path: Path
+    text: str
+    voice: str
+    duration_s: float
+
+    def load(self) -> VocalSource:
+        """Decode to a 16 kHz mono :class:`VocalSource` (``words`` is ``[]``: unknown)."""
+        try:
+            audio = load_audio(self.path)
+        except AudioError as e:
+            raise CorpusError(str(e)) from e
+        return VocalSource(id=self.id, audio=audio, text=self.text, words=[], voice=self.voice)
+
+
+@dataclass(frozen=True)
+class MusicRef:
+    """One MUSDB18 track on disk; :meth:`load` decodes drums + bass + other.
+
+    Attributes:
+        id: ``musdb/<subset>/<track name>``.
+        path: the track folder (MUSDB18-HQ) or the ``.stem.mp4`` file (MUSDB18).
+        duration_s: from the file headers (no decoding).
+        meta: ``{"corpus": "musdb18hq"|"musdb18", "track", "subset"}``.
+    """
+
+    id: str
+    path: Path
+    duration_s: float
+    meta: dict = field(default_factory=dict)
+
+    def load(self) -> MusicSource:
+        """Decode the accompaniment (drums + bass + other, no vocals) as 16 kHz mono.
+
+        The result has exactly ``round(duration_s * 16000)`` samples (codec padding is
+        trimmed, a short decode is zero-padded).
+        """
+        if self.path.is_dir():
+            audio = _decode_musdb_hq(self.path)
+        else:
+            audio = _decode_musdb_stem_mp4(self.path)
+        n = int(round(self.duration_s * SAMPLE_RATE))
+        if len(audio) < n:
+            audio = np.concatenate([audio, np.zeros(n - len(audio), dtype=np.float32)])
+        return MusicSource(id=self.id, audio=np.ascontiguousarray(audio[:n], dtype=np.float32), meta=dict(self.meta))
+
+
+R = TypeVar("R", VocalRef, MusicRef)
+
+
+class LazyPool(Generic[R]):
+    """``render_item`` pool over records: ``pool(k)`` decodes ``refs[k]`` (LRU-cached).
+
+    Args:
+        refs: records from a loader.
+        cache_size: decoded sources kept (an item uses at most 6 per vocal track and 1
+            music track, so the defaults of :func:`build_dtssv` hold about one item).
+    """
+
+    def __init__(self, refs: Sequence[R], cache_size: int = 8):
+        if cache_size < 1:
+            raise ValueError("cache_size must be >= 1")
+        self.refs, self.cache_size = list(refs), cache_size
+        self._cache: OrderedDict[int, VocalSource | MusicSource] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def durations(self) -> list[float]:
+        return [r.duration_s for r in self.refs]
+
+    def __call__(self, k: int) -> VocalSource | MusicSource:
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        src = self.refs[k].load()
+        self._cache[k] = src
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return src
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def _check_split(split: str, corpus: str) -> str:
+    if split == "dev":
+        split = "valid"
+    if split not in SPLITS:
+        raise CorpusError(f"{corpus}: unknown split {split!r}; expected one of {SPLITS}")
+    return split
+
+
+def _check_root(root, corpus: str, expected: str) -> Path:
+    if root is None:
+        raise CorpusError(f"{corpus}: no root given (expected {expected})")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise CorpusError(f"{corpus} root not found: {root} (expected a folder holding {expected})")
+    return root
+
+
+def _hash_percent(key: str) -> int:
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:4], "big") % 100
+
+
+def _wav_duration(path: Path, corpus: str) -> float:
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # LibsndfileError / RuntimeError variants
+        raise CorpusError(f"{corpus}: cannot read audio header of {path}: {e}") from e
+    if info.samplerate <= 0:
+        raise CorpusError(f"{corpus}: {path} has sample rate {info.samplerate}")
+    return info.frames / info.samplerate
+
+
+def _clean_text(raw: str) -> str:
+    return _WS_RE.sub("", raw.replace("\ufeff", ""))
+
+
+# --- AISHELL-1 ---------------------------------------------------------------------------------
+def _aishell_base(root: Path) -> Path:
+    for cand in (root / "data_aishell", root):
+        if (cand / "wav").is_dir() or (cand / "transcript").is_dir():
+            return cand
+    raise CorpusError(f"AISHELL-1: {root} holds neither data_aishell/ nor wav/ and transcript/ "
+                      f"(expected ROOT/data_aishell/wav/{{train,dev,test}}/SPEAKER/*.wav and "
+                      f"ROOT/data_aishell/{AISHELL_TRANSCRIPT})")
+
+
+def read_aishell_transcript(path: str | os.PathLike) -> dict[str, str]:
+    """Utterance id -> text without spaces, from ``aishell_transcript_v0.8.txt``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"AISHELL-1 transcript not found: {path} (expected lines like "
+                          f"'BAC009S0002W0122 而 对 楼市 成交 抑制 作用 最 大 的 限 购')")
+    out: dict[str, str] = {}
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split(maxsplit=1)
+            if not parts:
+                continue
+            text = _clean_text(parts[1]) if len(parts) > 1 else ""
+            if not text:
+                log.warning("%s:%d: utterance %s has no text; skipped", path, n, parts[0])
+                continue
+            out[parts[0]] = text
+    if not out:
+        raise CorpusError(f"AISHELL-1 transcript {path} holds no 'UTTID word word ...' line")
+    return out
+
+
+def load_aishell(root, split: str) -> list[VocalRef]:
+    """AISHELL-1 utterances of one split, sorted by id (see module doc for the layout).
+
+    Returns:
+        Records; ``ref.load()`` gives the :class:`VocalSource` (16 kHz mono).
+
+    Raises:
+        CorpusError: missing root / transcript / split folder, only unextracted
+            ``.tar.gz`` files, or no transcribed wav in the split.
+    """
+    split = _check_split(split, "AISHELL-1")
+    base = _aishell_base(_check_root(root, "AISHELL-1", "data_aishell/ (wav/ and transcript/)"))
+    transcript = read_aishell_transcript(base / AISHELL_TRANSCRIPT)
+    wav_root = base / "wav"
+    split_dir = wav_root / AISHELL_SPLIT_DIRS[split]
+    if not split_dir.is_dir():
+        tars = sorted(wav_root.glob("*.tar.gz")) if wav_root.is_dir() else []
+        if tars:
+            raise CorpusError(
+                f"AISHELL-1: {wav_root} holds {len(tars)} per-speaker .tar.gz archives but no "
+                f"{AISHELL_SPLIT_DIRS[split]}/ folder: extract them first, e.g. "
+                f"`cd {wav_root} && for f in *.tar.gz; do tar xzf \"$f\"; done`")
+        raise CorpusError(f"AISHELL-1: split folder not found: {split_dir} "
+                          f"(expected wav/{AISHELL_SPLIT_DIRS[split]}/SPEAKER/BAC009SxxxxWxxxx.wav)")
+    refs, untranscribed = [], 0
+    for spk in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        for wav in sorted(spk.glob("*.wav")):
+            uid = wav.stem
+            text = transcript.get(uid)
+            if text is None:
+                untranscribed += 1
+                continue
+            refs.append(VocalRef(id=uid, path=wav, text=text, voice=spk.name,
+                                 duration_s=_wav_duration(wav, "AISHELL-1")))
+    if untranscribed:
+        log.warning("AISHELL-1 %s: %d wav files have no transcript line; skipped", split, untranscribed)
+    if not refs:
+        raise CorpusError(f"AISHELL-1: no transcribed wav under {split_dir} "
+                          f"(expected SPEAKER/BAC009SxxxxWxxxx.wav with ids in {base / AISHELL_TRANSCRIPT})")
+    return refs
+
+
+# --- OpenSinger --------------------------------------------------------------------------------
+def opensinger_split_of(voice: str) -> str:
+    """Split of an OpenSinger singer (``man_<id>`` / ``woman_<id>``), by stable hash."""
+    h = _hash_percent(f"opensinger:{voice}")
+    if h < OPENSINGER_HOLDOUT_PERCENT["test"]:
+        return "test"
+    if h < OPENSINGER_HOLDOUT_PERCENT["test"] + OPENSINGER_HOLDOUT_PERCENT["valid"]:
+        return "valid"
+    return "train"
+
+
+def load_opensinger(root, split: str) -> list[VocalRef]:
+    """OpenSinger lines of the singers held in ``split``, sorted by id.
+
+    Returns:
+        Records; ``ref.load()`` gives the :class:`VocalSource` (resampled to 16 kHz mono).
+
+    Raises:
+        CorpusError: missing root, no ManRaw/WomanRaw, a song folder not named
+            ``<Singer>_<Song>``, a wav without its ``.txt``, or no line in the split.
+    """
+    split = _check_split(split, "OpenSinger")
+    root = _check_root(root, "OpenSinger", "ManRaw/ and WomanRaw/")
+    if not any((root / g).is_dir() for g in OPENSINGER_GENDERS) and (root / "OpenSinger").is_dir():
+        root = root / "OpenSinger"
+    genders = [g for g in OPENSINGER_GENDERS if (root / g).is_dir()]
+    if not genders:
+        raise CorpusError(f"OpenSinger: {root} holds neither ManRaw/ nor WomanRaw/ "
+                          f"(expected ROOT/{{ManRaw,WomanRaw}}/<Singer>_<Song>/<Singer>_<Song>_<n>.wav + .txt)")
+    refs, singers, empty = [], set(), 0
+    for g in genders:
+        for song in sorted(p for p in (root / g).iterdir() if p.is_dir()):
+            singer, sep, _ = song.name.partition("_")
+            if not sep or not singer:
+                raise CorpusError(f"OpenSinger: song folder {song} is not named <SingerID>_<SongName>")
+            voice = f"{OPENSINGER_GENDERS[g]}_{singer}"
+            singers.add(voice)
+            if opensinger_split_of(voice) != split:
+                continue
+            for wav in sorted(song.glob("*.wav")):
+                txt = wav.with_suffix(".txt")
+                if not txt.is_file():
+                    raise CorpusError(f"OpenSinger: lyric file missing for {wav}: expected {txt}")
+                text = _clean_text(txt.read_text(encoding="utf-8-sig", errors="strict"))
+                if not text:
+                    empty += 1
+                    continue
+                refs.append(VocalRef(id=f"{g}/{wav.stem}", path=wav, text=text, voice=voice,
+                                     duration_s=_wav_duration(wav, "OpenSinger")))
+    if empty:
+        log.warning("OpenSinger %s: %d lines have an empty .txt; skipped", split, empty)
+    if not refs:
+        raise CorpusError(f"OpenSinger: no line for split {split!r} under {root} ({len(singers)} singers found; "
+                          f"singers are held out by a stable hash, see opensinger_split_of)")
+    return refs
+
+
+# --- MUSDB18 / MUSDB18-HQ -----------------------------------------------------------------------
+def musdb_valid_tracks(train_names: Sequence[str]) -> set[str]:
+    """Which train-subset tracks form the valid split (official list, else stable hash)."""
+    names = set(train_names)
+    official = names & MUSDB_VALID_TRACKS
+    if official:
+        return official
+    return {n for n in names if _hash_percent(f"musdb:{n}") < MUSDB_HASH_VALID_PERCENT}
+
+
+def _ffprobe_streams(path: Path) -> list[dict]:
+    if shutil.which("ffprobe") is None:
+        raise CorpusError(f"MUSDB18: ffprobe (ffmpeg) is needed to read {path}: apt-get install ffmpeg")
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries",
+           "stream=index,channels,sample_rate,duration:format=duration", "-of", "json", str(path)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CorpusError(f"MUSDB18: ffprobe cannot read {path}: {r.stderr.strip()}")
+    d = json.loads(r.stdout or "{}")
+    streams = d.get("streams", [])
+    fmt_dur = d.get("format", {}).get("duration")
+    for s in streams:
+        if s.get("duration") in (None, "N/A"):
+            s["duration"] = fmt_dur
+    return streams
+
+
+def _stem_mp4_duration(path: Path) -> float:
+    streams = _ffprobe_streams(path)
+    if len(streams) < 5:
+        raise CorpusError(f"MUSDB18: {path} has {len(streams)} audio streams; a .stem.mp4 needs 5 "
+                          f"(mixture, drums, bass, other, vocals)")
+    try:
+        return min(float(streams[MUSDB_STREAMS[s]]["duration"]) for s in MUSDB_MUSIC_STEMS)
+    except (TypeError, ValueError) as e:
+        raise CorpusError(f"MUSDB18: no duration for the streams of {path}") from e
+
+
+def _decode_musdb_stem_mp4(path: Path) -> np.ndarray:
+    """drums + bass + other of a .stem.mp4 at 16 kHz mono (channel mean, like load_audio)."""
+    if shutil.which("ffmpeg") is None:
+        raise CorpusError(f"MUSDB18: ffmpeg is needed to decode {path}: apt-get install ffmpeg")
+    streams = _ffprobe_streams(path)
+    if len(streams) < 5:
+        raise CorpusError(f"MUSDB18: {path} has {len(streams)} audio streams; a .stem.mp4 needs 5")
+    parts = []
+    for stem in MUSDB_MUSIC_STEMS:
+        n = MUSDB_STREAMS[stem]
+        ch = int(streams[n].get("channels") or 1)
+        pan = "pan=mono|c0=" + "+".join(f"{1.0 / ch:.10g}*c{i}" for i in range(ch))
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", f"0:a:{n}", "-af", pan,
+               "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le", "-"]
+        r = subprocess.run(cmd, capture_output=True)
+        if r.returncode != 0:
+            raise CorpusError(f"MUSDB18: ffmpeg cannot decode stream {n} ({stem}) of {path}: "
+                              f"{r.stderr.decode(errors='replace').strip()}")
+        parts.append(np.frombuffer(r.stdout, dtype="<f4"))
+    n = min(len(p) for p in parts)
+    out = np.sum([p[:n].astype(np.float64) for p in parts], axis=0).astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise CorpusError(f"MUSDB18: {path} decodes to NaN or Inf samples")
+    return out
+
+
+def _decode_musdb_hq(track: Path) -> np.ndarray:
+    """drums + bass + other of a MUSDB18-HQ track folder at 16 kHz mono (channel mean)."""
+    total, rate = None, None
+    for stem in MUSDB_MUSIC_STEMS:
+        p = track / f"{stem}.wav"
+        try:
+            x, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        except Exception as e:
+            raise CorpusError(f"MUSDB18-HQ: cannot read {p}: {e}") from e
+        if rate is not None and sr != rate:
+            raise CorpusError(f"MUSDB18-HQ: {p} is at {sr} Hz, the other stems at {rate} Hz")
+        x = x.mean(axis=1)
+        if total is None:
+            total, rate = x, sr
+        else:
+            n = min(len(total), len(x))
+            total = total[:n] + x[:n]
+    if not np.all(np.isfinite(total)):
+        raise CorpusError(f"MUSDB18-HQ: {track} holds NaN or Inf samples")
+    return resample(total, rate, SAMPLE_RATE)
+
+
+def load_musdb(root, split: str) -> list[MusicRef]:
+    """MUSDB18-HQ track folders and/or MUSDB18 ``.stem.mp4`` files of one split, by name.
+
+    Where a track exists in both forms, the HQ folder is used.
+
+    Returns:
+        Records; ``ref.load()`` gives the :class:`MusicSource` (drums + bass + other,
+        16 kHz mono; the vocals stem is never read).
+
+    Raises:
+        CorpusError: missing root or subset folder, a track folder missing a stem file, a
+            ``.stem.mp4`` with fewer than 5 audio streams, or no track in the split.
+    """
+    split = _check_split(split, "MUSDB18")
+    root = _check_root(root, "MUSDB18", "train/ and test/")
+    subset = "test" if split == "test" else "train"
+    sub = root / subset
+    if not sub.is_dir():
+        raise CorpusError(f"MUSDB18: subset folder not found: {sub} (expected ROOT/{subset}/<Track>/"
+                          f"{{mixture,drums,bass,other,vocals}}.wav or ROOT/{subset}/<Track>.stem.mp4)")
+    tracks: dict[str, Path] = {}
+    for p in sorted(sub.iterdir()):
+        if p.is_dir():
+            missing = [f"{s}.wav" for s in MUSDB_MUSIC_STEMS if not (p / f"{s}.wav").is_file()]
+            if missing:
+                raise CorpusError(f"MUSDB18-HQ: track folder {p} lacks {missing} "
+                                  f"(expected mixture, drums, bass, other, vocals .wav)")
+            tracks[p.name] = p
+        elif p.is_file() and p.name.endswith(".stem.mp4"):
+            tracks.setdefault(p.name[: -len(".stem.mp4")], p)
+    if not tracks:
+        raise CorpusError(f"MUSDB18: no track in {sub} (expected <Track>/{{drums,bass,other,...}}.wav "
+                          f"folders (MUSDB18-HQ) or <Track>.stem.mp4 files (MUSDB18))")
+    names = sorted(tracks)
+    if subset == "train":
+        valid = musdb_valid_tracks(names)
+        names = [n for n in names if (n in valid) == (split == "valid")]
+    refs = []
+    for name in names:
+        p = tracks[name]
+        if p.is_dir():
+            dur = min(_wav_duration(p / f"{s}.wav", "MUSDB18-HQ") for s in MUSDB_MUSIC_STEMS)
+            corpus = "musdb18hq"
+        else:
+            dur, corpus = _stem_mp4_duration(p), "musdb18"
+        refs.append(MusicRef(id=f"musdb/{subset}/{name}", path=p, duration_s=dur,
+                             meta={"corpus": corpus, "track": name, "subset": subset}))
+    if not refs:
+        raise CorpusError(f"MUSDB18: no track of {sub} falls in split {split!r} "
+                          f"({len(tracks)} tracks; valid = official validation list, else a stable hash)")
+    return refs
+
+
+# --- DTSSV builder -----------------------------------------------------------------------------
+def _item_record(plan, speech: Sequence[VocalRef], singing: Sequence[VocalRef], music: Sequence[MusicRef],
+                 ext: str) -> dict:
+    """What an item is made of (plan + source ids, as JSON): a finished item is reused only if equal."""
+    return json.loads(json.dumps({"plan": plan.to_json(), "ext": ext,
+            "speech_sources": [speech[p.source].id for p in plan.speech],
+            "singing_sources": [singing[p.source].id for p in plan.singing],
+            "music_source": music[plan.music].id}))
+
+
+def build_dtssv(
+    aishell_root,
+    opensinger_root,
+    musdb_root,
+    out_dir,
+    split: str,
+    n_items: int,
+    seed: int = 0,
+    ext: str = "flac",
+    *,
+    scenario_weights: dict[str, float] | None = None,
+    min_s: float = 4.0,
+    max_s: float = 15.0,
+    snr_range_db: tuple[float, float] = (-5.0, 5.0),
+) -> Path:
+    """Build a DTSSV-style split from AISHELL-1 + OpenSinger + MUSDB18.
+
+    Plans ``n_items`` items with :func:`~jrsv_stream.data.compose.plan_items` over the
+    three pools of ``split`` (durations from the file headers), renders each with
+    ``render_item`` (sources decoded lazily, about one item's worth cached) and writes it
+    with ``write_item`` to ``out_dir/mixtures/<split>/<id>/``; then writes
+    ``out_dir/<split>.jsonl``. Items carry ``speech_sources`` / ``singing_sources`` /
+    ``music_source`` (corpus ids) besides ``write_item``'s keys; word timings are absent.
+    Deterministic for ``seed`` (and split). An interrupted build resumes: an item whose
+    ``item.json`` records the same plan and sources is not rendered again.
+
+    Returns:
+        The manifest path.
+
+    Raises:
+        CorpusError: a corpus tree is missing or malformed.
+        ValueError: the pools cannot fill an item (e.g. no music track >= ``max_s``).
+    """
+    split = _check_split(split, "DTSSV")
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    out_dir = Path(out_dir)
+    speech = load_aishell(aishell_root, split)
+    singing = load_opensinger(opensinger_root, split)
+    music = load_musdb(musdb_root, split)
+    log.info("DTSSV %s: %d AISHELL-1 utterances, %d OpenSinger lines, %d MUSDB18 tracks",
+             split, len(speech), len(singing), len(music))
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    plans = plan_items(
+        rng, n_items, split,
+        [r.duration_s for r in speech], [r.duration_s for r in singing],
+        [max(0.0, m.duration_s - MUSIC_MARGIN_S) for m in music],
+        id_prefix=f"dtssv-{split}-", scenario_weights=scenario_weights, min_s=min_s, max_s=max_s,
+        snr_range_db=snr_range_db,
+    )
+    pools = (LazyPool(speech, 8), LazyPool(singing, 8), LazyPool(music, 1))
+    items = []
+    for i, plan in enumerate(plans):
+        rel = f"mixtures/{split}/{plan.id}"
+        record = _item_record(plan, speech, singing, music, ext)
+        done = out_dir / rel / "item.json"
+        if done.is_file():
+            try:
+                d = json.loads(done.read_text(encoding="utf-8"))
+                if d.get("record") == record:
+                    items.append(ManifestItem.from_json(d["item"], f"{done}: "))
+                    continue
+            except (ValueError, KeyError, TypeError):
+                pass  # stale or broken: render again
+        item = write_item(render_item(plan, *pools), out_dir, rel, ext)
+        item = dataclasses.replace(item, extra={**item.extra, **{k: v for k, v in record.items() if k in _SOURCE_KEYS}})
+        tmp = done.with_name("item.json.part")
+        tmp.write_text(json.dumps({"record": record, "item": item.to_json()}, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, done)
+        items.append(item)
+        if (i + 1) % 100 == 0:
+            log.info("DTSSV %s: %d/%d items", split, i + 1, len(plans))
+    manifest = out_dir / f"{split}.jsonl"
+    write_manifest(manifest, items)
+    return manifest
