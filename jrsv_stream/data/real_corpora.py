@@ -247,16 +247,19 @@ def read_aishell_transcript(path: str | os.PathLike) -> dict[str, str]:
         raise CorpusError(f"AISHELL-1 transcript not found: {path} (expected lines like "
                           f"'BAC009S0002W0122 而 对 楼市 成交 抑制 作用 最 大 的 限 购')")
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split(maxsplit=1)
-            if not parts:
-                continue
-            text = _clean_text(parts[1]) if len(parts) > 1 else ""
-            if not text:
-                log.warning("%s:%d: utterance %s has no text; skipped", path, n, parts[0])
-                continue
-            out[parts[0]] = text
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"AISHELL-1 transcript {path} is not UTF-8 text: {e}") from e
+    for n, line in enumerate(lines, 1):
+        parts = line.split(maxsplit=1)
+        if not parts:
+            continue
+        text = _clean_text(parts[1]) if len(parts) > 1 else ""
+        if not text:
+            log.warning("%s:%d: utterance %s has no text; skipped", path, n, parts[0])
+            continue
+        out[parts[0]] = text
     if not out:
         raise CorpusError(f"AISHELL-1 transcript {path} holds no 'UTTID word word ...' line")
     return out
@@ -347,7 +350,10 @@ def load_opensinger(root, split: str) -> list[VocalRef]:
                 txt = wav.with_suffix(".txt")
                 if not txt.is_file():
                     raise CorpusError(f"OpenSinger: lyric file missing for {wav}: expected {txt}")
-                text = _clean_text(txt.read_text(encoding="utf-8-sig", errors="strict"))
+                try:
+                    text = _clean_text(txt.read_text(encoding="utf-8-sig"))
+                except UnicodeDecodeError as e:
+                    raise CorpusError(f"OpenSinger: {txt} is not UTF-8 text: {e}") from e
                 if not text:
                     empty += 1
                     continue
@@ -504,10 +510,14 @@ def load_musdb(root, split: str) -> list[MusicRef]:
 def _item_record(plan, speech: Sequence[VocalRef], singing: Sequence[VocalRef], music: Sequence[MusicRef],
                  ext: str) -> dict:
     """What an item is made of (plan + source ids, as JSON): a finished item is reused only if equal."""
-    return json.loads(json.dumps({"plan": plan.to_json(), "ext": ext,
-            "speech_sources": [speech[p.source].id for p in plan.speech],
-            "singing_sources": [singing[p.source].id for p in plan.singing],
-            "music_source": music[plan.music].id}))
+    record = {
+        "plan": plan.to_json(),
+        "ext": ext,
+        "speech_sources": [speech[p.source].id for p in plan.speech],
+        "singing_sources": [singing[p.source].id for p in plan.singing],
+        "music_source": music[plan.music].id,
+    }
+    return json.loads(json.dumps(record))  # tuples -> lists, as read back from item.json
 
 
 def build_dtssv(
