@@ -58,17 +58,6 @@ def _print_stats(stats: dict, root) -> None:
                   f"disk {stats.get('disk_mb_per_hour', 0):.0f} MB per hour of mixtures (sources + mixtures)")
 
 
-def _cmd_demo(a: argparse.Namespace) -> int:
-    """Until the separator and recognizer ship, the demo builds and summarizes a small corpus."""
-    from jrsv_stream.data.synth import SynthConfig, build_corpus
-
-    out = Path(a.out)
-    stats = build_corpus(out, SynthConfig(hours=a.hours, seed=a.seed), workers=a.workers, progress=True)
-    _print_stats(stats, out)
-    print(f"manifests: {', '.join(str(out / f'{s}.jsonl') for s in stats['splits'])}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jrsv-stream", description="Streaming speech + lyrics captioning (JRSV).")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -98,12 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_cmd_data_dtssv)
 
-    s = sub.add_parser("demo", help="the main job (for now: build and summarize a small corpus)")
-    s.add_argument("--out", default="out/demo-corpus")
-    s.add_argument("--hours", type=float, default=0.02)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=None)
-    s.set_defaults(fn=_cmd_demo)
+    from jrsv_stream.serve.cli import add_cli as add_serve_cli
+
+    add_serve_cli(sub)  # serve, capture, demo
     return p
 
 

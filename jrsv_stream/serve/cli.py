@@ -1,0 +1,234 @@
+"""``jrsv-stream serve | capture | demo``: registered by :func:`add_cli` (argparse only here).
+
+- ``serve``: the caption server (publishers send audio over the websocket).
+- ``capture --device NAME|INDEX``: the server plus local capture from a sound device as
+  stream ``--stream`` (default ``live``).
+- ``demo``: the whole live path on loopback: server + demo audio published at real time
+  by the broadcaster client + the two-pane viewer (``--no-viewer``: finals as plain lines;
+  ``--duration S``: stop after S seconds), for people, CI and tmux tests alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+DEMO_AUDIO_CANDIDATES = ("models/demo/demo.flac", "models/demo/demo.wav")
+DEMO_CACHE = Path("out/demo")
+
+
+def _add_server_args(p: argparse.ArgumentParser, port: int = 8765) -> None:
+    p.add_argument("--pipeline", default=os.environ.get("JRSV_PIPELINE", "tiny"),
+                   help="'tiny' (random plumbing model) or a model folder (default: $JRSV_PIPELINE or tiny)")
+    p.add_argument("--chunk-ms", type=float, default=None, help="audio per model step (default: the pipeline's)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 to accept remote clients)")
+    p.add_argument("--port", type=int, default=port)
+    p.add_argument("--publish-token", default=os.environ.get("JRSV_PUBLISH_TOKEN"), help="required from publishers ($JRSV_PUBLISH_TOKEN)")
+    p.add_argument("--subscribe-token", default=os.environ.get("JRSV_SUBSCRIBE_TOKEN"), help="required from subscribers ($JRSV_SUBSCRIBE_TOKEN)")
+    p.add_argument("--allowed-origin", action="append", default=None, help="browser Origin allowed (repeat); default: any")
+    p.add_argument("--max-streams", type=int, default=64)
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--max-wait-ms", type=float, default=10.0)
+    p.add_argument("--max-message-bytes", type=int, default=1 << 20)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--log-level", default="INFO")
+
+
+def _build(a: argparse.Namespace):
+    import logging
+
+    import torch
+
+    from jrsv_stream.serve.server import CaptionServer, ServerConfig
+    from jrsv_stream.stream.pipeline_api import load_pipeline
+
+    logging.basicConfig(level=getattr(logging, str(a.log_level).upper(), logging.INFO), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    chunk = int(round(a.chunk_ms * 16)) if a.chunk_ms else None
+    pipeline = load_pipeline(a.pipeline, chunk)
+    cfg = ServerConfig(host=a.host, port=a.port, publish_token=a.publish_token, subscribe_token=a.subscribe_token,
+                       allowed_origins=tuple(a.allowed_origin) if a.allowed_origin else None, max_streams=a.max_streams,
+                       max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_message_bytes=a.max_message_bytes)
+    return CaptionServer(pipeline, cfg), pipeline
+
+
+async def _serve(server, sources=None, duration_s: float | None = None, stream_hint: str = "demo") -> None:
+    from jrsv_stream.serve.server import serve_forever
+
+    stop = asyncio.Event()
+    if duration_s is not None:
+        asyncio.get_running_loop().call_later(duration_s, stop.set)
+
+    def ready(s):
+        print(f"jrsv-stream: serving on {s.url} (device {s.worker.device}); health: http://{s.config.host}:{s.port}/healthz", flush=True)
+        print(f"  viewer:    python -m clients.viewer {s.url} --stream {stream_hint}", flush=True)
+        print(f"  publisher: python -m clients.broadcast {s.url} --stream {stream_hint} --file AUDIO", flush=True)
+
+    await serve_forever(server, sources, stop, on_ready=ready)
+
+
+def _cmd_serve(a: argparse.Namespace) -> int:
+    server, _ = _build(a)
+    asyncio.run(_serve(server, duration_s=a.duration))
+    return 0
+
+
+def _cmd_capture(a: argparse.Namespace) -> int:
+    from jrsv_stream.audio.sources import SoundDeviceSource
+
+    server, _ = _build(a)
+    src = SoundDeviceSource(a.device, sample_rate=a.sample_rate, channels=a.channels)
+    print(f"capturing from {src.device_name!r} at {src.native_rate} Hz x {src.channels} ch as stream {a.stream!r}", flush=True)
+    asyncio.run(_serve(server, {a.stream: src}, duration_s=a.duration, stream_hint=a.stream))
+    return 0
+
+
+def ensure_demo_audio(cache: Path = DEMO_CACHE, seed: int = 0) -> tuple[Path, list[dict]]:
+    """The demo recording: a bundled file if the repository ships one, else one made once
+    from a small synthetic corpus (speech and singing over music, ~1 min; cached).
+
+    Returns:
+        (audio path, reference words [{"track", "words": [[w, s, e], ...]}] when known).
+    """
+    import json
+
+    for c in DEMO_AUDIO_CANDIDATES:
+        if Path(c).is_file():
+            ref = Path(c).with_suffix(".json")
+            return Path(c), (json.loads(ref.read_text()) if ref.is_file() else [])
+    out = cache / "demo.flac"
+    ref_path = cache / "demo.json"
+    if out.is_file() and ref_path.is_file():
+        return out, json.loads(ref_path.read_text())
+    import numpy as np
+
+    from jrsv_stream.audio.io import load_audio, save_audio
+    from jrsv_stream.data.manifest import read_manifest
+    from jrsv_stream.data.synth import SynthConfig, build_corpus
+
+    corpus = cache / "corpus"
+    print(f"making the demo audio once (small synthetic corpus in {corpus}) ...", file=sys.stderr, flush=True)
+    for attempt in range(3):  # TTS/singing engines occasionally fail on a draw: try another seed
+        try:
+            build_corpus(corpus / str(seed + attempt), SynthConfig(hours=0.01, seed=seed + attempt), workers=1, progress=False)
+            corpus = corpus / str(seed + attempt)
+            break
+        except RuntimeError as e:
+            print(f"demo corpus (seed {seed + attempt}) failed: {e}", file=sys.stderr)
+    else:
+        raise RuntimeError("could not make the demo audio; pass --audio FILE")
+    pieces, refs, t = [], [], 0.0
+    gap = np.zeros(8000, dtype=np.float32)
+    for split in ("test", "valid", "train"):
+        for item in read_manifest(corpus / f"{split}.jsonl"):
+            x = load_audio(corpus / item.mixture)
+            for track, key in (("speech", "speech_words"), ("lyrics", "singing_words")):
+                words = getattr(item, key, None)
+                if words:
+                    refs.append({"track": track, "words": [[w, round(s + t, 3), round(e + t, 3)] for w, s, e in words]})
+            pieces += [x, gap]
+            t += (len(x) + len(gap)) / 16000
+    save_audio(out, np.concatenate(pieces))
+    ref_path.write_text(json.dumps(refs))
+    return out, refs
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    import threading
+
+    import torch
+
+    from clients.broadcast import broadcast
+    from clients.viewer import run_viewer
+    from jrsv_stream.audio.sources import FileSource
+    from jrsv_stream.serve.protocol import stream_url
+    from jrsv_stream.serve.server import ServerConfig, ServerThread
+    from jrsv_stream.stream.pipeline_api import load_pipeline
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    audio = Path(a.audio) if a.audio else ensure_demo_audio()[0]
+    pipeline = load_pipeline(a.pipeline, int(round(a.chunk_ms * 16)) if a.chunk_ms else None)
+    if a.pipeline == "tiny":
+        print("demo: TinyPipeline (random weights, plumbing only): captions are random letters", file=sys.stderr, flush=True)
+    st = ServerThread(pipeline, ServerConfig(host="127.0.0.1", port=a.port)).start()
+    sub = stream_url(st.url, "subscribe", a.stream)
+    pub = stream_url(st.url, "publish", a.stream)
+    t0 = time.time()
+
+    async def main():
+        # The viewer exits when the stream ends: after the audio, or after --duration (the
+        # source is closed then, the broadcaster sends "end", the server flushes finals).
+        viewer = asyncio.ensure_future(run_viewer(sub, duration_s=None if a.duration is None else a.duration + 30,
+                                                  exit_on_end=True, plain=a.no_viewer, reconnect=False))
+        await asyncio.sleep(0.3)  # the viewer subscribes before the first audio
+        source = FileSource(audio, realtime=not a.fast)
+        if a.duration is not None:
+            asyncio.get_running_loop().call_later(a.duration, source.close)
+        bc = asyncio.ensure_future(broadcast(pub, source))
+        board = await viewer
+        if not bc.done():
+            bc.cancel()
+        await asyncio.gather(bc, return_exceptions=True)
+        return board
+
+    try:
+        board = asyncio.run(main())
+    except KeyboardInterrupt:
+        board = None
+    finally:
+        stopper = threading.Thread(target=st.stop)
+        stopper.start()
+        stopper.join(30)
+    if board is not None:
+        n = {t: len(v.finals) for t, v in board.views.items()}
+        lat = "-" if board.latency_ms is None else f"{board.latency_ms:.0f} ms"
+        print(f"demo: {time.time() - t0:.1f} s, {board.audio_time_s:.1f} s of audio captioned; finals "
+              + ", ".join(f"{t} {k}" for t, k in n.items()) + f"; last caption latency {lat} (server side)", flush=True)
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register ``serve``, ``capture`` and ``demo`` on the ``jrsv-stream`` subparsers."""
+    s = subparsers.add_parser("serve", help="run the websocket caption server")
+    _add_server_args(s)
+    s.add_argument("--duration", type=float, default=None, help="stop (cleanly) after this many seconds")
+    s.set_defaults(fn=_cmd_serve)
+
+    s = subparsers.add_parser("capture", help="caption a local sound device through the server")
+    _add_server_args(s)
+    s.add_argument("--device", required=True, help="input device name (or part of it) or index; see python -m sounddevice")
+    s.add_argument("--stream", default="live", help="stream id subscribers use")
+    s.add_argument("--sample-rate", type=int, default=None, help="capture rate (default: the device's native rate)")
+    s.add_argument("--channels", type=int, default=None, help="capture channels (downmixed; default min(2, device max))")
+    s.add_argument("--duration", type=float, default=None, help="stop (cleanly) after this many seconds")
+    s.set_defaults(fn=_cmd_capture)
+
+    s = subparsers.add_parser("demo", help="live captioning demo: server + demo audio at real time + two-pane viewer")
+    s.add_argument("--audio", default=None, help="audio file to play (default: the bundled / generated demo recording)")
+    s.add_argument("--pipeline", default=os.environ.get("JRSV_PIPELINE", "tiny"), help="'tiny' or a model folder")
+    s.add_argument("--chunk-ms", type=float, default=None)
+    s.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    s.add_argument("--no-viewer", action="store_true", help="print finals as lines instead of the live viewer")
+    s.add_argument("--fast", action="store_true", help="send the audio as fast as possible instead of real time")
+    s.add_argument("--port", type=int, default=0, help="loopback port (0: any free one)")
+    s.add_argument("--stream", default="demo")
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(fn=_cmd_demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m jrsv_stream.serve.cli serve|capture|demo ...`` (same as ``jrsv-stream ...``)."""
+    p = argparse.ArgumentParser(prog="python -m jrsv_stream.serve.cli")
+    add_cli(p.add_subparsers(dest="cmd", required=True))
+    a = p.parse_args(argv)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

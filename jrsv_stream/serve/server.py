@@ -1,0 +1,650 @@
+"""Websocket caption server (websockets >= 14, ``websockets.asyncio.server``).
+
+A thin asyncio layer over the network-free core: one :class:`BatchWorker` owns the model;
+each live stream has a :class:`StreamSession` fed by a publisher connection (or a local
+:class:`~jrsv_stream.audio.sources.AudioSource`, e.g. server-side capture); its events go
+to every subscriber of the stream through a bounded :class:`SubscriberQueue` each.
+
+Guarantees (docs/protocol.md):
+
+- the worker and the stream tasks never wait on a subscriber: events are put into each
+  subscriber's queue without blocking; a per-subscriber task sends them;
+- a slow subscriber loses superseded partials, activity and stats first (counted in its
+  ``stats.dropped_partials``); finals and errors are never dropped while it is connected;
+  if its queue still reaches the hard limit it is disconnected (close 4008);
+- bad input (malformed JSON, unknown types, odd byte counts, wrong dtype or sample rate,
+  NaN/Inf, oversized frames, abrupt disconnects) gets an ``error`` event or a close code
+  and affects only that connection; an abrupt publisher disconnect still flushes finals;
+- SIGTERM/SIGINT (:func:`serve_forever`): stop accepting, flush every stream's finals to
+  its subscribers, close with 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from jrsv_stream import __version__
+from jrsv_stream.audio.sources import AudioSource
+from jrsv_stream.serve.protocol import (PROTOCOL_VERSION, CloseCode, End, ErrorCode, Ping, ProtocolError, Start,
+                                        decode_pcm, message, parse_client_message, parse_path, token_ok)
+from jrsv_stream.stream.events import Activity, Error, Event, Final, Partial, Stats, encode_event, is_droppable
+from jrsv_stream.stream.pipeline_api import StreamingPipeline
+from jrsv_stream.stream.session import Chunk, SessionConfig, StreamSession, _Timings
+from jrsv_stream.stream.state_pool import PoolFull
+from jrsv_stream.stream.worker import BatchWorker, QueueFull, WorkerStopped
+
+log = logging.getLogger("jrsv_stream.serve")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Server settings.
+
+    Attributes:
+        host, port: where to listen (port 0: any free port; read :attr:`CaptionServer.port`).
+        publish_token, subscribe_token: required per role when set (``?token=`` or
+            ``Authorization: Bearer``).
+        allowed_origins: when set, browsers' ``Origin`` must be one of these (clients that
+            send no Origin header, like the Python clients, are accepted).
+        max_message_bytes: largest websocket message; bigger frames close with 1009.
+        max_streams: concurrent live streams (worker slots).
+        max_subscribers_per_stream: subscribers of one stream.
+        subscriber_queue: events queued per subscriber before droppable ones are dropped.
+        subscriber_hard_limit: queued non-droppable events at which a subscriber is cut off.
+        chunk_queue: chunks buffered per stream between receive and model (backpressure
+            to the publisher beyond this).
+        max_errors_per_publisher: invalid messages tolerated before closing with 4002.
+        max_batch, max_wait_ms: worker batching.
+        decode_threads: threads running decoders (CPU state machines).
+        drain_timeout_s: at shutdown, how long to wait for subscribers to receive finals.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    publish_token: str | None = None
+    subscribe_token: str | None = None
+    allowed_origins: tuple[str, ...] | None = None
+    max_message_bytes: int = 1 << 20
+    max_streams: int = 64
+    max_subscribers_per_stream: int = 64
+    subscriber_queue: int = 256
+    subscriber_hard_limit: int = 4096
+    chunk_queue: int = 32
+    max_errors_per_publisher: int = 100
+    max_batch: int = 32
+    max_wait_ms: float = 10.0
+    decode_threads: int = 2
+    drain_timeout_s: float = 5.0
+
+    def __post_init__(self):
+        for name in ("max_message_bytes", "max_streams", "max_subscribers_per_stream", "subscriber_queue", "chunk_queue",
+                     "max_batch", "decode_threads"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.subscriber_hard_limit < self.subscriber_queue:
+            raise ValueError("subscriber_hard_limit must be >= subscriber_queue")
+
+
+class SubscriberQueue:
+    """Bounded, never-blocking outgoing queue of one subscriber (event-loop thread only).
+
+    Items are events or control-message strings. Policy on :meth:`put`:
+
+    - a partial supersedes a queued partial of the same segment; activity and stats
+      supersede queued ones (the older item is dropped and counted);
+    - at ``maxsize`` the oldest droppable item is dropped to make room; if none is queued,
+      a droppable newcomer is dropped; a non-droppable one (final, error, control) is
+      queued anyway up to ``hard_limit``, where :meth:`put` returns False: the caller must
+      disconnect the subscriber (so no final is ever dropped for a connected one).
+
+    Attributes:
+        dropped_partials: partials this subscriber lost.
+        dropped_other: activity/stats events it lost.
+    """
+
+    def __init__(self, maxsize: int = 256, hard_limit: int = 4096):
+        self.maxsize, self.hard_limit = maxsize, hard_limit
+        self._q: collections.deque = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self.dropped_partials = 0
+        self.dropped_other = 0
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def _count(self, item) -> None:
+        if isinstance(item, Partial):
+            self.dropped_partials += 1
+        else:
+            self.dropped_other += 1
+
+    def _supersedes(self, new, old) -> bool:
+        if isinstance(new, Partial):
+            return isinstance(old, Partial) and old.segment_id == new.segment_id
+        return isinstance(new, (Activity, Stats)) and type(old) is type(new)
+
+    def put(self, item: Event | str) -> bool:
+        if self.closed:
+            return True
+        droppable = not isinstance(item, str) and is_droppable(item)
+        if droppable:
+            for old in [o for o in self._q if not isinstance(o, str) and self._supersedes(item, o)]:
+                self._q.remove(old)
+                self._count(old)
+        if len(self._q) >= self.maxsize:
+            victim = next((o for o in self._q if not isinstance(o, str) and is_droppable(o)), None)
+            if victim is not None:
+                self._q.remove(victim)
+                self._count(victim)
+            elif droppable:
+                self._count(item)
+                return True
+            elif len(self._q) >= self.hard_limit:
+                self.closed = True
+                return False
+        self._q.append(item)
+        if self._wake is not None:
+            self._wake.set()
+        return True
+
+    async def get(self) -> Event | str:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        while not self._q:
+            self._wake.clear()
+            await self._wake.wait()
+        return self._q.popleft()
+
+
+class _Hub:
+    """Everything the server keeps about one stream id."""
+
+    def __init__(self, stream_id: str, chunk_queue: int):
+        self.stream_id = stream_id
+        self.subscribers: dict[ServerConnection, SubscriberQueue] = {}
+        self.publisher: Any = None  # the publishing connection, or a local source's name
+        self.session: StreamSession | None = None
+        self.chunks: asyncio.Queue[Chunk | None] = asyncio.Queue(chunk_queue)
+        self.proc_task: asyncio.Task | None = None
+        self.finishing: asyncio.Future | None = None
+        self.source: AudioSource | None = None  # a local source feeding the stream, if any
+        self.timings = _Timings()
+        self.audio_s_total = 0.0
+
+
+class CaptionServer:
+    """The caption server. Use ``await start()`` / ``await stop()`` (or :func:`serve_forever`).
+
+    Args:
+        pipeline: the :class:`StreamingPipeline` (the worker moves it to CUDA if present).
+        config: :class:`ServerConfig`.
+        session_config: decoding settings for every stream.
+    """
+
+    def __init__(self, pipeline: StreamingPipeline, config: ServerConfig = ServerConfig(),
+                 session_config: SessionConfig = SessionConfig()):
+        self.config = config
+        self.session_config = session_config
+        self.worker = BatchWorker(pipeline, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
+                                  max_streams=config.max_streams)
+        self.pipeline = self.worker.pipeline
+        self._hubs: dict[str, _Hub] = {}
+        self._server: Server | None = None
+        self._stopping = False
+        self._decode_pool = concurrent.futures.ThreadPoolExecutor(config.decode_threads, thread_name_prefix="jrsv-decode")
+        self._bg: set[asyncio.Task] = set()
+        self.port: int | None = None
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> "CaptionServer":
+        self.worker.start()
+        origins = None
+        if self.config.allowed_origins is not None:
+            origins = [*self.config.allowed_origins, None]  # None: no Origin header (non-browser clients)
+        self._server = await serve(self._handler, self.config.host, self.config.port, process_request=self._process_request,
+                                   origins=origins, max_size=self.config.max_message_bytes, compression=None,
+                                   server_header=f"jrsv-stream/{__version__}")
+        self.port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self.config.port
+        log.info("listening on ws://%s:%s (device %s)", self.config.host, self.port, self.worker.device)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.config.host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Clean shutdown: stop accepting, flush finals of every stream, close (1001)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._server is not None:
+            self._server.close(close_connections=False)  # stop listening; connections stay up
+        hubs = list(self._hubs.values())
+        for h in hubs:
+            if h.source is not None:
+                h.source.close()  # wakes its reader thread
+        await asyncio.gather(*(self._finish_stream(h) for h in hubs), return_exceptions=True)
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        for h in hubs:  # let subscribers receive the flushed finals
+            while any(len(q) for q in h.subscribers.values()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        conns = [c for h in hubs for c in h.subscribers] + [h.publisher for h in hubs if isinstance(h.publisher, ServerConnection)]
+        await asyncio.gather(*(c.close(CloseCode.GOING_AWAY, "server shutting down") for c in conns), return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for t in list(self._bg):
+            t.cancel()
+        self.worker.stop()
+        self._decode_pool.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ health and handshake
+    def health(self) -> dict:
+        p = self.pipeline
+        return {"status": "stopping" if self._stopping else "ok", "version": __version__, "protocol": PROTOCOL_VERSION,
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "streams": sum(1 for h in self._hubs.values() if h.session is not None),
+                "subscribers": sum(len(h.subscribers) for h in self._hubs.values()),
+                "max_streams": self.config.max_streams, "device": str(self.worker.device),
+                "queue_depth": self.worker.queue_depth,
+                "pipeline": {"chunk_samples": p.chunk_samples, "sample_rate": p.sample_rate,
+                             "algorithmic_latency_ms": p.algorithmic_latency_ms, "tracks": list(p.tracks)},
+                "worker": self.worker.stats()}
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        try:
+            route = parse_path(request.path, request.headers)
+        except ProtocolError as e:
+            return connection.respond(404, f"{e}\n")
+        if route.role == "health":
+            r = connection.respond(200, json.dumps(self.health()) + "\n")
+            r.headers["Content-Type"] = "application/json"
+            return r
+        expected = self.config.publish_token if route.role == "publish" else self.config.subscribe_token
+        if not token_ok(route.token, expected):
+            return connection.respond(401, f"unauthorized: missing or wrong {route.role} token\n")
+        if self._stopping:
+            return connection.respond(503, "server shutting down\n")
+        hub = self._hubs.get(route.stream_id)
+        if route.role == "publish":
+            if hub is not None and hub.publisher is not None:
+                return connection.respond(409, f"stream {route.stream_id!r} already has a publisher\n")
+            if self._live_streams() >= self.config.max_streams:
+                return connection.respond(503, f"maximum number of streams ({self.config.max_streams}) reached\n")
+        elif hub is not None and len(hub.subscribers) >= self.config.max_subscribers_per_stream:
+            return connection.respond(503, f"maximum subscribers for stream {route.stream_id!r} reached\n")
+        return None
+
+    def _live_streams(self) -> int:
+        return sum(1 for h in self._hubs.values() if h.publisher is not None)
+
+    def _hub(self, stream_id: str) -> _Hub:
+        h = self._hubs.get(stream_id)
+        if h is None:
+            h = self._hubs[stream_id] = _Hub(stream_id, self.config.chunk_queue)
+        return h
+
+    def _maybe_forget(self, hub: _Hub) -> None:
+        if hub.publisher is None and not hub.subscribers and hub.session is None and self._hubs.get(hub.stream_id) is hub:
+            del self._hubs[hub.stream_id]
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        route = parse_path(ws.request.path, ws.request.headers)
+        try:
+            if route.role == "publish":
+                await self._publisher(ws, route.stream_id)
+            else:
+                await self._subscriber(ws, route.stream_id)
+        except ConnectionClosed:
+            pass
+        except Exception as e:  # a bug must not take the server down; tell the client
+            log.exception("connection handler failed")
+            try:
+                await ws.send(encode_event(Error(route.stream_id, 0, ErrorCode.INTERNAL, f"internal error: {e}", True, time.time())))
+                await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
+            except ConnectionClosed:
+                pass
+
+    # ------------------------------------------------------------------ events out
+    def _spawn(self, coro) -> None:
+        t = asyncio.ensure_future(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    def _dispatch(self, hub: _Hub, events: list[Event | str]) -> None:
+        """Queue events for every subscriber of the stream; never blocks."""
+        for ws, q in list(hub.subscribers.items()):
+            for ev in events:
+                if not q.put(ev):
+                    log.warning("subscriber of %s too slow: disconnecting", hub.stream_id)
+                    self._spawn(ws.close(CloseCode.SLOW_CONSUMER, "subscriber too slow: finals would be dropped"))
+                    break
+        if isinstance(hub.publisher, ServerConnection):
+            for ev in events:
+                if isinstance(ev, Error):
+                    self._spawn(self._safe_send(hub.publisher, encode_event(ev)))
+
+    async def _safe_send(self, ws: ServerConnection, text: str) -> None:
+        try:
+            await ws.send(text)
+        except ConnectionClosed:
+            pass
+
+    async def _sender(self, ws: ServerConnection, hub: _Hub, q: SubscriberQueue) -> None:
+        while True:
+            item = await q.get()
+            if isinstance(item, str):
+                text = item
+            else:
+                if isinstance(item, Stats):  # per subscriber: its drops; per stream: receive/send timings
+                    stage = {**item.stage_ms, **{k: v for k, v in hub.timings.summary().items() if v}}
+                    item = dataclasses.replace(item, dropped_partials=q.dropped_partials, stage_ms=stage)
+                text = encode_event(item)
+            t0 = time.perf_counter()
+            try:
+                await ws.send(text)
+            except ConnectionClosed:
+                return
+            if isinstance(item, (Partial, Final)):
+                hub.timings.add("send", 1000.0 * (time.perf_counter() - t0))
+
+    # ------------------------------------------------------------------ subscribers
+    async def _subscriber(self, ws: ServerConnection, stream_id: str) -> None:
+        hub = self._hub(stream_id)
+        q = SubscriberQueue(self.config.subscriber_queue, self.config.subscriber_hard_limit)
+        hub.subscribers[ws] = q
+        p = self.pipeline
+        q.put(message("hello", stream_id=stream_id, live=hub.session is not None, tracks=list(p.tracks),
+                      sample_rate=p.sample_rate, chunk_samples=p.chunk_samples,
+                      algorithmic_latency_ms=p.algorithmic_latency_ms, server=__version__))
+        sender = asyncio.ensure_future(self._sender(ws, hub, q))
+        try:
+            async for msg in ws:
+                try:
+                    m = parse_client_message(msg) if isinstance(msg, str) else None
+                except ProtocolError as e:
+                    q.put(Error(stream_id, 0, e.code, str(e), False, time.time()))
+                    continue
+                if isinstance(m, Ping):
+                    q.put(message("pong"))
+                else:
+                    q.put(Error(stream_id, 0, ErrorCode.UNEXPECTED_MESSAGE,
+                                "subscribers only receive events (they may send {\"type\": \"ping\"})", False, time.time()))
+        except ConnectionClosed:
+            pass
+        finally:
+            sender.cancel()
+            hub.subscribers.pop(ws, None)
+            self._maybe_forget(hub)
+
+    # ------------------------------------------------------------------ publishers
+    async def _open_session(self, hub: _Hub) -> None:
+        hub.session = StreamSession(self.worker, hub.stream_id, self.session_config)
+        hub.finishing = None
+        hub.chunks = asyncio.Queue(self.config.chunk_queue)
+        hub.proc_task = asyncio.ensure_future(self._process(hub, hub.session))
+        self._dispatch(hub, [message("stream", stream_id=hub.stream_id, state="live")])
+
+    async def _send_error(self, ws: ServerConnection, hub: _Hub, code: str, text: str, fatal: bool = False) -> None:
+        # seq 0: a message to this connection only, outside the stream's event sequence
+        await self._safe_send(ws, encode_event(Error(hub.stream_id, 0, code, text, fatal, time.time())))
+
+    async def _publisher(self, ws: ServerConnection, stream_id: str) -> None:
+        hub = self._hub(stream_id)
+        if hub.publisher is not None:  # raced past the handshake check
+            await self._send_error(ws, hub, ErrorCode.STREAM_BUSY, f"stream {stream_id!r} already has a publisher", True)
+            await ws.close(CloseCode.STREAM_BUSY, "stream already has a publisher")
+            return
+        hub.publisher = ws
+        start: Start | None = None
+        graceful = False
+        errors = 0
+        try:
+            async for msg in ws:
+                if self._stopping:
+                    break
+                if isinstance(msg, str):
+                    try:
+                        m = parse_client_message(msg)
+                    except ProtocolError as e:
+                        errors += 1
+                        await self._send_error(ws, hub, e.code, str(e))
+                    else:
+                        if isinstance(m, Start):
+                            if start is not None:
+                                errors += 1
+                                await self._send_error(ws, hub, ErrorCode.ALREADY_STARTED, "stream already started; send 'end' first")
+                            else:
+                                try:
+                                    await self._open_session(hub)
+                                except PoolFull as e:
+                                    await self._send_error(ws, hub, ErrorCode.MAX_STREAMS, str(e), True)
+                                    await ws.close(CloseCode.TRY_AGAIN_LATER, "no free stream slot")
+                                    return
+                                start = m
+                                p = self.pipeline
+                                await ws.send(message("ready", stream_id=stream_id, sample_rate=p.sample_rate, dtype=m.dtype,
+                                                      chunk_samples=p.chunk_samples, tracks=list(p.tracks),
+                                                      algorithmic_latency_ms=p.algorithmic_latency_ms))
+                        elif isinstance(m, End):
+                            graceful = True
+                            break
+                        elif isinstance(m, Ping):
+                            await ws.send(message("pong"))
+                else:
+                    if start is None:
+                        errors += 1
+                        await self._send_error(ws, hub, ErrorCode.NOT_STARTED, "send a 'start' message before audio")
+                    else:
+                        try:
+                            x = decode_pcm(msg, start, self.session_config.max_samples_per_feed)
+                        except ProtocolError as e:
+                            errors += 1
+                            await self._send_error(ws, hub, e.code, str(e))
+                        else:
+                            await self._feed(hub, x)
+                if errors > self.config.max_errors_per_publisher:
+                    await ws.close(CloseCode.TOO_MANY_ERRORS, "too many invalid messages")
+                    break
+        except ConnectionClosed:
+            pass  # abrupt disconnect: the stream is still flushed below
+        finally:
+            await self._finish_stream(hub)
+            if hub.publisher is ws:
+                hub.publisher = None
+            self._maybe_forget(hub)
+        if graceful:
+            try:
+                await ws.send(message("ended", stream_id=stream_id, audio_s=round(hub.audio_s_total, 3)))
+                await ws.close(CloseCode.NORMAL, "stream ended")
+            except ConnectionClosed:
+                pass
+
+    async def _feed(self, hub: _Hub, x) -> None:
+        s = hub.session
+        if s is None or hub.finishing is not None:
+            return
+        t0 = time.perf_counter()
+        try:
+            chunks = s.feed(x)
+        except ValueError as e:
+            if isinstance(hub.publisher, ServerConnection):
+                await self._send_error(hub.publisher, hub, ErrorCode.BAD_AUDIO, str(e))
+            return
+        hub.audio_s_total += len(x) / s.sample_rate
+        for c in chunks:
+            await hub.chunks.put(c)  # bounded: backpressure to the publisher when the model lags
+        hub.timings.add("receive", 1000.0 * (time.perf_counter() - t0))
+
+    async def _run_chunk(self, s: StreamSession, c: Chunk) -> list[Event]:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                fut = s.submit(c)
+                break
+            except QueueFull:
+                await asyncio.sleep(0.005)  # the worker is saturated: wait (the stream falls behind, others go on)
+            except (ValueError, WorkerStopped) as e:
+                return s.on_failure(c, e)
+        try:
+            res = await asyncio.wrap_future(fut)
+        except Exception as e:  # this stream's step failed (isolated by the worker)
+            return s.on_failure(c, e)
+        return await loop.run_in_executor(self._decode_pool, s.on_result, c, res)
+
+    async def _process(self, hub: _Hub, s: StreamSession) -> None:
+        while True:
+            c = await hub.chunks.get()
+            if c is None:
+                return
+            try:
+                events = await self._run_chunk(s, c)
+            except Exception as e:  # decoding bug: report, keep the stream going
+                log.exception("decoding failed on %s", hub.stream_id)
+                events = [s.error(ErrorCode.INTERNAL, f"decoding failed: {type(e).__name__}: {e}")]
+            self._dispatch(hub, events)
+
+    async def _finish_stream(self, hub: _Hub) -> None:
+        """Flush the last partial chunk and finals of the stream, close its session (idempotent)."""
+        if hub.session is None:
+            return
+        if hub.finishing is not None:
+            await asyncio.shield(hub.finishing)
+            return
+        loop = asyncio.get_running_loop()
+        hub.finishing = loop.create_future()
+        s = hub.session
+        try:
+            c = s.flush()
+            if c is not None:
+                await hub.chunks.put(c)
+            await hub.chunks.put(None)
+            if hub.proc_task is not None:
+                await hub.proc_task
+            events = await loop.run_in_executor(self._decode_pool, s.end)
+            self._dispatch(hub, events + [message("stream", stream_id=hub.stream_id, state="ended")])
+        finally:
+            s.close()
+            hub.session = None
+            hub.proc_task = None
+            hub.finishing.set_result(None)
+
+    # ------------------------------------------------------------------ local sources
+    async def add_local_source(self, stream_id: str, source: AudioSource, name: str = "local") -> asyncio.Task:
+        """Caption a source read by the server itself (e.g. a capture device) as ``stream_id``.
+
+        Returns the pumping task (done when the source ends; the stream's finals are flushed).
+        """
+        hub = self._hub(stream_id)
+        if hub.publisher is not None:
+            raise ValueError(f"stream {stream_id!r} already has a publisher")
+        hub.publisher = f"{name}:{type(source).__name__}"
+        hub.source = source
+        await self._open_session(hub)
+        t = asyncio.ensure_future(self._pump(hub, source))
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+        return t
+
+    async def _pump(self, hub: _Hub, source: AudioSource) -> None:
+        it = iter(source)
+        try:
+            while not self._stopping:
+                block = await asyncio.to_thread(next, it, None)
+                if block is None or hub.session is None:
+                    break
+                hub.session.overruns = source.overruns
+                await self._feed(hub, block)
+        except Exception as e:
+            log.error("source of %s failed: %s", hub.stream_id, e)
+            if hub.session is not None:
+                self._dispatch(hub, [hub.session.error(ErrorCode.SOURCE_ERROR, f"{type(e).__name__}: {e}", True)])
+        finally:
+            source.close()
+            await self._finish_stream(hub)
+            hub.publisher = None
+            hub.source = None
+            self._maybe_forget(hub)
+
+
+async def serve_forever(server: CaptionServer, local_sources: dict[str, AudioSource] | None = None,
+                        stop: asyncio.Event | None = None, on_ready=None) -> None:
+    """Start ``server``, attach local sources, run until SIGTERM/SIGINT (or ``stop``), shut down cleanly."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread: rely on ``stop``
+    await server.start()
+    for sid, src in (local_sources or {}).items():
+        await server.add_local_source(sid, src)
+    if on_ready is not None:
+        on_ready(server)
+    await stop.wait()
+    await server.stop()
+
+
+class ServerThread:
+    """Run a :class:`CaptionServer` on its own event loop in a background thread (demo,
+    benchmarks, tests). ``start()`` returns once it listens; ``stop()`` shuts it down cleanly."""
+
+    def __init__(self, pipeline: StreamingPipeline, config: ServerConfig = ServerConfig(),
+                 session_config: SessionConfig = SessionConfig(), local_sources: dict[str, AudioSource] | None = None):
+        self.server = CaptionServer(pipeline, config, session_config)
+        self._sources = local_sources
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self, timeout_s: float = 30.0) -> "ServerThread":
+        def run():
+            async def main():
+                self._loop = asyncio.get_running_loop()
+                self._stop = asyncio.Event()
+                await serve_forever(self.server, self._sources, self._stop, on_ready=lambda s: self._ready.set())
+            try:
+                asyncio.run(main())
+            except BaseException as e:  # surfaced by start()/stop()
+                self.error = e
+                self._ready.set()
+
+        self._thread = threading.Thread(target=run, name="jrsv-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s) or self.error is not None:
+            raise RuntimeError(f"server did not start: {self.error!r}")
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self._loop is not None and self._stop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout_s)
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,427 @@
+"""StreamSession: one live stream, network-free.
+
+It slices incoming 16 kHz samples into the pipeline's fixed chunks, owns the stream's slot
+in the :class:`~jrsv_stream.stream.worker.BatchWorker`, and turns each chunk's model output
+into caption events, per track:
+
+1. **activity gate** (hysteresis per frame: opens at ``gate_on``, closes below
+   ``gate_off``): frames where the track's source is inactive are decoded as certain
+   blanks, so no caption appears on a track whose source is silent (no lyrics over
+   instrumental music);
+2. **CTC prefix beam step** (:mod:`jrsv_stream.decode.ctc_prefix_beam`) -> the best prefix
+   is the segment's :class:`~jrsv_stream.stream.events.Partial` (sent when its text changes);
+3. **endpoint** (:mod:`jrsv_stream.decode.endpoint`: trailing blanks, max length, activity)
+   -> **attention rescoring** of the n-best when the pipeline has a ``rescore_fn``
+   (:mod:`jrsv_stream.decode.rescoring`, run on the worker thread) -> the segment's
+   :class:`~jrsv_stream.stream.events.Final` with word times in audio time; the next
+   segment of the track gets the next ``segment_id``.
+
+Also per chunk an :class:`~jrsv_stream.stream.events.Activity` event, and every
+``stats_every_s`` of audio a :class:`~jrsv_stream.stream.events.Stats` event.
+
+Usage (synchronous; the server does the same with asyncio around the futures)::
+
+    with BatchWorker(pipeline) as worker:
+        session = StreamSession(worker, "demo")
+        events = session.process(audio) + session.end()
+        session.close()
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from jrsv_stream.decode.ctc_prefix_beam import PrefixBeamConfig, PrefixBeamState, best, init_state, nbest, prefix_beam_step
+from jrsv_stream.decode.endpoint import EndpointConfig, EndpointState, blank_frames, endpoint_step, init_endpoint_state
+from jrsv_stream.decode.rescoring import attention_rescore, words_with_times
+from jrsv_stream.stream.events import Activity, Error, Event, Final, Partial, Stats
+from jrsv_stream.stream.worker import BatchWorker, StepResult
+
+_FORCED_BLANK_LOGP = -1.0e4  # log-prob given to non-blank tokens on gated-off frames
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Decoding and event settings of a session.
+
+    Attributes:
+        beam: prefix beam search settings (``blank_id`` is taken from the tokenizer).
+        endpoint: endpoint rules (``frame_shift_ms`` is taken from the pipeline).
+        gate_on: a track's gate opens on a frame with activity >= this.
+        gate_off: and closes on a frame with activity < this (hysteresis).
+        ctc_weight: CTC weight in attention rescoring.
+        reverse_weight: right-to-left decoder weight in rescoring (bidirectional decoders).
+        stats_every_s: audio seconds between Stats events.
+        activity_events: emit an Activity event per chunk.
+        max_samples_per_feed: largest single feed accepted (guards memory).
+    """
+
+    beam: PrefixBeamConfig = PrefixBeamConfig(beam=8, top_k=8, nbest=8)
+    endpoint: EndpointConfig = EndpointConfig()
+    gate_on: float = 0.5
+    gate_off: float = 0.3
+    ctc_weight: float = 0.5
+    reverse_weight: float = 0.0
+    stats_every_s: float = 1.0
+    activity_events: bool = True
+    max_samples_per_feed: int = 16000 * 10
+
+    def __post_init__(self):
+        if not 0.0 <= self.gate_off <= self.gate_on <= 1.0:
+            raise ValueError(f"need 0 <= gate_off <= gate_on <= 1, got {self.gate_off}, {self.gate_on}")
+        if self.stats_every_s <= 0:
+            raise ValueError(f"stats_every_s must be > 0, got {self.stats_every_s}")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A fixed-size slice of the stream: ``audio`` (chunk_samples,) float32, its index,
+    ``valid_samples`` (< chunk_samples only for the zero-padded last chunk) and the wall
+    time (``time.time()``) at which it was complete."""
+
+    index: int
+    audio: np.ndarray
+    valid_samples: int
+    ready_at: float
+
+
+@dataclass
+class _Track:
+    name: str
+    beam: PrefixBeamState
+    ep: EndpointState
+    segment: int = 0  # number of the open segment
+    seg_start_frame: int = 0
+    partial_text: str | None = None  # last partial sent for the open segment
+    enc: list = field(default_factory=list)  # encoder frames of the open segment (rescoring only)
+    gate: bool = False
+    activity: float = 0.0
+
+
+class _Timings:
+    def __init__(self, n: int = 500):
+        self.d: dict[str, collections.deque[float]] = collections.defaultdict(lambda: collections.deque(maxlen=n))
+
+    def add(self, stage: str, ms: float) -> None:
+        self.d[stage].append(ms)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for k, v in self.d.items():
+            a = np.asarray(v, dtype=np.float64)
+            out[k] = {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 95, 99)} if len(a) else {}
+        return out
+
+
+class StreamSession:
+    """One stream: chunking, its worker slot, per-track decoding, events.
+
+    Args:
+        worker: the running :class:`BatchWorker` (its pipeline gives sizes and tokenizer).
+        stream_id: name used in events.
+        config: :class:`SessionConfig`.
+        rescore: use the pipeline's ``rescore_fn`` for finals when it has one.
+        clock: wall clock for ``emitted_at`` / ``ready_at`` (``time.time``).
+
+    Raises:
+        PoolFull: the worker has no free slot.
+
+    Thread use: one caller at a time (the server runs a stream's steps sequentially).
+    """
+
+    def __init__(self, worker: BatchWorker, stream_id: str, config: SessionConfig = SessionConfig(),
+                 rescore: bool = True, clock: Callable[[], float] = time.time):
+        p = worker.pipeline
+        self.worker = worker
+        self.stream_id = stream_id
+        self.sample_rate = int(p.sample_rate)
+        self.chunk_samples = int(p.chunk_samples)
+        self.frame_shift_s = float(p.frame_shift_s)
+        self.frame_offset_s = float(getattr(p, "frame_offset_s", 0.0))
+        self.tracks = tuple(p.tracks)
+        self.tokenizer = p.tokenizer
+        self.rescore_fn = p.rescore_fn if rescore else None
+        self.config = dataclasses.replace(
+            config, beam=dataclasses.replace(config.beam, blank_id=int(self.tokenizer.blank_id)),
+            endpoint=dataclasses.replace(config.endpoint, frame_shift_ms=1000.0 * self.frame_shift_s))
+        self.clock = clock
+        self.handle = worker.open_stream(stream_id)
+        self._pending = np.zeros(0, dtype=np.float32)  # samples of the incomplete chunk
+        self._chunks_made = 0
+        self._chunks_done = 0
+        self._samples_in = 0
+        self.audio_time_s = 0.0  # audio decoded so far
+        self._seq = itertools.count(1)  # next() is atomic: errors may be made on another thread
+        self._tracks = {t: self._new_track(t, 0) for t in self.tracks}
+        self._timings = _Timings()
+        self._compute_ms_window: collections.deque[tuple[float, float]] = collections.deque(maxlen=50)
+        self._next_stats_s = self.config.stats_every_s
+        self.overruns = 0  # set by whoever feeds the session (ring overruns, dropped audio)
+        self.closed = False
+
+    # ------------------------------------------------------------------ audio in
+    def _new_track(self, name: str, start_frame: int, segment: int = 0, gate: bool = False) -> _Track:
+        return _Track(name, init_state(self.config.beam, start_frame), init_endpoint_state(self.config.endpoint),
+                      segment=segment, seg_start_frame=start_frame, gate=gate)
+
+    def validate(self, samples: np.ndarray) -> np.ndarray:
+        """Check one block of input: (n,) float32, finite, not too long.
+
+        Raises:
+            ValueError: with a message fit for an ``error`` event.
+        """
+        x = np.asarray(samples)
+        if x.dtype != np.float32:
+            raise ValueError(f"audio must be float32 samples, got {x.dtype}")
+        if x.ndim != 1:
+            raise ValueError(f"audio must be mono (n,), got shape {x.shape}")
+        if len(x) > self.config.max_samples_per_feed:
+            raise ValueError(f"audio block of {len(x)} samples exceeds {self.config.max_samples_per_feed}")
+        if not np.isfinite(x).all():
+            raise ValueError("audio contains NaN or Inf samples")
+        return x
+
+    def feed(self, samples: np.ndarray) -> list[Chunk]:
+        """Append samples; return the chunks now complete (in order).
+
+        Raises:
+            ValueError: invalid samples (see :meth:`validate`); nothing is appended.
+        """
+        x = self.validate(samples)
+        self._samples_in += len(x)
+        buf = np.concatenate([self._pending, x]) if len(self._pending) else x
+        n = len(buf) // self.chunk_samples
+        now = self.clock()
+        chunks = []
+        for i in range(n):
+            a = buf[i * self.chunk_samples:(i + 1) * self.chunk_samples]
+            chunks.append(Chunk(self._chunks_made, np.ascontiguousarray(a, dtype=np.float32), self.chunk_samples, now))
+            self._chunks_made += 1
+        self._pending = buf[n * self.chunk_samples:].copy()
+        return chunks
+
+    def flush(self) -> Chunk | None:
+        """The remaining samples zero-padded to a chunk (end of stream), or None."""
+        if not len(self._pending):
+            return None
+        a = np.zeros(self.chunk_samples, dtype=np.float32)
+        a[:len(self._pending)] = self._pending
+        c = Chunk(self._chunks_made, a, len(self._pending), self.clock())
+        self._chunks_made += 1
+        self._pending = np.zeros(0, dtype=np.float32)
+        return c
+
+    def submit(self, chunk: Chunk) -> Future:
+        """Queue the chunk on the worker (see :meth:`BatchWorker.submit`)."""
+        return self.handle.submit(chunk.audio)
+
+    # ------------------------------------------------------------------ decoding
+    def _next_seq(self) -> int:
+        return next(self._seq)
+
+    def _words(self, tokens, frames) -> tuple[tuple[str, float, float], ...]:
+        ws = words_with_times(tokens, frames, self.tokenizer, self.frame_shift_s)
+        off, t_max = self.frame_offset_s, self.audio_time_s  # a padded last frame ends after the audio
+        return tuple((w.word, round(min(t_max, max(0.0, w.start_s + off)), 3), round(min(t_max, max(0.0, w.end_s + off)), 3))
+                     for w in ws)
+
+    def _caption(self, cls, tr: _Track, tokens, frames, now: float, ready_at: float, **kw):
+        words = self._words(tokens, frames)
+        text = self.tokenizer.decode(list(tokens)).strip()
+        start = words[0][1] if words else max(0.0, tr.seg_start_frame * self.frame_shift_s + self.frame_offset_s)
+        end = words[-1][2] if words else start
+        return cls(stream_id=self.stream_id, track=tr.name, segment_id=f"{tr.name}-{tr.segment}", seq=self._next_seq(),
+                   text=text, words=words, start_s=start, end_s=end, audio_time_s=round(self.audio_time_s, 3),
+                   emitted_at=now, latency_ms=round(1000.0 * (now - ready_at), 2), **kw)
+
+    def _final(self, tr: _Track, now: float, ready_at: float) -> Final | None:
+        rescored = False
+        hyps = nbest(tr.beam, None, self.config.beam)
+        top = hyps[0]
+        tokens, frames = top.tokens, top.token_frames
+        if self.rescore_fn is not None and tr.enc and any(h.tokens for h in hyps):
+            import torch
+
+            enc = torch.cat(tr.enc, dim=0)  # (T, D)
+            fn = self.rescore_fn
+            track = tr.name
+            try:
+                res = attention_rescore(hyps, self.config.ctc_weight,
+                                        lambda hs: self.worker.call(fn, track, enc, hs).result(),
+                                        self.config.reverse_weight)
+                tokens, frames, rescored = res[0].tokens, res[0].token_frames, True
+            except Exception:  # rescoring is an improvement; the CTC result stands without it
+                rescored = False
+        if tr.partial_text is None and not self.tokenizer.decode(list(tokens)).strip():
+            return None  # nothing was shown and nothing to say: close the segment silently
+        return self._caption(Final, tr, tokens, frames, now, ready_at, rescored=rescored)
+
+    def _gate(self, tr: _Track, act: np.ndarray) -> np.ndarray:
+        """Per-frame gate with hysteresis; returns (F,) bool open."""
+        g = tr.gate
+        out = np.empty(len(act), dtype=bool)
+        on, off = self.config.gate_on, self.config.gate_off
+        for i, a in enumerate(act.tolist()):
+            g = a >= on if not g else a >= off
+            out[i] = g
+        tr.gate = g
+        return out
+
+    def _decode_track(self, tr: _Track, logp: np.ndarray, act: np.ndarray, enc, now: float, ready_at: float) -> list[Event]:
+        events: list[Event] = []
+        gate = self._gate(tr, act)
+        if not gate.all():
+            logp = logp.copy()
+            blank = self.config.beam.blank_id
+            logp[~gate] = _FORCED_BLANK_LOGP
+            logp[~gate, blank] = 0.0
+        blanks = blank_frames(logp, self.config.beam.blank_id)
+        pos, F = 0, logp.shape[0]
+        while pos < F:
+            tr.ep, ended = endpoint_step(tr.ep, blanks[pos:], act[pos:], self.config.endpoint)
+            used = tr.ep.frames_used
+            tr.beam = prefix_beam_step(tr.beam, logp[pos:pos + used], self.config.beam)
+            if enc is not None:
+                tr.enc.append(enc[pos:pos + used])
+            pos += used
+            if ended:
+                fin = self._final(tr, now, ready_at)
+                if fin is not None:
+                    events.append(fin)
+                nxt = tr.segment + (1 if fin is not None else 0)
+                g = tr.gate
+                self._tracks[tr.name] = tr = self._new_track(tr.name, tr.beam.num_frames, nxt, g)
+        hyp = best(tr.beam, self.config.beam)
+        text = self.tokenizer.decode(list(hyp.tokens)).strip()
+        if text and text != tr.partial_text:
+            events.append(self._caption(Partial, tr, hyp.tokens, hyp.token_frames, now, ready_at))
+            tr.partial_text = text
+        tr.activity = float(act.mean()) if len(act) else 0.0
+        return events
+
+    def on_result(self, chunk: Chunk, result: StepResult) -> list[Event]:
+        """Decode one chunk's model output (chunks must arrive in order) -> events."""
+        t0 = time.perf_counter()
+        self._chunks_done += 1
+        n_frames = result.logp[self.tracks[0]].shape[0]
+        valid_frames = n_frames
+        if chunk.valid_samples < self.chunk_samples and n_frames:
+            # padded last chunk: frames beyond the real audio are not decoded
+            valid_frames = int(np.ceil(chunk.valid_samples / self.chunk_samples * n_frames))
+        self.audio_time_s += chunk.valid_samples / self.sample_rate
+        now = self.clock()
+        events: list[Event] = []
+        for t in self.tracks:
+            logp = result.logp[t].numpy()[:valid_frames]
+            act = result.activity[t].numpy()[:valid_frames].astype(np.float64)
+            enc = result.encoder_out[t][:valid_frames] if (self.rescore_fn is not None and result.encoder_out) else None
+            events += self._decode_track(self._tracks[t], logp, act, enc, now, chunk.ready_at)
+        decode_ms = 1000.0 * (time.perf_counter() - t0)
+        self._timings.add("queue", result.queued_ms)
+        self._timings.add("model", result.compute_ms)
+        for stage, ms in (result.stage_ms or {}).items():  # pipelines that time their stages
+            self._timings.add(stage, ms)
+        self._timings.add("decode", decode_ms)
+        self._compute_ms_window.append((result.compute_ms / max(1, result.batch_size) + decode_ms, chunk.valid_samples / self.sample_rate))
+        if self.config.activity_events:
+            trs = [self._tracks[t] for t in self.tracks]
+            events.append(Activity(self.stream_id, self._next_seq(), round(self.audio_time_s, 3), now,
+                                   {tr.name: round(tr.activity, 3) for tr in trs}, {tr.name: bool(tr.gate) for tr in trs}))
+        if self.audio_time_s + 1e-9 >= self._next_stats_s:
+            self._next_stats_s += self.config.stats_every_s * max(1, int((self.audio_time_s - self._next_stats_s) // self.config.stats_every_s) + 1)
+            events.append(self.stats())
+        return events
+
+    def on_failure(self, chunk: Chunk, exc: BaseException) -> list[Event]:
+        """The worker could not process ``chunk``: its audio time still passes; an error event."""
+        self._chunks_done += 1
+        self.audio_time_s += chunk.valid_samples / self.sample_rate
+        return [self.error("model_error", str(exc), fatal=False)]
+
+    def end(self) -> list[Event]:
+        """End of stream: finalize every open segment (finals for anything shown)."""
+        now = self.clock()
+        events: list[Event] = []
+        for t in self.tracks:
+            tr = self._tracks[t]
+            fin = self._final(tr, now, now)
+            if fin is not None:
+                events.append(fin)
+            self._tracks[t] = self._new_track(t, tr.beam.num_frames, tr.segment + (1 if fin is not None else 0))
+        events.append(self.stats())
+        return events
+
+    # ------------------------------------------------------------------ events
+    def error(self, code: str, message: str, fatal: bool = False) -> Error:
+        return Error(self.stream_id, self._next_seq(), code, message, fatal, self.clock())
+
+    def stats(self) -> Stats:
+        w = list(self._compute_ms_window)
+        audio = sum(a for _, a in w)
+        rtf = (sum(c for c, _ in w) / 1000.0 / audio) if audio > 0 else 0.0
+        return Stats(self.stream_id, self._next_seq(), round(self.audio_time_s, 3), self.clock(), round(rtf, 4),
+                     self.worker.queue_depth, int(self.overruns), 0, self._chunks_done, self._timings.summary())
+
+    @property
+    def open_partials(self) -> dict[str, str | None]:
+        """Text of the partial currently shown per track (None: none)."""
+        return {t: self._tracks[t].partial_text for t in self.tracks}
+
+    # ------------------------------------------------------------------ sync driver
+    def process(self, samples: np.ndarray, timeout_s: float = 60.0) -> list[Event]:
+        """Feed samples, run every complete chunk through the worker, return the events."""
+        events: list[Event] = []
+        for c in self.feed(samples):
+            events += self.run_chunk(c, timeout_s)
+        return events
+
+    def run_chunk(self, chunk: Chunk, timeout_s: float = 60.0) -> list[Event]:
+        try:
+            res = self.submit(chunk).result(timeout_s)
+        except (RuntimeError, ValueError) as e:
+            return self.on_failure(chunk, e)
+        return self.on_result(chunk, res)
+
+    def finish(self, timeout_s: float = 60.0) -> list[Event]:
+        """Flush the padded last chunk through the model, then :meth:`end`."""
+        events: list[Event] = []
+        c = self.flush()
+        if c is not None:
+            events += self.run_chunk(c, timeout_s)
+        return events + self.end()
+
+    def close(self) -> None:
+        """Leave the worker (frees the slot)."""
+        if not self.closed:
+            self.closed = True
+            self.handle.close()
+
+
+def transcribe(worker: BatchWorker, audio: np.ndarray, config: SessionConfig = SessionConfig(),
+               stream_id: str = "offline") -> list[Event]:
+    """Offline transcription = the streaming path as fast as possible (one code path).
+
+    Args:
+        worker: a running worker.
+        audio: (T,) float32 16 kHz mono.
+
+    Returns:
+        All events in order (partials, finals, activity, stats).
+    """
+    s = StreamSession(worker, stream_id, config)
+    try:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        events: list[Event] = []
+        for a in range(0, len(audio), s.chunk_samples * 8):
+            events += s.process(audio[a:a + s.chunk_samples * 8])
+        return events + s.finish()
+    finally:
+        s.close()
