@@ -220,6 +220,34 @@ def _espeak_lib() -> dict:
     return _espeak
 
 
+def _speech_end_sample(audio: np.ndarray, sr: int) -> int:
+    """Sample after the last 10 ms frame above -35 dB re. the loudest frame."""
+    ends = _word_ends_from_energy(audio, sr, [0.0], len(audio) / sr)
+    return int(round(ends[0] * sr))
+
+
+def _fill_missing_starts(found: list[int | None], n_chars: list[int], end_sample: int) -> list[int] | None:
+    """Interpolate the start of words without an event (by character count) between the
+    known starts around them; None if the known starts are not increasing."""
+    known = [i for i, s in enumerate(found) if s is not None]
+    if any(found[a] >= found[b] for a, b in zip(known, known[1:])):
+        return None
+    out = list(found)
+    bounds = known + [len(found)]
+    for a, b in zip(bounds, bounds[1:]):
+        if b - a <= 1:
+            continue
+        t0 = found[a]
+        t1 = found[b] if b < len(found) else max(end_sample, t0 + 1)
+        chars = n_chars[a:b]
+        cum = np.cumsum([0] + chars)
+        for j in range(a + 1, b):
+            out[j] = int(t0 + (t1 - t0) * cum[j - a] / cum[-1])
+    if any(x >= y for x, y in zip(out, out[1:])):
+        return None
+    return out
+
+
 def _espeak_one(r: TtsRequest) -> Utterance | None:
     st = _espeak_lib()
     lib = st["lib"]
@@ -237,22 +265,27 @@ def _espeak_one(r: TtsRequest) -> Utterance | None:
         return None
     if not st["chunks"]:
         return None
-    # Map word events to the words of the spoken text by character position (1-based);
-    # espeak sometimes emits an extra event inside a word or at the final punctuation.
+    # Map word events to the words of the spoken text by character position (1-based).
+    # espeak sometimes emits an extra event inside a word, and sometimes none for an
+    # unstressed function word it joins to its neighbour ("in the", "to be"): such a word
+    # gets a start interpolated by character count between its neighbours' starts.
     spans, pos = [], 0
     for tok in r.spoken.split():
         spans.append((pos + 1, pos + len(tok)))
         pos += len(tok) + 1
-    starts_samples = []
+    if len(spans) != len(r.words):
+        return None
+    found: list[int | None] = []
     for a, b in spans:
         inside = [smp for tp, smp in st["events"] if a <= tp <= b]
-        if not inside:
-            return None
-        starts_samples.append(min(inside))
-    if len(spans) != len(r.words) or starts_samples != sorted(starts_samples):
-        return None
+        found.append(min(inside) if inside else None)
+    if found[0] is None:
+        found[0] = 0
     sr = st["rate"]
     audio = np.concatenate(st["chunks"]).astype(np.float32) / 32768.0
+    starts_samples = _fill_missing_starts(found, [b - a + 1 for a, b in spans], _speech_end_sample(audio, sr))
+    if starts_samples is None:
+        return None
     starts = [s / sr for s in starts_samples]
     ends = _word_ends_from_energy(audio, sr, starts, len(audio) / sr)
     words = [(w, s, e) for w, s, e in zip(r.words, starts, ends)]

@@ -1,0 +1,502 @@
+"""Train the MTASS separator: ``jrsv-stream train separator --config configs/separator_stft.yaml``.
+
+- Data: dynamic mixing from the corpus's cached train sources
+  (:class:`jrsv_stream.data.dynamic.DynamicMixDataset`), batch ``b`` fixed by the seed, so
+  a resumed run sees exactly the batches it would have seen.
+- Loss: ``alpha * L_sep + (1 - alpha) * L_act`` (:mod:`jrsv_stream.train.losses`).
+- Adam, linear warm-up then cosine decay to ``lr_min``, gradient clipping; non-finite
+  losses skip the step (counted in the log).
+- Validation every ``valid_every`` steps on the fixed valid manifest: SI-SDRi per source
+  (present sources only), activity AUROC/F1; the best model (mean SI-SDRi over the three
+  sources) is exported to ``export_dir`` as ``separator.pt`` + ``config.yaml``.
+- Checkpoints ``runs/<name>/ckpt-<step>.pt`` every ``ckpt_every`` steps and on exit
+  (end, ``--max-minutes``, SIGTERM, first Ctrl-C; a second Ctrl-C quits at once); the
+  same command resumes from the latest (data stream, optimizer, RNG included).
+  ``runs/<name>/log.jsonl`` holds the training and validation records.
+
+Paths in the config are relative to the working directory (run from the repository root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jrsv_stream import SAMPLE_RATE
+from jrsv_stream.nn.separator import (ACTIVITY, SOURCES, ConfigError, SeparatorConfig, build_separator, config_from_dict,
+                                      count_parameters, save_separator)
+
+CKPT_FORMAT = 1
+
+
+# --- config ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataConfig:
+    """corpus: corpus folder (sources + manifests); valid_manifest: default
+    ``<corpus>/valid.jsonl``; crop_s: training crop (rounded to the model hop);
+    valid_items / valid_max_s: cap the validation cost (None: all items, whole)."""
+
+    corpus: str = "data/corpus"
+    train_split: str = "train"
+    valid_manifest: str | None = None
+    crop_s: float = 4.0
+    batch_size: int = 8
+    num_workers: int = 1
+    seed: int = 0
+    valid_items: int | None = 64
+    valid_max_s: float | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    lr_min: float = 1e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    max_steps: int = 10000
+    max_minutes: float | None = None
+    alpha: float = 0.9
+    presence_db: float = -30.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    runs_dir: str = "runs"
+    export_dir: str = "models/separator"
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads (0: leave torch's default)
+    log_every: int = 20
+    ckpt_every: int = 250
+    valid_every: int = 500
+    keep_checkpoints: int = 3
+
+
+@dataclass(frozen=True)
+class TrainSeparatorConfig:
+    name: str
+    model: SeparatorConfig = field(default_factory=SeparatorConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def load_train_config(path: str | os.PathLike) -> TrainSeparatorConfig:
+    """Read a YAML training config strictly (unknown keys are errors)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    try:
+        return config_from_dict(TrainSeparatorConfig, d)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def dump_config(cfg: TrainSeparatorConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(json.loads(json.dumps(asdict(cfg))), sort_keys=False)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not belong to this run."""
+
+
+def _ckpt_step(p: Path) -> int:
+    return int(p.stem.split("-")[1])
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((p for p in run_dir.glob("ckpt-*.pt") if p.stem.split("-")[1].isdigit()), key=_ckpt_step)
+
+
+def save_checkpoint(run_dir: Path, step: int, model, opt, extra: dict, keep: int) -> Path:
+    path = run_dir / f"ckpt-{step:08d}.pt"
+    tmp = path.with_name(path.name + ".part")
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save({"format": CKPT_FORMAT, "step": step, "model": model.state_dict(), "optim": opt.state_dict(),
+                "rng": rng, **extra}, tmp)
+    os.replace(tmp, path)
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a training checkpoint; a corrupt or foreign file is a :class:`CheckpointError`."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); "
+                              f"delete it to resume from an earlier one, or start fresh with --no-resume") from e
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT or not {"step", "model", "optim"} <= set(ck):
+        raise CheckpointError(f"{path} is not a separator training checkpoint (format {CKPT_FORMAT})")
+    return ck
+
+
+# --- validation -----------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model, dataset, device: torch.device) -> dict:
+    """SI-SDRi per source (present sources) and activity AUROC/F1 over a ManifestDataset.
+
+    SNR buckets (-5/0/+5 dB, nearest): speech and singing use their own region SNR;
+    music uses the mean SNR of the item's vocals (music is the "noise" of both).
+
+    Returns:
+        ``{"si_sdri": {source: mean dB}, "si_sdri_mean": mean over sources, "si_sdr":
+        {source: mean dB}, "si_sdri_by_snr": {source: {bucket: mean dB}}, "counts_by_snr":
+        {source: {bucket: n}}, "activity": {vocal: {"auroc", "f1"}}, "items": n}``.
+    """
+    from jrsv_stream.data.mixing import snr_bucket
+    from jrsv_stream.eval.metrics import activity_scores, si_sdr, si_sdr_improvement
+
+    was_training = model.training
+    model.eval()
+    D = model.output_delay_samples
+    sdri = {s: [] for s in SOURCES}
+    sdr = {s: [] for s in SOURCES}
+    by_snr: dict[str, dict[str, list[float]]] = {s: {} for s in SOURCES}
+    probs = {v: [] for v in ACTIVITY}
+    labels = {v: [] for v in ACTIVITY}
+    for ex in dataset:
+        out = model(ex["mixture"][None].to(device))
+        n = ex["length"] - D
+        est = out.sources[0, :, D:D + n].double().cpu().numpy()
+        ref = ex["stems"][:, :n].double().numpy()
+        mix = ex["mixture"][:n].double().numpy()
+        snrs = {v: ex["meta"][f"{v}_snr_db"] for v in ACTIVITY}
+        vocal_snrs = [x for x in snrs.values() if math.isfinite(x)]
+        snrs["music"] = float(np.mean(vocal_snrs)) if vocal_snrs else float("nan")
+        for j, s in enumerate(SOURCES):
+            if ex["meta"]["present"][j] and np.any(ref[j]):
+                sdri[s].append(float(si_sdr_improvement(est[j], ref[j], mix)))
+                sdr[s].append(float(si_sdr(est[j], ref[j])))
+                if math.isfinite(snrs[s]):
+                    by_snr[s].setdefault(str(snr_bucket(snrs[s])), []).append(sdri[s][-1])
+        p = out.activity_probs[0].cpu().numpy()
+        n_frames = -(-ex["length"] // model.hop_samples)
+        for j, v in enumerate(ACTIVITY):
+            probs[v].append(p[j, :n_frames])
+            labels[v].append(ex["activity"][j, :n_frames].numpy())
+    model.train(was_training)
+    means = {s: float(np.mean(v)) if v else float("nan") for s, v in sdri.items()}
+    finite = [m for m in means.values() if math.isfinite(m)]
+    act = {v: activity_scores(np.concatenate(probs[v]), np.concatenate(labels[v])) if probs[v] else {}
+           for v in ACTIVITY}
+    return {"si_sdri": means, "si_sdri_mean": float(np.mean(finite)) if finite else float("nan"),
+            "si_sdr": {s: float(np.mean(v)) if v else float("nan") for s, v in sdr.items()},
+            "si_sdri_by_snr": {s: {b: float(np.mean(v)) for b, v in sorted(d.items())} for s, d in by_snr.items()},
+            "counts_by_snr": {s: {b: len(v) for b, v in sorted(d.items())} for s, d in by_snr.items()},
+            "activity": act, "items": len(dataset)}
+
+
+def evaluate_separator(model_path: str | os.PathLike, manifest: str | os.PathLike, device: str = "cpu",
+                       max_items: int | None = None) -> dict:
+    """Metrics of a saved separator on a manifest (e.g. the corpus test split, for the model
+    card): :func:`validate` over whole items, plus the model's latency and size.
+
+    ``forward`` is used for speed; it equals the streaming ``step`` path (tests/test_separator.py).
+    """
+    from jrsv_stream.data.dynamic import ManifestDataset
+    from jrsv_stream.nn.separator import load_separator
+
+    dev = pick_device(device)
+    model, cfg, meta = load_separator(model_path, dev)
+    res = validate(model, ManifestDataset(manifest, model.hop_samples, max_items=max_items), dev)
+    return {"manifest": str(manifest), "model": str(model_path), "arch": cfg.arch, **model.describe(),
+            "trained_steps": meta.get("step"), **res}
+
+
+# --- training -------------------------------------------------------------------------------------
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked, but CUDA is not available")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def _worker_init(worker_id: int) -> None:
+    """Data workers ignore SIGTERM and Ctrl-C: only the main process stops, checkpoints,
+    then shuts the workers down. A worker killed by a process-group signal would otherwise
+    abort the main process mid-step."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+def lr_at(step: int, o: OptimConfig) -> float:
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    t = min(1.0, (step - o.warmup_steps) / max(1, o.max_steps - o.warmup_steps))
+    return o.lr_min + 0.5 * (o.lr - o.lr_min) * (1.0 + math.cos(math.pi * t))
+
+
+class _Stop:
+    """SIGTERM or a first Ctrl-C set a flag: the loop finishes its step, checkpoints and
+    returns. A second Ctrl-C raises KeyboardInterrupt at once (the latest periodic
+    checkpoint remains)."""
+
+    def __init__(self):
+        self.reason: str | None = None
+        self.prev: dict = {}
+
+    @property
+    def flag(self) -> bool:
+        return self.reason is not None
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.prev[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: keep the default behaviour
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.reason == "sigint":
+            raise KeyboardInterrupt
+        self.reason = self.reason or ("sigint" if signum == signal.SIGINT else "sigterm")
+
+    def __exit__(self, *exc):
+        for sig, prev in self.prev.items():
+            signal.signal(sig, prev)
+        return False
+
+
+def _active_model_config(m: SeparatorConfig) -> dict:
+    """The part of the model config that shapes the weights: arch + that arch's section."""
+    return {"arch": m.arch, m.arch: asdict(getattr(m, m.arch))}
+
+
+def _export_best(model, cfg: TrainSeparatorConfig, metrics: dict, step: int, run_dir: Path) -> None:
+    meta = {"step": step, "name": cfg.name, "valid": metrics, "parameters": count_parameters(model),
+            **{k: v for k, v in model.describe().items() if k != "parameters"}}
+    save_separator(model, cfg.model, run_dir / "best.pt", meta)
+    out = Path(cfg.run.export_dir)
+    save_separator(model, cfg.model, out / "separator.pt", meta)
+    tmp = out / "config.yaml.part"
+    tmp.write_text(dump_config(cfg))
+    os.replace(tmp, out / "config.yaml")
+
+
+def train_separator(config_path: str, resume: bool = True, device: str | None = None, max_minutes: float | None = None,
+                    progress: bool = True) -> dict:
+    """Train (or resume) a separator as the config says.
+
+    Args:
+        config_path: YAML file for :class:`TrainSeparatorConfig`.
+        resume: continue from the latest checkpoint in ``runs/<name>/`` when there is one.
+        device: ``auto``/``cpu``/``cuda`` (default: the config's ``run.device``).
+        max_minutes: wall-clock budget of this invocation (default: the config's).
+        progress: show a rich progress bar.
+
+    Returns:
+        ``{"step", "stopped" (max_steps | max_minutes | sigterm | sigint), "best" (valid metrics of the best model or None),
+        "run_dir", "export_dir"}``.
+
+    Raises:
+        ConfigError / CheckpointError (ValueError): bad config or unreadable checkpoint.
+    """
+    cfg = load_train_config(config_path)
+    o, r, dc = cfg.optim, cfg.run, cfg.data
+    dev = pick_device(device or r.device)
+    if r.threads > 0:
+        torch.set_num_threads(r.threads)
+    budget_min = max_minutes if max_minutes is not None else o.max_minutes
+    torch.manual_seed(dc.seed)
+    model = build_separator(cfg.model).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    run_dir = Path(r.runs_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    step, best, best_step, skipped, elapsed_before = 0, -math.inf, None, 0, 0.0
+    ckpts = list_checkpoints(run_dir) if resume else []
+    if ckpts:
+        ck = load_checkpoint(ckpts[-1])
+        have, want = ck.get("model_config"), _active_model_config(cfg.model)
+        if have != want:
+            diff = {k: (have.get(k) if isinstance(have, dict) else None, v) for k, v in want.items()
+                    if not isinstance(have, dict) or have.get(k) != v}
+            raise CheckpointError(f"{ckpts[-1]} was trained with another model config (checkpoint, config): {diff}; "
+                                  f"use another name or --no-resume")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        step, best, best_step = ck["step"], ck.get("best", -math.inf), ck.get("best_step")
+        skipped, elapsed_before = ck.get("skipped", 0), ck.get("elapsed_s", 0.0)
+        torch.set_rng_state(ck["rng"]["torch"])
+        if dev.type == "cuda" and "cuda" in ck["rng"]:
+            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+
+    from torch.utils.data import DataLoader
+
+    from jrsv_stream.data.dynamic import DynamicMixDataset, ManifestDataset
+    from jrsv_stream.train.losses import multitask_loss
+
+    hop = model.hop_samples
+    crop = max(1, int(round(dc.crop_s * SAMPLE_RATE / hop))) * hop
+    train_ds = DynamicMixDataset(dc.corpus, dc.train_split, crop, hop, batch_size=dc.batch_size, seed=dc.seed,
+                                 start_batch=step)
+    loader = DataLoader(train_ds, batch_size=None, num_workers=dc.num_workers, pin_memory=dev.type == "cuda",
+                        prefetch_factor=4 if dc.num_workers > 0 else None, persistent_workers=False,
+                        worker_init_fn=_worker_init if dc.num_workers > 0 else None)
+    valid_path = Path(dc.valid_manifest) if dc.valid_manifest else Path(dc.corpus) / "valid.jsonl"
+    valid_ds = ManifestDataset(valid_path, hop, max_seconds=dc.valid_max_s, max_items=dc.valid_items)
+
+    log_f = open(run_dir / "log.jsonl", "a", encoding="utf-8")
+
+    def log(rec: dict) -> None:
+        log_f.write(json.dumps(rec) + "\n")
+        log_f.flush()
+
+    def checkpoint() -> Path:
+        extra = {"best": best, "best_step": best_step, "skipped": skipped, "model_config": _active_model_config(cfg.model),
+                 "elapsed_s": elapsed_before + time.time() - t0}
+        return save_checkpoint(run_dir, step, model, opt, extra, r.keep_checkpoints)
+
+    def run_validation() -> dict:
+        nonlocal best, best_step
+        tv = time.time()
+        m = validate(model, valid_ds, dev)
+        improved = math.isfinite(m["si_sdri_mean"]) and m["si_sdri_mean"] > best
+        if improved:
+            best, best_step = m["si_sdri_mean"], step
+            _export_best(model, cfg, m, step, run_dir)
+        log({"step": step, "valid": m, "best": improved, "seconds": round(time.time() - tv, 1)})
+        return m
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(f"[bold]{cfg.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), disable=not progress)
+    t0 = time.time()
+    stopped, last_valid_step = "max_steps", None
+    avg: dict[str, float] = {}
+    model.train()
+    with _Stop() as stop, bar:
+        task = bar.add_task("train", total=o.max_steps, completed=step, info="")
+        try:
+            it = iter(loader)
+            while step < o.max_steps:
+                if stop.flag:
+                    stopped = stop.reason
+                    break
+                if budget_min is not None and time.time() - t0 > budget_min * 60:
+                    stopped = "max_minutes"
+                    break
+                batch = next(it)
+                mix, stems, act = (batch[k].to(dev, non_blocking=True) for k in ("mixture", "stems", "activity"))
+                lr = lr_at(step, o)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                out = model(mix)
+                terms = multitask_loss(out.sources, out.activity_logits, stems, mix, act, model.output_delay_samples,
+                                       o.alpha, o.presence_db)
+                opt.zero_grad(set_to_none=True)
+                if not torch.isfinite(terms.total):
+                    skipped += 1
+                    step += 1
+                    continue
+                terms.total.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+                if torch.isfinite(gnorm):
+                    opt.step()
+                else:
+                    skipped += 1
+                step += 1
+                sdr = terms.si_sdr
+                rec = {"loss": terms.total.item(), "sep": terms.sep.item(), "act": terms.act.item(),
+                       "si_sdr": float(torch.nanmean(sdr).item()) if terms.present.any() else float("nan"),
+                       "gnorm": float(gnorm)}
+                for k, v in rec.items():
+                    if math.isfinite(v):
+                        avg[k] = v if k not in avg else 0.95 * avg[k] + 0.05 * v
+                bar.update(task, completed=step, info=f"loss {avg.get('loss', 0):.3f} sep {avg.get('sep', 0):.2f} "
+                                                      f"act {avg.get('act', 0):.3f} lr {lr:.2e} best {best:.2f}")
+                if step % r.log_every == 0:
+                    log({"step": step, "lr": lr, **{k: round(v, 4) for k, v in rec.items()}, "skipped": skipped,
+                         "elapsed_s": round(elapsed_before + time.time() - t0, 1)})
+                if step % r.ckpt_every == 0:
+                    checkpoint()
+                if step % r.valid_every == 0:
+                    run_validation()
+                    last_valid_step = step
+        except KeyboardInterrupt:  # second Ctrl-C: the weights may be mid-update, keep the last checkpoint
+            log({"step": step, "stopped": "keyboard_interrupt"})
+            log_f.close()
+            raise
+        if stopped in ("max_steps", "max_minutes") and step > 0 and last_valid_step != step:
+            run_validation()  # the final weights compete for export too
+        checkpoint()
+    log({"step": step, "stopped": stopped, "elapsed_s": round(elapsed_before + time.time() - t0, 1)})
+    log_f.close()
+    best_metrics = None
+    if (run_dir / "best.pt").is_file():
+        best_metrics = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["meta"].get("valid")
+    return {"step": step, "stopped": stopped, "best": best_metrics, "best_step": best_step, "run_dir": str(run_dir),
+            "export_dir": r.export_dir}
+
+
+# --- command line ---------------------------------------------------------------------------------
+def _cmd(a: argparse.Namespace) -> int:
+    res = train_separator(a.config, resume=not a.no_resume, device=a.device, max_minutes=a.max_minutes)
+    print(json.dumps(res, indent=1))
+    if res["stopped"] in ("sigint", "sigterm"):
+        print(f"stopped ({res['stopped']}) at step {res['step']} with a checkpoint: run the same command again to resume",
+              file=sys.stderr)
+        return 130 if res["stopped"] == "sigint" else 143
+    return 0
+
+
+def add_cli(train_subparsers) -> None:
+    """Register ``separator`` under the ``train`` command's subparsers, e.g. in cli.py::
+
+        train = sub.add_parser("train", help="train models").add_subparsers(dest="train_cmd", required=True)
+        add_cli(train)
+    """
+    s = train_subparsers.add_parser("separator", help="train the causal MTASS separator (resumes from runs/<name>/)")
+    s.add_argument("--config", required=True, help="YAML config (configs/separator_*.yaml)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: the config's run.device")
+    s.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; checkpoints and stops")
+    s.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints (they are kept)")
+    s.set_defaults(fn=_cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jrsv_stream.train.separator")
+    sub = p.add_subparsers(dest="cmd")
+    add_cli(sub)
+    args = p.parse_args(["separator", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"train separator: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
