@@ -140,8 +140,10 @@ def _festival_sing(reqs: list[SingRequest], tmp: Path) -> list[Utterance | None]
         mel = _melody_for(r, [_SYLLABLES[w] for w in r.words])
         melodies.append(mel)
         (tmp / f"song{i}.xml").write_text(score_xml(mel, r.tempo_bpm))
-        body += [f"(voice_{r.singer.split(':', 1)[1]})", "(set! jrsv_utts nil)", f"(tts_file \"song{i}.xml\" 'singing)",
-                 f"(if (equal? (length jrsv_utts) 1) (jrsv_dump (car jrsv_utts) \"g{i}.wav\"))"]
+        # unwind-protect: a song Festival chokes on must not abort the songs after it
+        body += [f"(unwind-protect (begin (voice_{r.singer.split(':', 1)[1]}) (set! jrsv_utts nil) "
+                 f"(tts_file \"song{i}.xml\" 'singing) "
+                 f"(if (equal? (length jrsv_utts) 1) (jrsv_dump (car jrsv_utts) \"g{i}.wav\"))) nil)"]
     dumped = run_festival("\n".join(body) + "\n", tmp)
     out: list[Utterance | None] = []
     for i, r in enumerate(reqs):

@@ -94,6 +94,13 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def _mark_failed(out_dir: Path, kind: str, split: str, ks: list[int]) -> None:
+    """A source that failed every attempt is left out of the pools (marker file), so one
+    unlucky draw never stops a 10-hour build; the count is reported in the statistics."""
+    for k in ks:
+        (out_dir / f"{_source_id(kind, split, k)}.failed").write_text(f"failed {ATTEMPTS} attempts\n")
+
+
 def _write_source(out_dir: Path, sid: str, audio: np.ndarray, meta: dict, ext: str) -> float:
     save_audio(out_dir / f"{sid}.{ext}", audio, SAMPLE_RATE)
     meta = {"id": sid, "audio": f"{sid}.{ext}", "duration_s": round(len(audio) / SAMPLE_RATE, 4), **meta}
@@ -127,8 +134,7 @@ def _speech_task(root: str, cfg: SynthConfig, split: str, ks: list[int]) -> floa
         todo = failed
         if not todo:
             break
-    if todo:
-        raise RuntimeError(f"speech sources {todo} of {split} failed {ATTEMPTS} times")
+    _mark_failed(out_dir, "speech", split, todo)
     return seconds
 
 
@@ -163,8 +169,7 @@ def _singing_task(root: str, cfg: SynthConfig, split: str, ks: list[int]) -> flo
         todo = failed
         if not todo:
             break
-    if todo:
-        raise RuntimeError(f"singing sources {todo} of {split} failed {ATTEMPTS} times")
+    _mark_failed(out_dir, "singing", split, todo)
     return seconds
 
 
@@ -236,6 +241,11 @@ def _mix_task(root: str, cfg: SynthConfig, split: str, plans: list[dict]) -> flo
 
 
 # --- driver ------------------------------------------------------------------------------------
+def _source_done(out_dir: Path, kind: str, split: str, k: int) -> bool:
+    sid = _source_id(kind, split, k)
+    return (out_dir / f"{sid}.json").is_file() or (out_dir / f"{sid}.failed").is_file()
+
+
 def _check_config(root: Path, cfg: SynthConfig) -> None:
     path = root / "corpus.json"
     want = {"format_version": FORMAT_VERSION, **asdict(cfg)}
@@ -286,19 +296,23 @@ def build_corpus(out: str | Path, cfg: SynthConfig, workers: int | None = None, 
             for split in SPLITS:
                 out_dir = root / "sources" / kind / split
                 out_dir.mkdir(parents=True, exist_ok=True)
-                missing = [k for k in range(n_sources[split][kind]) if not (out_dir / f"{_source_id(kind, split, k)}.json").is_file()]
+                missing = [k for k in range(n_sources[split][kind]) if not _source_done(out_dir, kind, split, k)]
                 total += n_sources[split][kind]
                 for i in range(0, len(missing), BATCH[kind]):
                     ks = missing[i:i + BATCH[kind]]
                     jobs.append((_TASKS[kind], str(root), cfg, split, ks, len(ks)))
         n_units = sum(j[-1] for j in jobs)
         _run_parallel(jobs, workers, bar if progress else None, "sources", n_units)
+        failed_sources = {k: 0 for k in KINDS}
         for kind in KINDS:
             rows = []
             for split in SPLITS:
                 for k in range(n_sources[split][kind]):
-                    meta = json.loads((root / "sources" / kind / split / f"{_source_id(kind, split, k)}.json").read_text())
-                    rows.append({**meta, "split": split, "kind": kind})
+                    path = root / "sources" / kind / split / f"{_source_id(kind, split, k)}.json"
+                    if not path.is_file():  # failed every attempt (see _mark_failed)
+                        failed_sources[kind] += 1
+                        continue
+                    rows.append({**json.loads(path.read_text()), "split": split, "kind": kind})
             with open(root / "sources" / f"{kind}.jsonl.part", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
             os.replace(root / "sources" / f"{kind}.jsonl.part", root / "sources" / f"{kind}.jsonl")
@@ -325,6 +339,7 @@ def build_corpus(out: str | Path, cfg: SynthConfig, workers: int | None = None, 
     from jrsv_stream.data.stats import corpus_stats
 
     stats = corpus_stats(root)
+    stats["failed_sources"] = failed_sources
     stats["build"] = {"seconds": round(elapsed, 1), "sources_seconds": round(t_sources, 1), "workers": workers,
                       "note": "includes time of earlier interrupted runs only for work they finished"}
     stats["build"]["mixture_hours_per_wall_hour"] = round(stats["total_hours"] / (elapsed / 3600), 2) if elapsed > 0 else None

@@ -376,9 +376,9 @@ def _festival_batch(reqs: list[TtsRequest], tmp: Path) -> list[Utterance | None]
         return []
     body = []
     for i, r in enumerate(reqs):
-        body.append(f"(voice_{r.voice.name})")
-        body.append(f"(Parameter.set 'Duration_Stretch {1.0 / r.speed:.3f})")
-        body.append(f"(jrsv_dump (SynthText {_scheme_str(r.spoken)}) \"s{i}.wav\")")
+        body.append(f"(unwind-protect (begin (voice_{r.voice.name}) "
+                    f"(Parameter.set 'Duration_Stretch {1.0 / r.speed:.3f}) "
+                    f"(jrsv_dump (SynthText {_scheme_str(r.spoken)}) \"s{i}.wav\")) nil)")
     dumped = run_festival("\n".join(body) + "\n", tmp)
     out: list[Utterance | None] = []
     for i, r in enumerate(reqs):

@@ -1,0 +1,239 @@
+"""Data for the "clean ASR": clean speech and clean sung utterances from a corpus's source
+indexes (``DIR/sources/{speech,singing}.jsonl``, each line with ``split``, ``audio``,
+``duration_s``, ``text``), length-bucketed batches, waveform augmentation (speed
+perturbation by resampling, random gain) and SpecAugment parameters.
+
+Every random choice comes from a generator seeded by ``(seed, epoch, batch index)``, so an
+epoch's batches and their augmentation are the same whichever worker loads them, and a
+resumed run continues the interrupted epoch exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from jrsv_stream import SAMPLE_RATE
+from jrsv_stream.audio.io import load_audio
+from jrsv_stream.nn.asr import TRACKS
+
+HOP_SAMPLES = 160  # feature hop (10 ms): SpecAugment time masks are in feature frames
+
+
+@dataclass(frozen=True)
+class SpecAugConfig:
+    """SpecAugment on normalized log-mel (masked values set to 0 = the global mean)."""
+
+    freq_masks: int = 2
+    max_freq_bins: int = 10
+    time_masks: int = 2
+    max_time_frames: int = 40  # 10 ms feature frames
+    max_time_fraction: float = 0.2  # a mask never covers more than this part of an utterance
+
+
+@dataclass(frozen=True)
+class ASRDataConfig:
+    """Where the utterances come from and how batches are made.
+
+    ``tracks``: ``shared`` trains one model on both tracks (track embedding), ``separate``
+    trains on ``track`` only (run twice, one config per track, to get two models).
+    """
+
+    corpus: str = "data/corpus"
+    tracks: str = "shared"
+    track: str = "speech"  # used when tracks == "separate"
+    vocab_size: int = 384
+    tokenizer_type: str = "unigram"
+    speed_perturb: tuple[float, ...] = (0.9, 1.0, 1.1)
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+    spec_aug: SpecAugConfig = SpecAugConfig()
+    batch_seconds: float = 120.0  # padded audio seconds per batch (before speed perturbation)
+    max_batch: int = 64
+    max_utt_s: float = 20.0
+    num_workers: int = 1
+    cmvn_utts: int = 400  # training utterances used for the global feature statistics
+    valid_utts: int = 300  # validation utterances (split evenly over the tracks)
+
+    def track_names(self) -> tuple[str, ...]:
+        if self.tracks == "shared":
+            return tuple(TRACKS)
+        if self.tracks == "separate":
+            if self.track not in TRACKS:
+                raise ValueError(f"data.track must be one of {list(TRACKS)}, got {self.track!r}")
+            return (self.track,)
+        raise ValueError(f"data.tracks must be 'shared' or 'separate', got {self.tracks!r}")
+
+
+class Utterance(NamedTuple):
+    id: str
+    path: str  # absolute audio path
+    text: str
+    track: int  # TRACKS id
+    duration_s: float
+
+
+class Batch(NamedTuple):
+    """One collated batch (CPU tensors).
+
+    wav: (B, N) float32, zero padded; wav_lens: (B,) samples; tracks: (B,) long;
+    tokens: B token lists; texts: B reference texts; ids: B utterance ids;
+    spec_aug: (B, K, 3) long rows ``(axis, start, width)`` (axis 0 = time frames,
+    1 = mel bins; width 0 = no mask); audio_s: seconds of source audio (before perturbation).
+    """
+
+    wav: torch.Tensor
+    wav_lens: torch.Tensor
+    tracks: torch.Tensor
+    tokens: list[list[int]]
+    texts: list[str]
+    ids: list[str]
+    spec_aug: torch.Tensor
+    audio_s: float
+
+
+def read_utterances(corpus: str | Path, split: str, track_names: Sequence[str], max_utt_s: float = 1e9) -> list[Utterance]:
+    """Utterances of ``split`` for the given tracks, from ``corpus/sources/<track>.jsonl``.
+
+    Raises:
+        FileNotFoundError: an index is missing.
+        ValueError: an entry has no text.
+    """
+    root = Path(corpus)
+    out = []
+    for name in track_names:
+        index = root / "sources" / f"{name}.jsonl"
+        if not index.is_file():
+            raise FileNotFoundError(f"source index not found: {index} (build the corpus with `jrsv-stream data synth`)")
+        with open(index, encoding="utf-8") as f:
+            for line in f:
+                d = json.loads(line)
+                if d["split"] != split or float(d["duration_s"]) > max_utt_s:
+                    continue
+                if not d.get("text"):
+                    raise ValueError(f"{index}: entry {d.get('id')} has no text")
+                out.append(Utterance(d["id"], str(root / "sources" / name / d["split"] / d["audio"]), d["text"],
+                                     TRACKS[name], float(d["duration_s"])))
+    return out
+
+
+def make_batches(durations: Sequence[float], batch_seconds: float, max_batch: int,
+                 rng: np.random.Generator | None = None) -> list[list[int]]:
+    """Length-bucketed batches: indices sorted by (jittered) duration, packed while
+    ``len(batch) * longest <= batch_seconds``; the batch order is shuffled when ``rng`` is given.
+    """
+    d = np.asarray(durations, dtype=np.float64)
+    key = d * (1.0 + rng.uniform(-0.1, 0.1, size=len(d))) if rng is not None else d
+    order = np.argsort(key, kind="stable")
+    batches, cur, longest = [], [], 0.0
+    for i in order:
+        m = max(longest, d[i])
+        if cur and (m * (len(cur) + 1) > batch_seconds or len(cur) >= max_batch):
+            batches.append(cur)
+            cur, m = [], d[i]
+        cur.append(int(i))
+        longest = m
+    if cur:
+        batches.append(cur)
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def spec_aug_params(n_frames: Sequence[int], cfg: SpecAugConfig, n_mels: int, rng: np.random.Generator) -> torch.Tensor:
+    """(B, K, 3) mask rows (axis, start, width) for utterances of ``n_frames`` feature frames."""
+    k = cfg.time_masks + cfg.freq_masks
+    out = np.zeros((len(n_frames), k, 3), dtype=np.int64)
+    for b, n in enumerate(n_frames):
+        max_t = min(cfg.max_time_frames, int(cfg.max_time_fraction * n))
+        for j in range(cfg.time_masks):
+            w = int(rng.integers(0, max_t + 1)) if max_t > 0 else 0
+            out[b, j] = (0, int(rng.integers(0, max(1, n - w + 1))), w)
+        for j in range(cfg.freq_masks):
+            w = int(rng.integers(0, cfg.max_freq_bins + 1))
+            out[b, cfg.time_masks + j] = (1, int(rng.integers(0, n_mels - w + 1)), w)
+    return torch.from_numpy(out)
+
+
+def apply_spec_aug(feats: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Zero the masked (time, mel) regions of normalized features (B, T, F); returns a new tensor."""
+    B, T, F = feats.shape
+    p = params.to(feats.device)
+    t = torch.arange(T, device=feats.device)[None, None, :]
+    f = torch.arange(F, device=feats.device)[None, None, :]
+    start, end = p[..., 1:2], p[..., 1:2] + p[..., 2:3]
+    tmask = ((p[..., 0:1] == 0) & (t >= start) & (t < end)).any(1)  # (B, T)
+    fmask = ((p[..., 0:1] == 1) & (f >= start) & (f < end)).any(1)  # (B, F)
+    return feats.masked_fill(tmask[:, :, None] | fmask[:, None, :], 0.0)
+
+
+def perturb(wav: np.ndarray, speed: float, gain_db: float) -> np.ndarray:
+    """Speed perturbation by resampling (tempo and pitch change together, as in Kaldi/WeNet)
+    and a gain in dB."""
+    x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+    if speed != 1.0:
+        x = AF.resample(x, int(round(speed * 100)), 100)
+    y = x.numpy() * np.float32(10.0 ** (gain_db / 20.0))
+    return np.clip(y, -1.0, 1.0)
+
+
+class ASRDataset(torch.utils.data.Dataset):
+    """Loads whole batches: item ``i`` is batch ``plan[i]`` (a list of utterance indices).
+
+    Args:
+        utts: the utterances.
+        tokens: token ids per utterance (tokenized once in the main process).
+        plan: batches of indices into ``utts``.
+        cfg: data config (augmentation settings).
+        augment: apply speed/gain/SpecAugment parameters (training) or not (validation).
+        seed, epoch, first_batch: seed the per-batch generators ``(seed, epoch, first_batch + i)``.
+        n_mels: feature bins (for frequency masks).
+    """
+
+    def __init__(self, utts: Sequence[Utterance], tokens: Sequence[list[int]], plan: list[list[int]], cfg: ASRDataConfig,
+                 augment: bool, seed: int = 0, epoch: int = 0, first_batch: int = 0, n_mels: int = 80):
+        self.utts, self.tokens, self.plan, self.cfg = utts, tokens, plan, cfg
+        self.augment, self.seed, self.epoch, self.first_batch, self.n_mels = augment, seed, epoch, first_batch, n_mels
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> Batch:
+        rng = np.random.default_rng([self.seed, self.epoch, self.first_batch + i])
+        idx = self.plan[i]
+        wavs = []
+        for k in idx:
+            x = load_audio(self.utts[k].path, SAMPLE_RATE)
+            if self.augment:
+                speed = float(rng.choice(self.cfg.speed_perturb)) if self.cfg.speed_perturb else 1.0
+                x = perturb(x, speed, float(rng.uniform(*self.cfg.gain_db)))
+            wavs.append(x)
+        lens = [len(x) for x in wavs]
+        wav = torch.zeros(len(idx), max(lens))
+        for j, x in enumerate(wavs):
+            wav[j, : len(x)] = torch.from_numpy(x)
+        if self.augment:
+            sa = spec_aug_params([n // HOP_SAMPLES for n in lens], self.cfg.spec_aug, self.n_mels, rng)
+        else:
+            sa = torch.zeros(len(idx), 0, 3, dtype=torch.long)
+        return Batch(wav, torch.tensor(lens), torch.tensor([self.utts[k].track for k in idx]),
+                     [list(self.tokens[k]) for k in idx], [self.utts[k].text for k in idx],
+                     [self.utts[k].id for k in idx], sa, float(sum(self.utts[k].duration_s for k in idx)))
+
+
+def _identity(b):
+    return b
+
+
+def make_loader(ds: ASRDataset, num_workers: int) -> torch.utils.data.DataLoader:
+    """A loader that yields the dataset's batches in order (no re-batching)."""
+    # own generator: creating an iterator must not draw from the global torch RNG (dropout),
+    # or a resumed run would not continue the interrupted one exactly
+    return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers,
+                                       collate_fn=_identity, prefetch_factor=2 if num_workers > 0 else None,
+                                       generator=torch.Generator().manual_seed(0))
