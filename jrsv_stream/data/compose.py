@@ -150,7 +150,11 @@ def plan_items(
                     placed = _fill(rng, cycles[v], durs[v], duration, float(rng.uniform(0.0, 1.0)), 6, (0.15, 1.2))
                 if placed:
                     break
+                # the next source does not fit here: lengthen the item, and after a few
+                # tries skip that source (it stays in the cycle for later items)
                 duration = min(max_s, duration + 1.0)
+                if _attempt >= 3:
+                    cycles[v].next()
             if not placed:
                 raise ValueError(f"no {v} source fits in {max_s} s")
             tracks[v] = placed

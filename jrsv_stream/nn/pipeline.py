@@ -1,0 +1,140 @@
+"""The JRSV streaming pipeline: causal separator -> shared recognizer on two tracks.
+
+One :meth:`JRSVPipeline.step` takes a chunk of mixture audio for ``B`` streams and returns,
+per caption track (``speech`` from the separated speech, ``lyrics`` from the separated
+singing voice), CTC log-probabilities, encoder frames (for attention rescoring of finals)
+and the separator's activity probabilities pooled to the recognizer's 40 ms frames. It
+implements :class:`jrsv_stream.stream.pipeline_api.StreamingPipeline`, so the batching
+worker, sessions, server and benchmarks run it unchanged.
+
+State is a :class:`JRSVState` of batch-first tensors with fixed shapes (the recognizer's
+attention cache is bounded to ``left_chunks`` chunks), so the worker's slot pool can gather
+and scatter streams. Both tracks run through the recognizer as one batch of ``2B``.
+
+Latency: separator algorithmic latency (window + lookahead) + one recognizer chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jrsv_stream import SAMPLE_RATE
+from jrsv_stream.nn.asr import ASRModel, ASRState
+from jrsv_stream.nn.separator import load_separator
+from jrsv_stream.stream.pipeline_api import PipelineOutput, map_state, state_leaves
+
+SPEECH, SINGING = 0, 1  # separator source / activity order, and the recognizer's track ids
+
+
+class JRSVState(NamedTuple):
+    """sep: the separator's state (B, ...); speech / lyrics: :class:`ASRState` (B, ...) of
+    the recognizer on each separated track."""
+
+    sep: Any
+    speech: ASRState
+    lyrics: ASRState
+
+
+def _tree_cat(a: Any, b: Any) -> Any:
+    """Concatenate two states of the same structure along the batch dimension."""
+    leaves_b = iter(state_leaves(b))
+    return map_state(lambda x: torch.cat([x, next(leaves_b)], 0), a)
+
+
+class JRSVPipeline(nn.Module):
+    """Separator + recognizer behind the live path's contract.
+
+    Args:
+        separator: a causal separator (``jrsv_stream.nn.separator``).
+        asr: the recognizer (one model for both tracks, told apart by its track embedding).
+        tokenizer: the recognizer's tokenizer.
+        chunk_samples: audio per step; a multiple of the recognizer frame (640) and of the
+            separator hop.
+        left_chunks: recognizer attention context in chunks (bounded for live streams).
+    """
+
+    tracks = ("speech", "lyrics")
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, separator: nn.Module, asr: ASRModel, tokenizer, chunk_samples: int = 5120, left_chunks: int = 16):
+        super().__init__()
+        if chunk_samples % asr.frame_samples or chunk_samples % separator.hop_samples:
+            raise ValueError(f"chunk_samples={chunk_samples} must be a multiple of {asr.frame_samples} (recognizer frame) "
+                             f"and {separator.hop_samples} (separator hop)")
+        self.separator, self.asr, self.tokenizer = separator.eval(), asr.eval(), tokenizer
+        self.chunk_samples = chunk_samples
+        self.chunk_frames = chunk_samples // asr.frame_samples
+        self.left_chunks = left_chunks
+        self.frame_shift_s = asr.frame_samples / SAMPLE_RATE
+        # outputs describe separated audio, which lags the input by the synthesis delay
+        self.frame_offset_s = -separator.output_delay_samples / SAMPLE_RATE
+        self.algorithmic_latency_ms = separator.algorithmic_latency_ms + 1000.0 * chunk_samples / SAMPLE_RATE
+        self.last_stage_ms: dict[str, float] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.asr.parameters()).device
+
+    def init_state(self, batch: int, device: torch.device | str = "cpu") -> JRSVState:
+        cache = self.left_chunks * self.chunk_frames
+        return JRSVState(
+            self.separator.init_state(batch, device),
+            self.asr.init_state(batch, device, tracks=[SPEECH] * batch, cache_frames=cache),
+            self.asr.init_state(batch, device, tracks=[SINGING] * batch, cache_frames=cache),
+        )
+
+    @torch.no_grad()
+    def step(self, audio: torch.Tensor, state: JRSVState) -> tuple[PipelineOutput, JRSVState]:
+        """audio: (B, chunk_samples) mixture -> per-track (B, F, V) log-probs, (B, F) activity,
+        (B, F, D) encoder frames, with F = chunk_samples / 640."""
+        if audio.dim() != 2 or audio.shape[1] != self.chunk_samples:
+            raise ValueError(f"expected audio of shape (B, {self.chunk_samples}), got {tuple(audio.shape)}")
+        B = audio.shape[0]
+        t0 = time.perf_counter()
+        sep, sep_state = self.separator.step(audio, state.sep)
+        t1 = time.perf_counter()
+        act = F.adaptive_avg_pool1d(sep.activity_probs, self.chunk_frames)  # (B, 2, F)
+        tracks_audio = torch.cat([sep.sources[:, SPEECH], sep.sources[:, SINGING]], 0)
+        logp, enc, asr_state = self.asr.step(tracks_audio, _tree_cat(state.speech, state.lyrics), self.left_chunks)
+        t2 = time.perf_counter()
+        self.last_stage_ms = {"separator": 1000 * (t1 - t0), "encoder": 1000 * (t2 - t1)}
+        speech_state = map_state(lambda x: x[:B], asr_state)
+        lyrics_state = map_state(lambda x: x[B:], asr_state)
+        out = PipelineOutput(
+            logp={"speech": logp[:B], "lyrics": logp[B:]},
+            activity={"speech": act[:, SPEECH], "lyrics": act[:, SINGING]},
+            encoder_out={"speech": enc[:B], "lyrics": enc[B:]},
+        )
+        return out, JRSVState(sep_state, speech_state, lyrics_state)
+
+    @torch.no_grad()
+    def rescore_fn(self, track: str, encoder_out: torch.Tensor, hyps: list[list[int]]):
+        """Attention-decoder log p(hyp + <eos>) for each hypothesis, one batched call."""
+        enc = encoder_out.to(self.device)[None]
+        return self.asr.score(enc, torch.tensor([enc.shape[1]], device=self.device), hyps)
+
+
+def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
+                            left_chunks: int = 16) -> JRSVPipeline:
+    """Load ``model_dir/separator`` and ``model_dir/asr`` (the shipped layout) as a pipeline.
+
+    Raises:
+        FileNotFoundError: a model folder is missing; ValueError: a checkpoint is corrupt.
+    """
+    from jrsv_stream.decode.tokenizer import Tokenizer
+
+    root = Path(model_dir)
+    for sub in ("separator", "asr"):
+        if not (root / sub).is_dir():
+            raise FileNotFoundError(f"{root / sub} not found: a pipeline folder holds separator/ and asr/ model folders")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    separator, _, _ = load_separator(root / "separator", dev)
+    asr = ASRModel.from_pretrained(root / "asr", dev)
+    tok = Tokenizer(root / "asr" / "tokenizer.model")
+    return JRSVPipeline(separator, asr, tok, chunk_samples or 5120, left_chunks).to(dev)

@@ -1,0 +1,97 @@
+"""The trained-pipeline loader and JRSVPipeline: contract, streaming == offline, live path."""
+
+import numpy as np
+import pytest
+import torch
+
+from jrsv_stream.decode.tokenizer import train_tokenizer
+from jrsv_stream.nn.asr import ASRModel, ASRModelConfig
+from jrsv_stream.nn.attention_decoder import DecoderConfig
+from jrsv_stream.nn.encoder import ConformerConfig
+from jrsv_stream.nn.pipeline import JRSVPipeline, load_streaming_pipeline
+from jrsv_stream.nn.separator import SeparatorConfig, StftMaskConfig, build_separator, save_separator
+from jrsv_stream.stream.events import Final
+from jrsv_stream.stream.pipeline_api import StreamingPipeline, gather_state, scatter_state
+from jrsv_stream.stream.session import transcribe
+from jrsv_stream.stream.worker import BatchWorker
+
+TEXTS = ["the quick brown fox jumps over the lazy dog", "we sail across the silver sea tonight",
+         "a rolling stone gathers no moss", "never underestimate the bandwidth of a station wagon"] * 20
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    sep_cfg = SeparatorConfig("stft_mask", stft_mask=StftMaskConfig(window_ms=32.0, hop_ms=16.0, conv_channels=8, conv_layers=1,
+                                                                     gru_hidden=8, gru_layers=1, residual_hidden=4))
+    save_separator(build_separator(sep_cfg), sep_cfg, root / "separator" / "separator.pt")
+    tok = train_tokenizer(TEXTS, str(root / "tok"), vocab_size=40)
+    cfg = ASRModelConfig(vocab_size=tok.vocab_size,
+                         encoder=ConformerConfig(d_model=32, n_heads=4, ff_dim=64, n_layers=2, conv_kernel=5, subsampling_channels=8, dropout=0.0),
+                         decoder=DecoderConfig(d_model=32, n_heads=4, ff_dim=64, n_layers=1, dropout=0.0))
+    asr = ASRModel(cfg).eval()
+    asr.features.set_normalization(torch.full((80,), -5.0), torch.full((80,), 3.0))
+    asr.save_pretrained(root / "asr", root / "tok.model")
+    return root
+
+
+def test_loaded_pipeline_implements_the_contract(model_dir):
+    p = load_streaming_pipeline(model_dir, chunk_samples=5120, device="cpu")
+    assert isinstance(p, StreamingPipeline)
+    assert p.tracks == ("speech", "lyrics") and p.frame_shift_s == 0.04
+    assert p.algorithmic_latency_ms == pytest.approx(32.0 + 320.0)
+    assert p.frame_offset_s == pytest.approx(-0.016)
+    st = p.init_state(3, "cpu")
+    x = torch.randn(3, 5120) * 0.1
+    out, st2 = p.step(x, st)
+    for t in p.tracks:
+        assert out.logp[t].shape == (3, 8, p.tokenizer.vocab_size)
+        assert torch.allclose(out.logp[t].exp().sum(-1), torch.ones(3, 8), atol=1e-4)
+        a = out.activity[t]
+        assert a.shape == (3, 8) and bool(((a >= 0) & (a <= 1)).all())
+        assert out.encoder_out[t].shape == (3, 8, 32)
+    # the slot pool can move rows: gather row 1 then scatter back leaves the state intact
+    sub = gather_state(st2, torch.tensor([1]))
+    scatter_state(st2, torch.tensor([2]), sub)
+    out_b, _ = p.step(x[[1, 1, 1]], st2)
+    assert torch.allclose(out_b.logp["speech"][1], out_b.logp["speech"][2], atol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        p.step(torch.zeros(3, 5000), st)
+
+
+def test_streaming_steps_equal_offline_separator_then_chunked_encoder(model_dir):
+    p = load_streaming_pipeline(model_dir, chunk_samples=5120, device="cpu")
+    torch.manual_seed(1)
+    n_chunks = 4
+    x = torch.randn(2, 5120 * n_chunks) * 0.1
+    st = p.init_state(2, "cpu")
+    got = {t: [] for t in p.tracks}
+    for k in range(n_chunks):
+        out, st = p.step(x[:, k * 5120:(k + 1) * 5120], st)
+        for t in p.tracks:
+            got[t].append(out.logp[t])
+    with torch.no_grad():
+        sources = p.separator(x).sources
+        lens = torch.full((2,), x.shape[1])
+        for t, idx in (("speech", 0), ("lyrics", 1)):
+            enc, _ = p.asr.encode(sources[:, idx], lens, torch.full((2,), idx), chunk_frames=8, left_chunks=16)
+            ref = p.asr.ctc_logp(enc)
+            assert (torch.cat(got[t], 1) - ref).abs().max().item() < 1e-3
+
+
+def test_live_path_runs_on_the_loaded_pipeline(model_dir):
+    p = load_streaming_pipeline(model_dir, chunk_samples=5120, device="cpu")
+    worker = BatchWorker(p, max_batch=4, max_wait_ms=5).start()
+    try:
+        audio = (np.random.default_rng(0).normal(size=16000 * 3) * 0.1).astype(np.float32)
+        events = transcribe(worker, audio)
+    finally:
+        worker.stop()
+    assert any(e.type == "stats" for e in events)
+    assert all(not isinstance(e, Final) or e.track in ("speech", "lyrics") for e in events)
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="separator"):
+        load_streaming_pipeline(tmp_path)
