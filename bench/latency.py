@@ -47,6 +47,7 @@ from jrsv_stream.audio.io import load_audio  # noqa: E402
 from jrsv_stream.audio.sources import ArraySource  # noqa: E402
 from jrsv_stream.data.manifest import read_manifest  # noqa: E402
 from jrsv_stream.serve.protocol import decode_server_message, stream_url  # noqa: E402
+from jrsv_stream.stream.pipeline_api import default_pipeline_spec  # noqa: E402
 from jrsv_stream.serve.server import ServerConfig, ServerThread  # noqa: E402
 from jrsv_stream.stream.events import Final, Partial, Stats  # noqa: E402
 from jrsv_stream.stream.pipeline_api import load_pipeline  # noqa: E402
@@ -109,7 +110,7 @@ def measure(items, received_by_item, mode: str, tol: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pipeline", default="tiny", help="'tiny' or a model folder")
+    ap.add_argument("--pipeline", default=default_pipeline_spec(), help="'tiny' or a model folder")
     ap.add_argument("--manifest", required=True, help="corpus manifest with speech_words / singing_words")
     ap.add_argument("--items", type=int, default=4, help="items to play (each in real time)")
     ap.add_argument("--json", required=True, help="output JSON (a PNG is written next to it)")

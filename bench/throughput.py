@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from jrsv_stream.stream.pipeline_api import load_pipeline  # noqa: E402
+from jrsv_stream.stream.pipeline_api import default_pipeline_spec, load_pipeline  # noqa: E402
 from jrsv_stream.stream.session import SessionConfig, StreamSession  # noqa: E402
 from jrsv_stream.stream.worker import BatchWorker, QueueFull  # noqa: E402
 
@@ -133,7 +133,7 @@ async def run_level(worker: BatchWorker, n_streams: int, seconds: float, manifes
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pipeline", default="tiny", help="'tiny' or a model folder")
+    ap.add_argument("--pipeline", default=default_pipeline_spec(), help="'tiny' or a model folder")
     ap.add_argument("--json", required=True, help="output JSON (a PNG is written next to it)")
     ap.add_argument("--streams", default="1,2,4,8,16,32,64,128,256,512", help="levels of concurrent streams")
     ap.add_argument("--seconds", type=float, default=8.0, help="audio per stream per level (real time)")

@@ -17,12 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+from jrsv_stream.stream.pipeline_api import default_pipeline_spec
+
 DEMO_AUDIO_CANDIDATES = ("models/demo/demo.flac", "models/demo/demo.wav")
 DEMO_CACHE = Path("out/demo")
 
 
 def _add_server_args(p: argparse.ArgumentParser, port: int = 8765) -> None:
-    p.add_argument("--pipeline", default=os.environ.get("JRSV_PIPELINE", "tiny"),
+    p.add_argument("--pipeline", default=default_pipeline_spec(),
                    help="'tiny' (random plumbing model) or a model folder (default: $JRSV_PIPELINE or tiny)")
     p.add_argument("--chunk-ms", type=float, default=None, help="audio per model step (default: the pipeline's)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 to accept remote clients)")
@@ -211,7 +213,7 @@ def add_cli(subparsers) -> None:
 
     s = subparsers.add_parser("demo", help="live captioning demo: server + demo audio at real time + two-pane viewer")
     s.add_argument("--audio", default=None, help="audio file to play (default: the bundled / generated demo recording)")
-    s.add_argument("--pipeline", default=os.environ.get("JRSV_PIPELINE", "tiny"), help="'tiny' or a model folder")
+    s.add_argument("--pipeline", default=default_pipeline_spec(), help="'tiny' or a model folder")
     s.add_argument("--chunk-ms", type=float, default=None)
     s.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     s.add_argument("--no-viewer", action="store_true", help="print finals as lines instead of the live viewer")

@@ -269,6 +269,21 @@ class TinyPipeline(nn.Module):
         return self._heads(x, e), TinyState(tuple(new), mean)
 
 
+def default_pipeline_spec() -> str:
+    """``$JRSV_PIPELINE`` if set, else the shipped models (``models/`` holding separator/
+    and asr/) when present, else ``"tiny"`` (untrained: plumbing only)."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("JRSV_PIPELINE")
+    if env:
+        return env
+    shipped = Path(__file__).resolve().parents[2] / "models"
+    if (shipped / "separator" / "separator.pt").is_file() and (shipped / "asr" / "asr.pt").is_file():
+        return str(shipped)
+    return "tiny"
+
+
 def load_pipeline(spec: str = "tiny", chunk_samples: int | None = None) -> StreamingPipeline:
     """``"tiny"`` -> :class:`TinyPipeline`; a model folder -> the trained pipeline.
 
