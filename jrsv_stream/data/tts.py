@@ -248,23 +248,56 @@ def _fill_missing_starts(found: list[int | None], n_chars: list[int], end_sample
     return out
 
 
-def _espeak_one(r: TtsRequest) -> Utterance | None:
+def _espeak_synth_isolated(r: TtsRequest, wpm: int, pitch: int) -> tuple[np.ndarray, list[tuple[int, int]]] | None:
+    """Synthesize in a forked child of a process whose espeak-ng was initialized but never
+    used: espeak-ng carries waveform-generator state from one utterance to the next (the
+    same request sounds different after other requests, seen here), which would make the
+    corpus depend on worker scheduling. Every request thus starts from the same state.
+
+    Returns (int16 samples, [(text_position, sample)] word events), or None on failure.
+    """
+    import pickle
+
     st = _espeak_lib()
-    lib = st["lib"]
-    if lib.espeak_SetVoiceByName(r.voice.name.encode()) != 0:
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: synthesize, send the result, exit without running Python clean-up
+        code = 1
+        try:
+            os.close(rfd)
+            lib = st["lib"]
+            if lib.espeak_SetVoiceByName(r.voice.name.encode()) == 0:
+                lib.espeak_SetParameter(1, wpm, 0)  # espeakRATE
+                lib.espeak_SetParameter(3, pitch, 0)  # espeakPITCH
+                lib.espeak_SetParameter(4, 50, 0)  # espeakRANGE
+                text = r.spoken.encode("utf-8")
+                ok = lib.espeak_Synth(text, len(text) + 1, 0, 0, 0, 0, None, None) == 0 and st["chunks"]
+                payload = pickle.dumps((np.concatenate(st["chunks"]), list(st["events"])) if ok else None)
+                with os.fdopen(wfd, "wb") as f:
+                    f.write(payload)
+                code = 0
+            else:
+                code = 3
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) == 3:
         raise RuntimeError(f"espeak-ng has no voice {r.voice.name!r}")
+    if os.waitstatus_to_exitcode(status) != 0 or not data:
+        return None
+    return pickle.loads(data)
+
+
+def _espeak_one(r: TtsRequest) -> Utterance | None:
     wpm = int(round(165 * r.speed))
     pitch = int(np.clip(50 + 35 * r.pitch, 0, 99))
-    lib.espeak_SetParameter(1, wpm, 0)  # espeakRATE
-    lib.espeak_SetParameter(3, pitch, 0)  # espeakPITCH
-    lib.espeak_SetParameter(4, 50, 0)  # espeakRANGE
-    st["chunks"].clear()
-    st["events"].clear()
-    text = r.spoken.encode("utf-8")
-    if lib.espeak_Synth(text, len(text) + 1, 0, 0, 0, 0, None, None) != 0:
+    res = _espeak_synth_isolated(r, wpm, pitch)
+    if res is None:
         return None
-    if not st["chunks"]:
-        return None
+    samples, events = res
     # Map word events to the words of the spoken text by character position (1-based).
     # espeak sometimes emits an extra event inside a word, and sometimes none for an
     # unstressed function word it joins to its neighbour ("in the", "to be"): such a word
@@ -277,12 +310,12 @@ def _espeak_one(r: TtsRequest) -> Utterance | None:
         return None
     found: list[int | None] = []
     for a, b in spans:
-        inside = [smp for tp, smp in st["events"] if a <= tp <= b]
+        inside = [smp for tp, smp in events if a <= tp <= b]
         found.append(min(inside) if inside else None)
     if found[0] is None:
         found[0] = 0
-    sr = st["rate"]
-    audio = np.concatenate(st["chunks"]).astype(np.float32) / 32768.0
+    sr = _espeak_lib()["rate"]
+    audio = samples.astype(np.float32) / 32768.0
     starts_samples = _fill_missing_starts(found, [b - a + 1 for a, b in spans], _speech_end_sample(audio, sr))
     if starts_samples is None:
         return None

@@ -1,0 +1,121 @@
+"""Recognizer accuracy for the model card: WER/CER per track on clean test-split sources
+(unseen voices) for full context and 160/320/640 ms chunks (greedy CTC), and at 320 ms for
+CTC prefix beam search and attention rescoring; plus real read speech (Debian
+``pocketsphinx-testdata`` librivox) reported as it is.
+
+Chunked offline encoding equals the streaming ``step`` path (tests/test_asr_encoder.py), so
+these are the streaming figures.
+
+    python -m jrsv_stream.eval.asr_eval --model models/asr --corpus data/corpus --json OUT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import torch
+
+from jrsv_stream.audio.io import load_audio
+from jrsv_stream.decode.ctc_prefix_beam import PrefixBeamConfig, ctc_greedy, nbest, prefix_beam_search
+from jrsv_stream.decode.rescoring import attention_rescore
+from jrsv_stream.decode.tokenizer import Tokenizer
+from jrsv_stream.nn.asr import TRACKS, ASRModel
+from jrsv_stream.train.asr_data import read_utterances
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+CHUNKS = {"full": None, "160ms": 4, "320ms": 8, "640ms": 16}
+
+
+def librivox_utterances() -> list[tuple[str, str]]:
+    """(wav path, reference text) of the 5 real read-speech utterances, if installed."""
+    tr = LIBRIVOX / "transcription"
+    if not tr.is_file():
+        return []
+    out = []
+    for line in tr.read_text().splitlines():
+        m = re.match(r"<s>(.*)</s>\s*\((.*)\)", line.strip())
+        if m and (LIBRIVOX / f"{m.group(2)}.wav").is_file():
+            out.append((str(LIBRIVOX / f"{m.group(2)}.wav"), m.group(1).strip().lower()))
+    return out
+
+
+@torch.no_grad()
+def decode_all(model: ASRModel, tok: Tokenizer, wav: np.ndarray, track: int, beam: int = 10,
+               ctc_weight: float = 0.5) -> dict[str, str]:
+    """Hypothesis text for every (chunking, search) setting of one utterance."""
+    x = torch.from_numpy(wav)[None]
+    lens = torch.tensor([x.shape[1]])
+    tracks = torch.tensor([track])
+    out = {}
+    for name, c in CHUNKS.items():
+        enc, enc_lens = model.encode(x, lens, tracks, c)
+        logp = model.ctc_logp(enc)[0, : int(enc_lens[0])].numpy()
+        out[f"greedy@{name}"] = tok.decode(ctc_greedy(logp).tokens)
+        if name == "320ms":
+            cfg = PrefixBeamConfig(beam=beam, nbest=beam)
+            hyps = nbest(prefix_beam_search(logp, cfg, chunk_frames=c), beam, cfg)
+            out[f"beam@{name}"] = tok.decode(hyps[0].tokens)
+            res = attention_rescore(hyps, ctc_weight, lambda h: model.score(enc, enc_lens, h))
+            out[f"rescored@{name}"] = tok.decode(res[0].tokens)
+    return out
+
+
+def evaluate_asr(model_dir: str | Path, corpus: str | Path, split: str = "test", max_utts: int | None = None) -> dict:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = ASRModel.from_pretrained(model_dir).eval()
+    tok = Tokenizer(Path(model_dir) / "tokenizer.model")
+    names = {v: k for k, v in TRACKS.items()}
+    refs: dict[str, list[str]] = {}
+    hyps: dict[str, dict[str, list[str]]] = {}
+    t0 = time.time()
+    utts = read_utterances(corpus, split, ["speech", "singing"])
+    if max_utts:
+        utts = utts[:max_utts]
+    for u in utts:
+        tr = names[u.track]
+        refs.setdefault(tr, []).append(u.text)
+        for k, h in decode_all(model, tok, load_audio(u.path), u.track).items():
+            hyps.setdefault(tr, {}).setdefault(k, []).append(h)
+    res: dict = {"model": str(model_dir), "corpus": str(corpus), "split": split, "n_utts": {t: len(r) for t, r in refs.items()}}
+    for tr in refs:
+        res[tr] = {k: {"wer": round(100 * jiwer.wer(refs[tr], h), 2), "cer": round(100 * jiwer.cer(refs[tr], h), 2)}
+                   for k, h in hyps[tr].items()}
+        res[tr]["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs[tr], hyps[tr]["rescored@320ms"]))[:3]]
+    lv = librivox_utterances()
+    if lv:
+        lv_refs, lv_hyps = [], {}
+        for path, ref in lv:
+            lv_refs.append(ref)
+            for k, h in decode_all(model, tok, load_audio(path), TRACKS["speech"]).items():
+                lv_hyps.setdefault(k, []).append(h)
+        res["librivox_real_speech"] = {k: {"wer": round(100 * jiwer.wer(lv_refs, h), 2), "cer": round(100 * jiwer.cer(lv_refs, h), 2)}
+                                       for k, h in lv_hyps.items()}
+        res["librivox_real_speech"]["examples"] = [{"ref": r, "hyp": h} for r, h in zip(lv_refs, lv_hyps["rescored@320ms"])][:2]
+    res["seconds"] = round(time.time() - t0, 1)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="models/asr")
+    ap.add_argument("--corpus", default="data/corpus")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--max-utts", type=int, default=None)
+    ap.add_argument("--json", required=True)
+    a = ap.parse_args(argv)
+    res = evaluate_asr(a.model, a.corpus, a.split, a.max_utts)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k not in ("speech", "singing")} | {
+        t: {k: v for k, v in res[t].items() if k != "examples"} for t in ("speech", "singing") if t in res}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
