@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -31,29 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import device_name, git_commit  # noqa: E402
 from jrsv_stream import SAMPLE_RATE  # noqa: E402
 from jrsv_stream.nn.asr import ASRModel, dataclass_to_dict  # noqa: E402
-
-
-def _commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def _load(model_dir: Path | None, config: Path) -> tuple[ASRModel, str]:
@@ -168,8 +146,8 @@ def main() -> int:
     resc = measure_rescoring(model, a.nbest, dev, a.repeats)
     print(f"rescoring {resc['nbest']} x {resc['tokens']} tokens on {resc['enc_frames']} frames: {resc['ms']:.1f} ms")
     out = {
-        "benchmark": "asr_rtf", "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": _commit(),
-        "device": {"type": dev.type, "name": _device_name(dev), "threads": torch.get_num_threads(),
+        "benchmark": "asr_rtf", "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
+        "device": {"type": dev.type, "name": device_name(dev), "threads": torch.get_num_threads(),
                    "torch": torch.__version__},
         "model": {"source": source, "n_params": model.n_params(), "config": dataclass_to_dict(model.cfg)},
         "settings": {"seconds": a.seconds, "repeats": a.repeats},
@@ -178,7 +156,7 @@ def main() -> int:
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(out, indent=1) + "\n")
     png = a.json.with_suffix(".png")
-    plot(results, f"ASR streaming RTF, {model.n_params() / 1e6:.2f} M params, {_device_name(dev)}, "
+    plot(results, f"ASR streaming RTF, {model.n_params() / 1e6:.2f} M params, {device_name(dev)}, "
                   f"{torch.get_num_threads()} thread(s), {out['commit'][:12]}", png)
     print(f"wrote {a.json} and {png}")
     return 0

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -31,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import device_name, git_commit  # noqa: E402
 from jrsv_stream.decode.ctc_prefix_beam import PrefixBeamConfig, best, init_state, prefix_beam_step  # noqa: E402
 from jrsv_stream.decode.endpoint import EndpointConfig, blank_frames, endpoint_step, init_endpoint_state  # noqa: E402
 
@@ -85,27 +85,6 @@ def run(logp: np.ndarray, cfg: PrefixBeamConfig, ep_cfg: EndpointConfig, chunk_f
             per_frame_ms.append(dt / 1e6 / chunk.shape[0])
         tokens += len(best(state, cfg).tokens)
     return np.array(per_frame_ms), segments, tokens
-
-
-def git_commit() -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
-        return sha + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def plot(per_frame_ms: np.ndarray, target_ms: float, title: str, out_png: Path) -> None:
@@ -179,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     blank_frac = float((logp.argmax(axis=1) == 0).mean())
     result = {
         "benchmark": "decoder_speed",
-        "device": {"cpu": cpu_name(), "machine": platform.machine(), "python": platform.python_version(),
+        "device": {"cpu": device_name(), "machine": platform.machine(), "python": platform.python_version(),
                    "numpy": np.__version__, "cpus": os.cpu_count()},
         "git_commit": git_commit(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

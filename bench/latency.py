@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.throughput import device_info, git_commit, pct  # noqa: E402
+from bench.common import git_commit  # noqa: E402
+from bench.throughput import device_info, pct  # noqa: E402
 from clients.broadcast import broadcast  # noqa: E402
 from jrsv_stream.audio.io import load_audio  # noqa: E402
 from jrsv_stream.audio.sources import ArraySource  # noqa: E402

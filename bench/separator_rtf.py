@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -31,30 +29,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import device_name, git_commit  # noqa: E402
 from jrsv_stream import SAMPLE_RATE  # noqa: E402
 from jrsv_stream.nn.separator import build_separator, count_parameters, load_separator  # noqa: E402
 from jrsv_stream.train.separator import load_train_config  # noqa: E402
-
-
-def _commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 @torch.inference_mode()
@@ -127,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {"bench": "separator_rtf", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "device": _device_name(dev), "device_type": dev.type, "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "commit": _commit(), "seconds_per_stream": a.seconds, "repeats": a.repeats,
+              "device": device_name(dev), "device_type": dev.type, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "commit": git_commit(), "seconds_per_stream": a.seconds, "repeats": a.repeats,
               "configs": {name: __import__("dataclasses").asdict(mcfg) for name, mcfg, _ in models},
               "results": results}
     out.write_text(json.dumps(report, indent=1))

@@ -27,7 +27,6 @@ import concurrent.futures
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,19 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench.common import git_commit  # noqa: E402
 from jrsv_stream.stream.pipeline_api import default_pipeline_spec, load_pipeline  # noqa: E402
 from jrsv_stream.stream.session import SessionConfig, StreamSession  # noqa: E402
 from jrsv_stream.stream.worker import BatchWorker, QueueFull  # noqa: E402
-
-
-def git_commit() -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        c = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout.strip()
-        return c + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def device_info(device: torch.device) -> dict:

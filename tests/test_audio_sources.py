@@ -16,8 +16,8 @@ import pytest
 import torch
 import torchaudio.functional as AF
 
-from jrsv_stream.audio.io import load_audio, save_audio
-from jrsv_stream.audio.sources import (ArraySource, FfmpegSource, FileSource, SoundDeviceSource, SourceError,
+from jrsv_stream.audio.io import save_audio
+from jrsv_stream.audio.sources import (ArraySource, FfmpegSource, FileSource, SourceError,
                                        StreamingResampler, open_source, parse_device)
 
 REPO = Path(__file__).resolve().parents[1]

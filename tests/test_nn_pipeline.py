@@ -8,7 +8,7 @@ from jrsv_stream.decode.tokenizer import train_tokenizer
 from jrsv_stream.nn.asr import ASRModel, ASRModelConfig
 from jrsv_stream.nn.attention_decoder import DecoderConfig
 from jrsv_stream.nn.encoder import ConformerConfig
-from jrsv_stream.nn.pipeline import JRSVPipeline, load_streaming_pipeline
+from jrsv_stream.nn.pipeline import load_streaming_pipeline
 from jrsv_stream.nn.separator import SeparatorConfig, StftMaskConfig, build_separator, save_separator
 from jrsv_stream.stream.events import Final
 from jrsv_stream.stream.pipeline_api import StreamingPipeline, gather_state, scatter_state

@@ -12,7 +12,7 @@ import pytest
 from jrsv_stream.serve.protocol import (ErrorCode, ProtocolError, Start, decode_pcm, decode_server_message, encode_pcm,
                                         message, parse_client_message, parse_path, stream_url, token_ok)
 from jrsv_stream.serve.server import ServerConfig, SubscriberQueue
-from jrsv_stream.stream.events import Activity, Error, EventDecodeError, Final, Partial, Stats
+from jrsv_stream.stream.events import Activity, Error, EventDecodeError, Final, Partial
 
 
 def test_paths_and_tokens():
