@@ -110,32 +110,40 @@ def _write_source(out_dir: Path, sid: str, audio: np.ndarray, meta: dict, ext: s
     return len(audio) / SAMPLE_RATE
 
 
+def _vocal_sources(root: str, cfg: SynthConfig, kind: str, split: str, ks: list[int], draw, run) -> float:
+    """Make vocal sources ``ks``: ``draw(rng, attempt)`` gives a request, ``run(requests,
+    workdir)`` synthesizes a batch (None per failure). A failed or too long source is drawn
+    again with a new rng (new text/voice) up to ATTEMPTS times, then marked failed."""
+    out_dir = Path(root) / "sources" / kind / split
+    todo, seconds = list(ks), 0.0
+    for attempt in range(ATTEMPTS):
+        reqs = [draw(_rng(cfg.seed, kind, split, k, attempt), attempt) for k in todo]
+        failed = []
+        for k, r, u in zip(todo, reqs, run(reqs, out_dir.parent)):
+            if u is None or len(u.audio) > 14 * SAMPLE_RATE:
+                failed.append(k)
+                continue
+            seconds += _write_source(out_dir, _source_id(kind, split, k), u.audio,
+                                     {"text": " ".join(r.words), "words": u.words, "voice": u.voice, "params": u.params}, cfg.ext)
+        todo = failed
+        if not todo:
+            break
+    _mark_failed(out_dir, kind, split, todo)
+    return seconds
+
+
 def _speech_task(root: str, cfg: SynthConfig, split: str, ks: list[int]) -> float:
     from jrsv_stream.data.text import load_sentences
     from jrsv_stream.data.tts import TtsRequest, synthesize, voices_for_split
 
     sents, voices = load_sentences()[split], voices_for_split(split)
-    out_dir = Path(root) / "sources" / "speech" / split
-    todo, seconds = list(ks), 0.0
-    for attempt in range(ATTEMPTS):
-        reqs = []
-        for k in todo:
-            rng = _rng(cfg.seed, "speech", split, k, attempt)
-            s = sents[int(rng.integers(len(sents)))]
-            v = voices[int(rng.integers(len(voices)))]
-            reqs.append(TtsRequest(s.spoken, s.words, v, speed=float(rng.uniform(0.8, 1.25)), pitch=float(rng.uniform(-1, 1))))
-        failed = []
-        for k, r, u in zip(todo, reqs, synthesize(reqs, out_dir.parent)):
-            if u is None or len(u.audio) > 14 * SAMPLE_RATE:
-                failed.append(k)
-                continue
-            seconds += _write_source(out_dir, _source_id("speech", split, k), u.audio,
-                                     {"text": " ".join(r.words), "words": u.words, "voice": u.voice, "params": u.params}, cfg.ext)
-        todo = failed
-        if not todo:
-            break
-    _mark_failed(out_dir, "speech", split, todo)
-    return seconds
+
+    def draw(rng, attempt):
+        s = sents[int(rng.integers(len(sents)))]
+        v = voices[int(rng.integers(len(voices)))]
+        return TtsRequest(s.spoken, s.words, v, speed=float(rng.uniform(0.8, 1.25)), pitch=float(rng.uniform(-1, 1)))
+
+    return _vocal_sources(root, cfg, "speech", split, ks, draw, synthesize)
 
 
 def _singing_task(root: str, cfg: SynthConfig, split: str, ks: list[int]) -> float:
@@ -146,31 +154,17 @@ def _singing_task(root: str, cfg: SynthConfig, split: str, ks: list[int]) -> flo
     singers = singers_for_split(split)
     fest = [s for s in singers if s.startswith("festival-sing:")]
     world = [s for s in singers if s.startswith("world:")]
-    out_dir = Path(root) / "sources" / "singing" / split
-    todo, seconds = list(ks), 0.0
-    for attempt in range(ATTEMPTS):
-        reqs = []
+
+    def draw(rng, attempt):
         last_resort = attempt >= ATTEMPTS - 2  # one short line by Festival: the most reliable singer
-        for k in todo:
-            rng = _rng(cfg.seed, "singing", split, k, attempt)
-            n_lines = 1 if rng.random() < 0.6 or last_resort else 2
-            words = tuple(w for _ in range(n_lines) for w in lines[int(rng.integers(len(lines)))].words)
-            pool = fest if rng.random() < cfg.festival_singing_fraction or last_resort else world
-            singer = pool[int(rng.integers(len(pool)))]
-            reqs.append(SingRequest(words, singer, tempo_bpm=float(rng.uniform(80, 150)),
-                                    key_midi=int(rng.integers(0, 12)), seed=int(rng.integers(2**31))))
-        failed = []
-        for k, r, u in zip(todo, reqs, sing(reqs, out_dir.parent)):
-            if u is None or len(u.audio) > 14 * SAMPLE_RATE:
-                failed.append(k)
-                continue
-            seconds += _write_source(out_dir, _source_id("singing", split, k), u.audio,
-                                     {"text": " ".join(r.words), "words": u.words, "voice": u.voice, "params": u.params}, cfg.ext)
-        todo = failed
-        if not todo:
-            break
-    _mark_failed(out_dir, "singing", split, todo)
-    return seconds
+        n_lines = 1 if rng.random() < 0.6 or last_resort else 2
+        words = tuple(w for _ in range(n_lines) for w in lines[int(rng.integers(len(lines)))].words)
+        pool = fest if rng.random() < cfg.festival_singing_fraction or last_resort else world
+        singer = pool[int(rng.integers(len(pool)))]
+        return SingRequest(words, singer, tempo_bpm=float(rng.uniform(80, 150)),
+                           key_midi=int(rng.integers(0, 12)), seed=int(rng.integers(2**31)))
+
+    return _vocal_sources(root, cfg, "singing", split, ks, draw, sing)
 
 
 def _music_task(root: str, cfg: SynthConfig, split: str, ks: list[int]) -> float:
