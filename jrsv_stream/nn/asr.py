@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -32,6 +31,7 @@ import torch
 import yaml
 from torch import nn
 
+from jrsv_stream.config import ConfigError, config_from_dict
 from jrsv_stream.nn.attention_decoder import AttentionDecoder, DecoderConfig
 from jrsv_stream.nn.encoder import SUBSAMPLING, ConformerConfig, ConformerEncoder, EncoderState
 from jrsv_stream.nn.features import FeatureConfig, FeatureState, LogMel
@@ -40,36 +40,8 @@ TRACKS = {"speech": 0, "singing": 1}
 BLANK_ID = 0
 
 
-class ConfigError(ValueError):
-    """A configuration file has unknown keys or wrong values."""
-
-
-def dataclass_from_dict(cls, d: dict | None, where: str = ""):
-    """Build a (nested) frozen dataclass from a dict; unknown keys raise :class:`ConfigError`.
-
-    Lists become tuples where the field is a tuple; nested dataclasses are built recursively.
-    """
-    d = {} if d is None else d
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    kw = {}
-    for k, v in d.items():
-        t = hints[k]
-        if dataclasses.is_dataclass(t):
-            kw[k] = dataclass_from_dict(t, v, f"{where}.{k}" if where else k)
-        elif typing.get_origin(t) is tuple and isinstance(v, list):
-            kw[k] = tuple(v)
-        else:
-            kw[k] = v
-    try:
-        return cls(**kw)
-    except TypeError as e:
-        raise ConfigError(f"{where or cls.__name__}: {e}") from e
+# One strict loader for every config (jrsv_stream.config); the old name stays for callers.
+dataclass_from_dict = config_from_dict
 
 
 def dataclass_to_dict(obj) -> dict:
