@@ -11,7 +11,8 @@ from pathlib import Path
 def _cmd_data_synth(a: argparse.Namespace) -> int:
     from jrsv_stream.data.synth import SynthConfig, build_corpus, clean_partial_files
 
-    clean_partial_files(a.out) if Path(a.out).exists() else None
+    if Path(a.out).exists():
+        clean_partial_files(a.out)
     stats = build_corpus(a.out, SynthConfig(hours=a.hours, seed=a.seed, ext=a.ext), workers=a.workers, progress=not a.quiet)
     _print_stats(stats, a.out)
     return 0
@@ -102,16 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_handler(args: argparse.Namespace, prog: str = "jrsv-stream") -> int:
+    """Run a parsed command's ``args.fn``: its exit code, 130 on Ctrl-C, 2 with a one-line
+    error for bad input (shared by ``jrsv-stream`` and the ``python -m`` entry points)."""
     try:
         return args.fn(args)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
     except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"jrsv-stream: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_handler(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -342,12 +342,14 @@ def build_corpus(out: str | Path, cfg: SynthConfig, workers: int | None = None, 
 
 
 def clean_partial_files(root: str | Path) -> int:
-    """Remove ``*.part`` files an interrupted build left behind; returns how many."""
+    """Remove ``*.part`` files and scratch folders an interrupted build left behind;
+    returns how many ``*.part`` files."""
     n = 0
     for p in Path(root).rglob("*.part"):
         p.unlink()
         n += 1
-    for p in Path(root).rglob("tts-*"):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
+    for pattern in ("tts-*", "sing-*"):  # scratch folders of tts.synthesize / singing.sing
+        for p in Path(root).rglob(pattern):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
     return n

@@ -603,14 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _add_args(argparse.ArgumentParser(prog="python -m jrsv_stream.train.asr",
                                              description="Train the streaming CTC/attention recognizer (resumable).")
                      ).parse_args(argv)
-    try:
-        return args.fn(args)
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"train asr: error: {e}", file=sys.stderr)
-        return 2
+    from jrsv_stream.cli import run_handler
+
+    return run_handler(args, "train asr")
 
 
 if __name__ == "__main__":

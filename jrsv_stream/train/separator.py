@@ -488,14 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd")
     add_cli(sub)
     args = p.parse_args(["separator", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.fn(args)
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"train separator: error: {e}", file=sys.stderr)
-        return 2
+    from jrsv_stream.cli import run_handler
+
+    return run_handler(args, "train separator")
 
 
 if __name__ == "__main__":
