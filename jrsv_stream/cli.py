@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_cmd_data_dtssv)
 
+    from jrsv_stream.eval.system_eval import add_cli as add_eval_cli
     from jrsv_stream.separate import add_cli as add_separate_cli
     from jrsv_stream.serve.cli import add_cli as add_serve_cli
     from jrsv_stream.train.asr import add_cli as add_train_asr_cli
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_separate_cli(sub)
     add_transcribe_cli(sub)
     add_serve_cli(sub)  # serve, capture, demo
+    add_eval_cli(sub)
     return p
 
 

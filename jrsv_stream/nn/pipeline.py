@@ -138,3 +138,60 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
     asr = ASRModel.from_pretrained(root / "asr", dev)
     tok = Tokenizer(root / "asr" / "tokenizer.model")
     return JRSVPipeline(separator, asr, tok, chunk_samples or 5120, left_chunks).to(dev)
+
+
+class PassThroughState(NamedTuple):
+    """samples_seen: (B,) int64 input samples stepped so far (the state needs a batch-first
+    leaf so the worker's slot pool can hold it)."""
+
+    samples_seen: torch.Tensor
+
+
+class PassThroughSeparator(nn.Module):
+    """No separation: every source is the mixture and both vocals are active everywhere.
+
+    Put in place of the separator of a :class:`JRSVPipeline`, it hands the mixture to both
+    recognizer tracks with activity 1 on every frame, so the "mixture ASR" / "clean ASR on
+    the mixture" baselines run through the same live path as the full system. Zero delay,
+    zero lookahead.
+
+    Args:
+        hop_samples: activity frame size; chunks must be multiples of it.
+    """
+
+    ACTIVE_LOGIT = 30.0  # sigmoid(30) rounds to exactly 1.0 in float32
+
+    def __init__(self, hop_samples: int = 640):
+        super().__init__()
+        self.hop_samples = self.window_samples = int(hop_samples)
+        self.lookahead_samples = 0
+        self.output_delay_samples = 0
+        # empty, so code that reads a model's dtype / device from its parameters works here too
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    @property
+    def algorithmic_latency_ms(self) -> float:
+        return 0.0
+
+    def describe(self) -> dict:
+        return {"arch": "none", "hop_samples": self.hop_samples, "output_delay_samples": 0, "algorithmic_latency_ms": 0.0,
+                "parameters": 0}
+
+    def init_state(self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> PassThroughState:
+        return PassThroughState(torch.zeros(batch, dtype=torch.long, device=device))
+
+    def step(self, chunk: torch.Tensor, state: PassThroughState):
+        """chunk: (B, T), T a multiple of ``hop_samples`` -> (SeparatorOutput with sources
+        (B, 3, T) = the chunk three times and activity logits (B, 2, T // hop) all
+        :attr:`ACTIVE_LOGIT`, new state)."""
+        from jrsv_stream.nn.separator import SeparatorOutput
+
+        if chunk.dim() != 2 or chunk.shape[1] % self.hop_samples:
+            raise ValueError(f"expected a (B, n * {self.hop_samples}) chunk, got {tuple(chunk.shape)}")
+        B, T = chunk.shape
+        logits = torch.full((B, 2, T // self.hop_samples), self.ACTIVE_LOGIT, device=chunk.device, dtype=chunk.dtype)
+        return SeparatorOutput(chunk.unsqueeze(1).repeat(1, 3, 1), logits), PassThroughState(state.samples_seen + T)
+
+    def forward(self, wav: torch.Tensor):
+        """wav: (B, T) -> SeparatorOutput (one ``step`` from the initial state)."""
+        return self.step(wav, self.init_state(wav.shape[0], wav.device, wav.dtype))[0]

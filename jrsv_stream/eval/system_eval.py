@@ -1,0 +1,476 @@
+"""``jrsv-stream eval MANIFEST.jsonl --json OUT.json``: the whole system through the live path.
+
+Any configuration runs through the **streaming** path: the separator + recognizer pipeline
+(or a recognizer with no separator, ``--separator none``: a
+:class:`~jrsv_stream.nn.pipeline.PassThroughSeparator` hands the mixture to both tracks
+with activity 1, so the "mixture ASR" baseline is the same code path) is owned by one
+:class:`~jrsv_stream.stream.worker.BatchWorker`, and ``--streams K`` items at a time go
+through :func:`jrsv_stream.stream.session.transcribe` from K threads, so concurrent streams
+share batches as live streams do. The hypothesis of a track is the item's finals of that
+track joined in time order.
+
+Reported:
+
+- per caption track (``speech`` <- ``speech_text``, ``lyrics`` <- ``singing_text``), WER and
+  CER in percent, corpus level (sum of edits / sum of reference words or characters; text
+  lowercased, punctuation removed, on both sides), overall, per SNR bucket (-5/0/+5 dB, the
+  manifest's ``speech_snr_bucket`` / ``singing_snr_bucket``) and per scenario. Words output
+  on a track whose source is absent from the item (lyrics over an instrumental or over
+  pure speech) count as insertions in that track's WER/CER and are also reported as
+  ``hallucinated_words``. Such items have no SNR bucket on that track: they count in the
+  overall and per-scenario figures only. A group with no reference words has ``wer`` null.
+- with a real separator, SI-SDRi per source (present sources) overall, per SNR bucket
+  (music: the mean SNR of the item's vocals) and per scenario, and activity AUROC/F1: the
+  separator's chunked ``step`` at the eval chunk size
+  (:func:`jrsv_stream.separate.separate_stream`, aligned by ``output_delay_samples``),
+  scored by :func:`jrsv_stream.train.separator.score_separation_item` as in training
+  validation. ``separation`` is null with ``--separator none``.
+
+An item that fails (unreadable audio, a model error event) is listed in ``failed_items``
+and left out of the figures; the other items still run.
+
+    jrsv-stream eval data/corpus/test.jsonl --json runs/eval/test.json --label full
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jrsv_stream import SAMPLE_RATE
+
+TRACK_SOURCE = {"speech": "speech", "lyrics": "singing"}  # caption track -> manifest source
+SNR_BUCKETS = ("-5", "0", "5")
+_NON_WORD = re.compile(r"[^a-z0-9' ]+")
+
+
+# --- text and counts ----------------------------------------------------------------------------
+def normalize_text(text: str | None) -> str:
+    """Lowercase, punctuation removed (apostrophes inside words kept), single spaces.
+
+    ``None`` (track absent) gives ``""``.
+    """
+    if not text:
+        return ""
+    t = _NON_WORD.sub(" ", text.lower().replace("\u2019", "'"))
+    return " ".join(w.strip("'") for w in t.split() if w.strip("'"))
+
+
+@dataclass
+class ErrorCounts:
+    """Edit counts of a group of items on one track (corpus-level WER/CER = errors / refs).
+
+    ``word_errors`` / ``char_errors`` include the hallucinated words / characters of items
+    whose reference is absent.
+    """
+
+    word_errors: int = 0
+    ref_words: int = 0
+    char_errors: int = 0
+    ref_chars: int = 0
+    hallucinated_words: int = 0
+    items: int = 0
+    ref_items: int = 0
+
+    def __iadd__(self, o: "ErrorCounts") -> "ErrorCounts":
+        for k, v in asdict(o).items():
+            setattr(self, k, getattr(self, k) + v)
+        return self
+
+    def to_json(self) -> dict:
+        return {"wer": round(100.0 * self.word_errors / self.ref_words, 3) if self.ref_words else None,
+                "cer": round(100.0 * self.char_errors / self.ref_chars, 3) if self.ref_chars else None,
+                "n_ref_words": self.ref_words, "n_ref_chars": self.ref_chars,
+                "word_errors": self.word_errors, "char_errors": self.char_errors,
+                "hallucinated_words": self.hallucinated_words, "n_items": self.items, "n_ref_items": self.ref_items}
+
+
+def count_errors(ref: str | None, hyp: str | None) -> ErrorCounts:
+    """Edits of one item's hypothesis against its reference (both normalized here).
+
+    An absent or empty reference: every hypothesis word is an insertion (and hallucinated);
+    jiwer is only called on non-empty references (it rejects or misreads empty ones).
+    """
+    import jiwer
+
+    r, h = normalize_text(ref), normalize_text(hyp)
+    if not r:
+        n = len(h.split())
+        return ErrorCounts(word_errors=n, char_errors=len(h), hallucinated_words=n, items=1)
+    n_words, n_chars = len(r.split()), len(r)
+    if not h:
+        return ErrorCounts(word_errors=n_words, ref_words=n_words, char_errors=n_chars, ref_chars=n_chars, items=1, ref_items=1)
+    w = jiwer.process_words(r, h)
+    c = jiwer.process_characters(r, h)
+    return ErrorCounts(word_errors=w.substitutions + w.deletions + w.insertions, ref_words=n_words,
+                       char_errors=c.substitutions + c.deletions + c.insertions, ref_chars=n_chars, items=1, ref_items=1)
+
+
+def track_bucket(extra: dict, source: str) -> str | None:
+    """SNR bucket ("-5" / "0" / "5") of ``source`` in a manifest item's extra fields: the
+    manifest's ``<source>_snr_bucket``, else the nearest bucket of ``<source>_snr_db``."""
+    from jrsv_stream.data.mixing import snr_bucket
+
+    b = extra.get(f"{source}_snr_bucket")
+    if b is None:
+        snr = extra.get(f"{source}_snr_db")
+        if snr is None or not math.isfinite(float(snr)):
+            return None
+        b = snr_bucket(float(snr))
+    return str(int(b))
+
+
+def score_tracks(records: list[dict]) -> dict:
+    """WER/CER per track, overall, per SNR bucket and per scenario.
+
+    Args:
+        records: one per item: ``{"scenario": str | None, "speech": {"ref", "hyp",
+            "snr_bucket"}, "lyrics": {...}}`` (``ref`` None when the track is absent,
+            ``snr_bucket`` None when its source is absent).
+
+    Returns:
+        ``{track: {**ErrorCounts.to_json(), "by_snr": {bucket: {...}}, "by_scenario":
+        {scenario: {...}}}}`` with only the buckets / scenarios that occur.
+    """
+    out = {}
+    for track in TRACK_SOURCE:
+        total = ErrorCounts()
+        by_snr: dict[str, ErrorCounts] = {}
+        by_scen: dict[str, ErrorCounts] = {}
+        for rec in records:
+            t = rec[track]
+            c = count_errors(t["ref"], t["hyp"])
+            total += c
+            if t.get("snr_bucket") is not None:
+                by_snr.setdefault(str(t["snr_bucket"]), ErrorCounts()).__iadd__(c)
+            by_scen.setdefault(str(rec.get("scenario")), ErrorCounts()).__iadd__(c)
+        out[track] = {**total.to_json(),
+                      "by_snr": {b: by_snr[b].to_json() for b in sorted(by_snr, key=float)},
+                      "by_scenario": {s: v.to_json() for s, v in sorted(by_scen.items())}}
+    return out
+
+
+def summarize_separation_by_scenario(scores: list[dict]) -> dict:
+    """:func:`jrsv_stream.train.separator.summarize_separation` overall, plus
+    ``by_scenario``: {scenario: {"si_sdri": {source: dB}, "items": n}}."""
+    from jrsv_stream.train.separator import summarize_separation
+
+    res = summarize_separation(scores)
+    groups: dict[str, list[dict]] = {}
+    for s in scores:
+        groups.setdefault(str(s["scenario"]), []).append(s)
+    res["by_scenario"] = {k: {"si_sdri": {src: v for src, v in summarize_separation(g)["si_sdri"].items()
+                                          if any(src in x["si_sdri"] for x in g)}, "items": len(g)}
+                          for k, g in sorted(groups.items())}
+    return res
+
+
+# --- configuration and models -------------------------------------------------------------------
+@dataclass(frozen=True)
+class SystemEvalConfig:
+    """What to evaluate.
+
+    pipeline: folder with ``separator/`` and ``asr/`` (used for whichever of the two is
+        not given). separator: a separator folder, or ``"none"`` for the pass-through.
+    asr: a recognizer folder. chunk_ms: audio per streaming step. max_items: first N items.
+    streams: items run concurrently (the worker's max batch). label: stored in the JSON.
+    device: ``cpu`` / ``cuda`` (default: CUDA when present). threads: torch CPU threads
+    (0: torch's default). max_wait_ms: the worker's batching wait.
+    """
+
+    pipeline: str = "models"
+    separator: str | None = None
+    asr: str | None = None
+    chunk_ms: float = 320.0
+    max_items: int | None = None
+    streams: int = 8
+    label: str | None = None
+    device: str | None = None
+    threads: int = 0
+    max_wait_ms: float = 10.0
+
+    def __post_init__(self):
+        if self.streams < 1:
+            raise ValueError(f"--streams must be >= 1, got {self.streams}")
+        if self.chunk_ms <= 0:
+            raise ValueError(f"--chunk-ms must be > 0, got {self.chunk_ms}")
+        if self.max_items is not None and self.max_items < 1:
+            raise ValueError(f"--max-items must be >= 1, got {self.max_items}")
+
+    @property
+    def separator_path(self) -> str:
+        return self.separator or str(Path(self.pipeline) / "separator")
+
+    @property
+    def asr_path(self) -> str:
+        return self.asr or str(Path(self.pipeline) / "asr")
+
+    @property
+    def chunk_samples(self) -> int:
+        n = self.chunk_ms * SAMPLE_RATE / 1000.0
+        if abs(n - round(n)) > 1e-6:
+            raise ValueError(f"--chunk-ms {self.chunk_ms} is not a whole number of samples at {SAMPLE_RATE} Hz")
+        return int(round(n))
+
+
+def build_pipeline(cfg: SystemEvalConfig):
+    """The :class:`~jrsv_stream.nn.pipeline.JRSVPipeline` of a configuration (on CPU; the
+    worker moves it to its device).
+
+    Returns:
+        (pipeline, True if a real separator is configured).
+
+    Raises:
+        FileNotFoundError: a model folder is missing; ValueError: bad chunk size or model.
+    """
+    from jrsv_stream.decode.tokenizer import Tokenizer
+    from jrsv_stream.nn.asr import ASRModel
+    from jrsv_stream.nn.pipeline import JRSVPipeline, PassThroughSeparator
+    from jrsv_stream.nn.separator import load_separator
+
+    asr_dir = Path(cfg.asr_path)
+    if not asr_dir.is_dir():
+        raise FileNotFoundError(f"recognizer folder {asr_dir} not found (give --asr DIR or a --pipeline folder holding asr/)")
+    real = cfg.separator_path != "none"
+    if real:
+        if not Path(cfg.separator_path).exists():
+            raise FileNotFoundError(f"separator folder {cfg.separator_path} not found "
+                                    f"(give --separator DIR|none or a --pipeline folder holding separator/)")
+        separator, _, _ = load_separator(cfg.separator_path, "cpu")
+    else:
+        separator = PassThroughSeparator()
+    asr = ASRModel.from_pretrained(asr_dir, "cpu")
+    tok = Tokenizer(asr_dir / "tokenizer.model")
+    return JRSVPipeline(separator, asr, tok, cfg.chunk_samples), real
+
+
+# --- running ------------------------------------------------------------------------------------
+def _hypotheses(events, tracks) -> tuple[dict[str, str], list[str]]:
+    """Finals of each track joined in time order; the messages of any error events."""
+    from jrsv_stream.stream.events import Error, Final
+
+    finals = sorted((e for e in events if isinstance(e, Final) and e.text), key=lambda e: (e.start_s, e.seq))
+    errors = [f"{e.code}: {e.message}" for e in events if isinstance(e, Error)]
+    return {t: " ".join(e.text for e in finals if e.track == t) for t in tracks}, errors
+
+
+def _run_item(worker, dataset, i: int, real_separator: bool, chunk_samples: int) -> dict:
+    """Transcribe item ``i`` through the live path (and score its separation)."""
+    import torch
+
+    from jrsv_stream.audio.io import load_audio
+    from jrsv_stream.stream.session import transcribe
+
+    item = dataset.items[i]
+    if real_separator:
+        ex = dataset[i]
+        audio = ex["mixture"][: ex["length"]].numpy()
+    else:  # no stems needed
+        ex, audio = None, load_audio(item.path("mixture", dataset.root))
+    t0 = time.perf_counter()
+    events = transcribe(worker, audio, stream_id=item.id)
+    hyps, errors = _hypotheses(events, TRACK_SOURCE)
+    if errors:
+        raise RuntimeError("; ".join(errors[:3]))
+    rec = {"id": item.id, "scenario": item.extra.get("scenario"), "duration_s": round(len(audio) / SAMPLE_RATE, 3)}
+    for track, src in TRACK_SOURCE.items():
+        rec[track] = {"ref": getattr(item, f"{src}_text"), "hyp": hyps[track],
+                      "snr_bucket": track_bucket(item.extra, src) if getattr(item, src) is not None else None}
+    rec["asr_s"] = round(time.perf_counter() - t0, 3)
+    if real_separator:
+        from jrsv_stream.separate import separate_stream
+        from jrsv_stream.train.separator import score_separation_item
+
+        sep = worker.pipeline.separator
+        with torch.inference_mode():
+            sources, probs = separate_stream(sep, audio, chunk_samples, worker.device)
+        rec["separation"] = score_separation_item(sources, probs, ex, ex["length"])
+    return rec
+
+
+def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConfig(), progress: bool = False) -> dict:
+    """Run a configuration over a manifest through the streaming path; the result dict
+    (the JSON of ``jrsv-stream eval``, see the module docstring).
+
+    Raises:
+        ManifestError (ValueError): missing or malformed manifest.
+        FileNotFoundError / ValueError / RuntimeError: missing or unreadable models.
+    """
+    import torch
+
+    from jrsv_stream.data.dynamic import ManifestDataset
+    from jrsv_stream.data.manifest import read_manifest
+    from jrsv_stream.stream.worker import BatchWorker
+    from jrsv_stream.train.separator import pick_device
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    manifest = Path(manifest)
+    read_manifest(manifest)  # a missing or malformed manifest is reported before models load
+    pipeline, real = build_pipeline(cfg)
+    dataset = ManifestDataset(manifest, pipeline.separator.hop_samples, max_items=cfg.max_items)
+    if not len(dataset):
+        raise ValueError(f"{manifest} has no items")
+    worker = BatchWorker(pipeline, max_batch=cfg.streams, max_wait_ms=cfg.max_wait_ms, max_streams=cfg.streams,
+                         device=pick_device(cfg.device or "auto"))
+    records: list[dict | None] = [None] * len(dataset)
+    failed: list[dict] = []
+    lock = threading.Lock()
+    next_i = iter(range(len(dataset)))
+    bar = _progress(len(dataset), progress)
+
+    def run() -> None:
+        while True:
+            with lock:
+                i = next(next_i, None)
+            if i is None:
+                return
+            try:
+                records[i] = _run_item(worker, dataset, i, real, cfg.chunk_samples)
+            except Exception as e:  # one bad item never stops the others
+                with lock:
+                    failed.append({"id": dataset.items[i].id, "error": f"{type(e).__name__}: {e}"})
+            bar(1)
+
+    t0 = time.perf_counter()
+    worker.start()
+    try:
+        n_threads = min(cfg.streams, len(dataset))
+        threads = [threading.Thread(target=run, name=f"eval-stream-{k}", daemon=True) for k in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        worker.stop()
+        bar(None)
+    seconds = time.perf_counter() - t0
+    done = [r for r in records if r is not None]
+    audio_s = sum(r["duration_s"] for r in done)
+    separation = summarize_separation_by_scenario([r["separation"] for r in done]) if real and done else None
+    stats = worker.stats()
+    return _json_safe({
+        "label": cfg.label,
+        "config": {"pipeline": None if cfg.separator and cfg.asr else cfg.pipeline, "separator": cfg.separator_path, "asr": cfg.asr_path,
+                   "chunk_ms": cfg.chunk_ms, "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
+                   "streams": cfg.streams, "device": str(worker.device), "max_items": cfg.max_items},
+        "manifest": str(manifest),
+        "n_items": len(done),
+        "failed_items": sorted(failed, key=lambda f: f["id"]),
+        "tracks": score_tracks(done),
+        "separation": separation,
+        "seconds": round(seconds, 2),
+        "audio_s": round(audio_s, 2),
+        "rtf": round(seconds / audio_s, 4) if audio_s else None,
+        "worker": {"batches": stats["batches"], "chunks": stats["chunks"], "mean_batch": round(stats["mean_batch"], 2)},
+        "items": [{"id": r["id"], "scenario": r["scenario"],
+                   **{t: {"ref": r[t]["ref"], "hyp": r[t]["hyp"]} for t in TRACK_SOURCE},
+                   **({"si_sdri": r["separation"]["si_sdri"]} if "separation" in r else {})} for r in done],
+    })
+
+
+def _progress(total: int, show: bool):
+    """A callable advancing a rich progress bar by n (None closes it); a no-op if hidden."""
+    if not show:
+        return lambda n: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    p = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                 transient=True)
+    p.start()
+    task = p.add_task("eval", total=total)
+    lock = threading.Lock()
+
+    def advance(n):
+        with lock:
+            if n is None:
+                p.stop()
+            else:
+                p.advance(task, n)
+    return advance
+
+
+def _json_safe(x):
+    """NaN / Inf -> None (strict JSON), numpy scalars -> Python numbers."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+# --- command line -------------------------------------------------------------------------------
+def print_table(res: dict) -> None:
+    """A compact rich table of a result dict."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def f(v, nd=1):
+        return "-" if v is None else f"{v:.{nd}f}"
+
+    con = Console()
+    c = res["config"]
+    t = Table(title=f"{res['label'] or 'eval'}: {res['n_items']} items, {c['chunk_ms']:.0f} ms chunks, "
+                    f"latency {c['algorithmic_latency_ms']:.0f} ms, RTF {f(res['rtf'], 3)}")
+    for col in ("track", "WER %", "CER %", "WER @-5/0/+5 dB", "WER sp/sing/both", "halluc."):
+        t.add_column(col)
+    for track, m in res["tracks"].items():
+        t.add_row(track, f(m["wer"]), f(m["cer"]),
+                  "/".join(f(m["by_snr"].get(b, {}).get("wer")) for b in SNR_BUCKETS),
+                  "/".join(f(m["by_scenario"].get(s, {}).get("wer")) for s in ("speech", "singing", "both")),
+                  str(m["hallucinated_words"]))
+    con.print(t)
+    sep = res["separation"]
+    if sep:
+        t = Table(title="separation: SI-SDRi dB (streaming step)")
+        for col in ("source", "SI-SDRi", "@-5/0/+5 dB", "sp/sing/both"):
+            t.add_column(col)
+        for s, v in sep["si_sdri"].items():
+            t.add_row(s, f(v, 2), "/".join(f(sep["si_sdri_by_snr"][s].get(b)) for b in SNR_BUCKETS),
+                      "/".join(f(sep["by_scenario"].get(k, {}).get("si_sdri", {}).get(s)) for k in ("speech", "singing", "both")))
+        con.print(t)
+    if res["failed_items"]:
+        con.print(f"[red]{len(res['failed_items'])} failed item(s)[/red], first: {res['failed_items'][0]}")
+
+
+def _cmd(a: argparse.Namespace) -> int:
+    cfg = SystemEvalConfig(pipeline=a.pipeline, separator=a.separator, asr=a.asr, chunk_ms=a.chunk_ms, max_items=a.max_items,
+                           streams=a.streams, label=a.label, device=a.device, threads=a.threads)
+    res = evaluate_system(a.manifest, cfg, progress=not a.quiet)
+    if a.json:
+        out = Path(a.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1))
+    print_table(res)
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register ``eval`` on the top-level subparsers (cli.py)."""
+    s = subparsers.add_parser("eval", help="WER/CER per track and SI-SDRi per source through the streaming path")
+    s.add_argument("manifest", help="manifest JSON Lines (e.g. data/corpus/test.jsonl)")
+    s.add_argument("--json", help="write the results here")
+    s.add_argument("--pipeline", default="models", help="folder holding separator/ and asr/ (default: models)")
+    s.add_argument("--separator", default=None, help="separator folder, or 'none' (mixture to both tracks); "
+                                                     "default: PIPELINE/separator")
+    s.add_argument("--asr", default=None, help="recognizer folder (default: PIPELINE/asr)")
+    s.add_argument("--chunk-ms", type=float, default=320.0, help="audio per streaming step (default 320)")
+    s.add_argument("--max-items", type=int, default=None, help="first N items only")
+    s.add_argument("--streams", type=int, default=8, help="items run concurrently through one batching worker (default 8)")
+    s.add_argument("--label", default=None, help="name stored in the JSON")
+    s.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when present")
+    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=_cmd)

@@ -1,0 +1,274 @@
+"""System evaluation (`jrsv-stream eval`): metric aggregation by hand, separation scoring with
+known answers, and the CLI on a hand-made manifest through the live path (tiny models)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from jrsv_stream.cli import main as cli_main
+from jrsv_stream.decode.tokenizer import train_tokenizer
+from jrsv_stream.eval.system_eval import (_run_item, count_errors, normalize_text, score_tracks,
+                                          summarize_separation_by_scenario)
+from jrsv_stream.nn.asr import ASRModel, ASRModelConfig
+from jrsv_stream.nn.attention_decoder import DecoderConfig
+from jrsv_stream.nn.encoder import ConformerConfig
+from jrsv_stream.nn.pipeline import JRSVPipeline, PassThroughSeparator
+from jrsv_stream.nn.separator import SeparatorConfig, StftMaskConfig, build_separator, save_separator
+from jrsv_stream.stream.worker import BatchWorker
+from jrsv_stream.train.separator import score_separation_item
+
+SR = 16000
+TEXTS = ["the quick brown fox jumps over the lazy dog", "we sail across the silver sea tonight",
+         "a rolling stone gathers no moss", "never underestimate the bandwidth of a station wagon"] * 20
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny random separator + recognizer in the shipped layout (separator/, asr/)."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    sep_cfg = SeparatorConfig("stft_mask", stft_mask=StftMaskConfig(window_ms=32.0, hop_ms=16.0, conv_channels=8, conv_layers=1,
+                                                                     gru_hidden=8, gru_layers=1, residual_hidden=4))
+    save_separator(build_separator(sep_cfg), sep_cfg, root / "separator" / "separator.pt")
+    tok = train_tokenizer(TEXTS, str(root / "tok"), vocab_size=40)
+    cfg = ASRModelConfig(vocab_size=tok.vocab_size,
+                         encoder=ConformerConfig(d_model=32, n_heads=4, ff_dim=64, n_layers=2, conv_kernel=5,
+                                                 subsampling_channels=8, dropout=0.0),
+                         decoder=DecoderConfig(d_model=32, n_heads=4, ff_dim=64, n_layers=1, dropout=0.0))
+    asr = ASRModel(cfg).eval()
+    asr.features.set_normalization(torch.full((80,), -5.0), torch.full((80,), 3.0))
+    asr.save_pretrained(root / "asr", root / "tok.model")
+    return root
+
+
+def _tone(f_hz: float, n: int, amp: float) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * f_hz * np.arange(n) / SR)).astype(np.float32)
+
+
+# id, scenario, present vocals, speech bucket, singing bucket
+ITEMS = [("sp", "speech", ("speech",), 5, None), ("si", "singing", ("singing",), None, -5),
+         ("bo", "both", ("speech", "singing"), 0, 0)]
+SPEECH_TEXT = {"sp": "Hello, world!", "bo": "we sail across the sea"}
+SINGING_TEXT = {"si": "la la love", "bo": "silver sea"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Hand-made manifest: stems are tones + noise bursts that sum exactly to the mixture; one
+    extra item ("bad") has an unreadable mixture file."""
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    n = int(1.5 * SR)
+    lines = []
+    for item_id, scen, vocals, b_sp, b_si in ITEMS:
+        d = root / "mixtures" / item_id
+        d.mkdir(parents=True)
+        stems = {"music": _tone(220.0, n, 0.1) + (rng.normal(size=n) * 0.01).astype(np.float32)}
+        if "speech" in vocals:
+            stems["speech"] = (_tone(700.0, n, 0.2) * (rng.random(n) > 0.3)).astype(np.float32)
+        if "singing" in vocals:
+            stems["singing"] = _tone(440.0, n, 0.15)
+        for k, v in stems.items():
+            sf.write(d / f"{k}.wav", v, SR, subtype="FLOAT")
+        sf.write(d / "mixture.wav", sum(stems.values()), SR, subtype="FLOAT")
+        lines.append({"id": item_id, "mixture": f"mixtures/{item_id}/mixture.wav",
+                      **{k: f"mixtures/{item_id}/{k}.wav" if k in stems else None for k in ("speech", "singing", "music")},
+                      "speech_text": SPEECH_TEXT.get(item_id), "singing_text": SINGING_TEXT.get(item_id), "sample_rate": SR,
+                      "scenario": scen, "speech_snr_db": None if b_sp is None else float(b_sp) + 0.3,
+                      "singing_snr_db": None if b_si is None else float(b_si) - 0.2,
+                      "speech_snr_bucket": b_sp, "singing_snr_bucket": b_si})
+    (root / "mixtures" / "bad").mkdir()
+    (root / "mixtures" / "bad" / "mixture.wav").write_bytes(b"this is not audio")
+    lines.append({**lines[0], "id": "bad", "mixture": "mixtures/bad/mixture.wav"})
+    (root / "test.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return root
+
+
+@pytest.fixture(scope="module")
+def full_run(models, corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "eval.json"
+    rc = cli_main(["eval", str(corpus / "test.jsonl"), "--pipeline", str(models), "--json", str(out), "--streams", "3",
+                   "--label", "tiny-full", "--quiet"])
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+# --- aggregation by hand --------------------------------------------------------------------------
+def test_normalize_text():
+    assert normalize_text("Hello,  World! It's ME.") == "hello world it's me"
+    assert normalize_text("'quoted' -- dash") == "quoted dash"
+    assert normalize_text(None) == "" and normalize_text("?!") == ""
+
+
+def test_corpus_level_wer_cer_with_hallucinations_by_hand():
+    recs = [
+        {"scenario": "speech", "speech": {"ref": "The cat sat.", "hyp": "the cat sat down", "snr_bucket": -5},
+         "lyrics": {"ref": None, "hyp": "La la", "snr_bucket": None}},
+        {"scenario": "singing", "speech": {"ref": None, "hyp": "", "snr_bucket": None},
+         "lyrics": {"ref": "hello world", "hyp": "Hello word", "snr_bucket": 0}},
+        {"scenario": "both", "speech": {"ref": "a b c d", "hyp": "", "snr_bucket": 5},
+         "lyrics": {"ref": "sing it", "hyp": "sing it!", "snr_bucket": -5}},
+    ]
+    res = score_tracks(recs)
+    sp, ly = res["speech"], res["lyrics"]
+    # speech: 1 insertion / 3 words + 4 deletions / 4 words; chars: 5 inserted " down" of 11, 7 deleted of 7
+    assert sp["wer"] == pytest.approx(100 * 5 / 7, abs=1e-3) and sp["n_ref_words"] == 7
+    assert sp["cer"] == pytest.approx(100 * 12 / 18, abs=1e-3) and sp["hallucinated_words"] == 0
+    # lyrics: 2 hallucinated words (absent track) + 1 substitution + 0, over 2 + 2 reference words
+    assert ly["wer"] == pytest.approx(100 * 3 / 4, abs=1e-3) and ly["hallucinated_words"] == 2
+    assert ly["cer"] == pytest.approx(100 * (5 + 1) / (11 + 7), abs=1e-3)
+    # without the hallucination the lyrics WER is 1/4: the 2 inserted words add exactly 2/4
+    recs[0]["lyrics"]["hyp"] = ""
+    assert score_tracks(recs)["lyrics"]["wer"] == pytest.approx(25.0)
+    # groups: buckets only where the track's source is present; scenarios always
+    assert set(sp["by_snr"]) == {"-5", "5"} and sp["by_snr"]["-5"]["wer"] == pytest.approx(100 / 3, abs=1e-3)
+    assert sp["by_snr"]["5"]["wer"] == 100.0
+    assert set(ly["by_snr"]) == {"-5", "0"} and ly["by_snr"]["0"]["wer"] == 50.0
+    assert ly["by_scenario"]["speech"] == {"wer": None, "cer": None, "n_ref_words": 0, "n_ref_chars": 0, "word_errors": 2,
+                                           "char_errors": 5, "hallucinated_words": 2, "n_items": 1, "n_ref_items": 0}
+    assert ly["by_scenario"]["both"]["wer"] == 0.0 and sp["by_scenario"]["singing"]["wer"] is None
+
+
+def test_count_errors_absent_or_empty_reference():
+    c = count_errors(None, "one two three")
+    assert (c.word_errors, c.ref_words, c.hallucinated_words, c.char_errors) == (3, 0, 3, 13)
+    assert count_errors("", "") .word_errors == 0
+    c = count_errors("a b", None)
+    assert (c.word_errors, c.ref_words, c.char_errors, c.ref_chars) == (2, 2, 3, 3)
+
+
+# --- separation scoring -----------------------------------------------------------------------------
+def _example(scenario="both"):
+    """Orthogonal zero-mean stems (whole periods over 1 s), equal energy: mixture = sum."""
+    n = SR
+    t = np.arange(n) / SR
+    stems = np.stack([np.sin(2 * np.pi * f * t) for f in (300.0, 500.0, 700.0)]).astype(np.float32)
+    act = np.ones((2, n // 256), dtype=np.float32)
+    return {"mixture": torch.from_numpy(stems.sum(0)), "stems": torch.from_numpy(stems), "activity": torch.from_numpy(act),
+            "length": n, "meta": {"id": "x", "scenario": scenario, "present": [True, True, True], "speech_snr_db": 0.2,
+                                  "singing_snr_db": -4.6}}
+
+
+def test_estimate_closer_to_reference_gives_the_expected_si_sdri():
+    ex = _example()
+    ref, mix = ex["stems"].numpy().astype(np.float64), ex["mixture"].numpy().astype(np.float64)
+    # est = ref + 0.1 * (the other sources): interference power down by 20 dB -> SI-SDRi = 20 dB
+    est = ref + 0.1 * (mix - ref)
+    probs = np.full((2, ex["activity"].shape[1]), 0.9, dtype=np.float32)
+    s = score_separation_item(est, probs, ex, ex["length"])
+    assert s["si_sdri"] == pytest.approx({k: 20.0 for k in ("speech", "singing", "music")}, abs=1e-4)
+    # mixture SI-SDR of each source against two equal-energy orthogonal interferers: -3.01 dB
+    assert s["si_sdr"]["speech"] == pytest.approx(20.0 - 10 * np.log10(2), abs=1e-4)
+    assert s["snr_bucket"] == {"speech": "0", "singing": "-5", "music": "0"}  # music: mean of the vocals' SNRs (-2.2)
+    s_mix = score_separation_item(np.broadcast_to(mix, (3, len(mix))), probs, _example("speech"), ex["length"])
+    res = summarize_separation_by_scenario([s, s_mix])
+    assert res["si_sdri"]["singing"] == pytest.approx(10.0, abs=1e-4)  # mean of 20 and 0
+    assert res["by_scenario"]["both"]["si_sdri"]["music"] == pytest.approx(20.0, abs=1e-4)
+    assert res["by_scenario"]["speech"]["si_sdri"]["speech"] == pytest.approx(0.0, abs=1e-6)
+    assert res["counts_by_snr"]["singing"] == {"-5": 2} and res["items"] == 2
+    assert res["activity"]["speech"]["f1"] == 1.0
+
+
+def test_pass_through_separator_hands_the_mixture_to_both_tracks(models):
+    sep = PassThroughSeparator()
+    x = torch.randn(2, 1280)
+    out, st = sep.step(x, sep.init_state(2))
+    assert torch.equal(out.sources, x[:, None].expand(2, 3, 1280)) and bool((out.activity_probs == 1.0).all())
+    assert st.samples_seen.tolist() == [1280, 1280] and torch.equal(sep(x).sources, out.sources)
+    with pytest.raises(ValueError, match="chunk"):
+        sep.step(torch.zeros(2, 1000), sep.init_state(2))
+    from jrsv_stream.decode.tokenizer import Tokenizer
+
+    p = JRSVPipeline(sep, ASRModel.from_pretrained(models / "asr"), Tokenizer(models / "asr" / "tokenizer.model"), 5120)
+    o, _ = p.step(torch.randn(2, 5120) * 0.1, p.init_state(2))
+    assert all(bool((o.activity[t] == 1.0).all()) for t in p.tracks)
+    assert p.algorithmic_latency_ms == pytest.approx(320.0) and p.frame_offset_s == 0.0
+
+
+def test_live_item_with_a_pass_through_separator_scores_zero_si_sdri(models, corpus):
+    """The separation path of one item (load, chunked step, alignment, scoring): estimating
+    every source by the mixture improves nothing, exactly."""
+    from jrsv_stream.data.dynamic import ManifestDataset
+    from jrsv_stream.decode.tokenizer import Tokenizer
+
+    sep = PassThroughSeparator(256)
+    p = JRSVPipeline(sep, ASRModel.from_pretrained(models / "asr"), Tokenizer(models / "asr" / "tokenizer.model"), 5120)
+    ds = ManifestDataset(corpus / "test.jsonl", 256)
+    with BatchWorker(p, max_batch=1, max_wait_ms=0, device="cpu") as w:
+        rec = _run_item(w, ds, 2, True, 5120)
+    assert rec["id"] == "bo" and rec["speech"]["ref"] == SPEECH_TEXT["bo"] and rec["lyrics"]["snr_bucket"] == "0"
+    assert rec["separation"]["si_sdri"] == pytest.approx({"speech": 0.0, "singing": 0.0, "music": 0.0}, abs=1e-6)
+
+
+# --- the command --------------------------------------------------------------------------------------
+def test_cli_writes_per_track_bucket_scenario_and_separation(full_run):
+    r = full_run
+    assert r["label"] == "tiny-full" and r["n_items"] == 3
+    assert [f["id"] for f in r["failed_items"]] == ["bad"] and "bad" in r["failed_items"][0]["error"]
+    assert r["config"]["chunk_ms"] == 320.0 and r["config"]["algorithmic_latency_ms"] == pytest.approx(352.0)
+    assert r["config"]["separator"].endswith("separator") and r["config"]["asr"].endswith("asr")
+    sp, ly = r["tracks"]["speech"], r["tracks"]["lyrics"]
+    assert sp["n_ref_words"] == 2 + 5 and ly["n_ref_words"] == 3 + 2 and sp["n_ref_chars"] == len("hello world") + 22
+    assert set(sp["by_snr"]) == {"5", "0"} and set(ly["by_snr"]) == {"-5", "0"}
+    assert set(sp["by_scenario"]) == set(ly["by_scenario"]) == {"speech", "singing", "both"}
+    assert sp["by_scenario"]["singing"]["n_ref_words"] == 0 and ly["by_scenario"]["both"]["n_ref_words"] == 2
+    items = {it["id"]: it for it in r["items"]}
+    for track, absent in (("speech", "si"), ("lyrics", "sp")):
+        m = r["tracks"][track]
+        assert m["hallucinated_words"] == len(normalize_text(items[absent][track]["hyp"]).split())
+        assert m["wer"] == pytest.approx(100 * m["word_errors"] / m["n_ref_words"], abs=1e-3)
+    sep = r["separation"]
+    assert set(sep["si_sdri"]) == {"speech", "singing", "music"} and all(np.isfinite(v) for v in sep["si_sdri"].values())
+    assert sep["counts_by_snr"] == {"speech": {"0": 1, "5": 1}, "singing": {"-5": 1, "0": 1}, "music": {"-5": 1, "0": 1, "5": 1}}
+    assert {k: v["items"] for k, v in sep["by_scenario"].items()} == {"both": 1, "singing": 1, "speech": 1}
+    assert set(sep["by_scenario"]["speech"]["si_sdri"]) == {"speech", "music"}
+    assert set(sep["activity"]) == {"speech", "singing"} and r["rtf"] > 0 and r["audio_s"] == pytest.approx(4.5)
+
+
+def test_cli_no_separator_is_mixture_asr_without_separation(models, corpus, tmp_path):
+    out = tmp_path / "none.json"
+    rc = cli_main(["eval", str(corpus / "test.jsonl"), "--separator", "none", "--asr", str(models / "asr"), "--json", str(out),
+                   "--max-items", "2", "--streams", "2", "--chunk-ms", "640", "--quiet"])
+    r = json.loads(out.read_text())
+    assert rc == 0 and r["separation"] is None and r["n_items"] == 2 and r["failed_items"] == []
+    assert r["config"]["separator"] == "none" and r["config"]["algorithmic_latency_ms"] == pytest.approx(640.0)
+    assert set(r["tracks"]["speech"]["by_scenario"]) == {"speech", "singing"}
+
+
+def test_bad_input_exits_2_with_a_message(models, corpus, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "mixture": "x.wav"}\n')
+    assert cli_main(["eval", str(bad), "--pipeline", str(models), "--quiet"]) == 2
+    assert "missing keys" in capsys.readouterr().err
+    assert cli_main(["eval", str(tmp_path / "nope.jsonl"), "--pipeline", str(models), "--quiet"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert cli_main(["eval", str(corpus / "test.jsonl"), "--pipeline", str(tmp_path), "--quiet"]) == 2
+    assert "asr" in capsys.readouterr().err
+    assert cli_main(["eval", str(corpus / "test.jsonl"), "--separator", str(tmp_path / "nosep"), "--asr", str(models / "asr"),
+                     "--quiet"]) == 2
+    assert "separator" in capsys.readouterr().err
+    assert cli_main(["eval", str(corpus / "test.jsonl"), "--pipeline", str(models), "--chunk-ms", "300", "--quiet"]) == 2
+    assert "multiple of 640" in capsys.readouterr().err
+    assert cli_main(["eval", str(corpus / "test.jsonl"), "--pipeline", str(models), "--streams", "0", "--quiet"]) == 2
+    assert "--streams" in capsys.readouterr().err
+
+
+def test_corrupt_manifest_via_the_installed_command(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    r = subprocess.run([sys.executable, "-m", "jrsv_stream.cli", "eval", str(bad), "--quiet"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "invalid JSON" in r.stderr and "Traceback" not in r.stderr
