@@ -92,12 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     from jrsv_stream.separate import add_cli as add_separate_cli
     from jrsv_stream.serve.cli import add_cli as add_serve_cli
     from jrsv_stream.train.asr import add_cli as add_train_asr_cli
+    from jrsv_stream.train.joint import add_cli as add_train_joint_cli
     from jrsv_stream.train.separator import add_cli as add_train_separator_cli
     from jrsv_stream.transcribe import add_cli as add_transcribe_cli
 
     train = sub.add_parser("train", help="train the shipped models").add_subparsers(dest="train_cmd", required=True)
     add_train_separator_cli(train)
     add_train_asr_cli(train)
+    add_train_joint_cli(train)
     add_separate_cli(sub)
     add_transcribe_cli(sub)
     add_serve_cli(sub)  # serve, capture, demo

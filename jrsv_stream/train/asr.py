@@ -21,15 +21,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
-import random
-import re
 import shutil
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +40,8 @@ import yaml  # noqa: E402
 from jrsv_stream.nn.asr import ASRModel, ASRModelConfig, ConfigError, dataclass_from_dict
 from jrsv_stream.train.asr_data import (ASRDataConfig, ASRDataset, Batch, Utterance, apply_spec_aug, make_batches,
                                         make_loader, read_utterances)
+from jrsv_stream.train.common import (StopFlag, append_jsonl, list_step_checkpoints, lr_lambda, pick_device,
+                                     prune_checkpoints, rng_state, save_atomic, set_rng_state)
 
 CKPT_VERSION = 1
 MAX_MODEL_MB = 25.0
@@ -120,32 +116,6 @@ def load_config(path: str | os.PathLike) -> ASRTrainConfig:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but CUDA is not available")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
-def lr_lambda(cfg: OptimConfig, max_steps: int):
-    """Multiplier of the peak lr at optimizer step ``s`` (0-based)."""
-    warm = max(1, cfg.warmup_steps)
-    total = cfg.cosine_steps or max_steps
-
-    def f(s: int) -> float:
-        s = s + 1
-        if s <= warm:
-            return s / warm
-        if cfg.schedule == "noam" or total <= warm:
-            return math.sqrt(warm / s)
-        t = min(1.0, (s - warm) / max(1, total - warm))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-    return f
-
-
 def sample_chunk(cfg: ChunkConfig, rng: np.random.Generator) -> tuple[int | None, int]:
     """(chunk_frames or None for full context, left_chunks or -1 for all)."""
     if rng.random() < cfg.full_prob:
@@ -194,28 +164,9 @@ def compute_cmvn(model: ASRModel, utts: list[Utterance], n_utts: int, seed: int)
     return mean.float(), std.float()
 
 
-def _rng_state() -> dict:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoints of a run, oldest first."""
-    d = run_dir / "checkpoints"
-    if not d.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in d.glob("step-*.pt") if (m := re.fullmatch(r"step-(\d+)\.pt", p.name))]
-    return [p for _, p in sorted(found)]
+    return list_step_checkpoints(run_dir / "checkpoints", "step-")
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -233,38 +184,6 @@ def load_checkpoint(path: Path) -> dict:
     if ck["version"] != CKPT_VERSION:
         raise RuntimeError(f"checkpoint {path} has version {ck['version']}, this code reads {CKPT_VERSION}")
     return ck
-
-
-def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-class _StopFlag:
-    """SIGTERM / first SIGINT set the flag (the step in flight finishes and a checkpoint is
-    written); a second SIGINT raises KeyboardInterrupt at once."""
-
-    def __init__(self):
-        self.reason: str | None = None
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if signum == signal.SIGINT and self.reason == "interrupt":
-            raise KeyboardInterrupt
-        self.reason = "sigterm" if signum == signal.SIGTERM else "interrupt"
-
-    def __exit__(self, *exc):
-        for sig, h in self._old.items():
-            signal.signal(sig, h)
-        return False
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -390,8 +309,7 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
     log_path = run_dir / "log.jsonl"
 
     def log(rec: dict) -> None:
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_jsonl(log_path, rec)
 
     # data + tokenizer
     tracks = cfg.data.track_names()
@@ -437,7 +355,7 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
         step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
         elapsed_s, audio_total_s = ck.get("elapsed_s", 0.0), ck.get("audio_s", 0.0)
         best = ck.get("best", best)
-        _set_rng_state(ck["rng"])
+        set_rng_state(ck["rng"])
         print(f"resumed {ckpts[-1]} (step {step}, epoch {epoch}, batch {batch_in_epoch})", file=sys.stderr)
     else:
         mean, std = compute_cmvn(model, train_utts, cfg.data.cmvn_utts, cfg.seed)
@@ -447,12 +365,11 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
 
     def save_ckpt() -> Path:
         path = run_dir / "checkpoints" / f"step-{step:08d}.pt"
-        _save_atomic({"version": CKPT_VERSION, "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                      "elapsed_s": elapsed_s, "audio_s": audio_total_s, "best": best,
-                      "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                      "rng": _rng_state(), "config": raw_cfg}, path)
-        for old in list_checkpoints(run_dir)[: -max(1, lc.keep_checkpoints)]:
-            old.unlink(missing_ok=True)
+        save_atomic({"version": CKPT_VERSION, "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                     "elapsed_s": elapsed_s, "audio_s": audio_total_s, "best": best,
+                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "rng": rng_state(), "config": raw_cfg}, path)
+        prune_checkpoints(run_dir / "checkpoints", "step-", lc.keep_checkpoints)
         return path
 
     def validate() -> dict:
@@ -480,8 +397,8 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
     run_t0, run_audio0, steps_t0 = time.monotonic(), audio_total_s, step
     micro = 0
     model.train()
-    with _StopFlag() as stop, Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                                        TimeElapsedColumn(), console=con, disable=not lc.progress) as prog:
+    with StopFlag() as stop, Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                                       TimeElapsedColumn(), console=con, disable=not lc.progress) as prog:
         task = prog.add_task("train", total=total, completed=step, info="")
         t_last = time.monotonic()
         try:

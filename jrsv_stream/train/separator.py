@@ -35,6 +35,7 @@ import torch
 from jrsv_stream import SAMPLE_RATE
 from jrsv_stream.nn.separator import (ACTIVITY, SOURCES, ConfigError, SeparatorConfig, build_separator, config_from_dict,
                                       count_parameters, save_separator)
+from jrsv_stream.train.common import StopFlag, list_step_checkpoints, pick_device, prune_checkpoints, save_atomic
 
 CKPT_FORMAT = 1
 
@@ -119,25 +120,19 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not belong to this run."""
 
 
-def _ckpt_step(p: Path) -> int:
-    return int(p.stem.split("-")[1])
-
-
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((p for p in run_dir.glob("ckpt-*.pt") if p.stem.split("-")[1].isdigit()), key=_ckpt_step)
+    """``run_dir/ckpt-<step>.pt``, oldest first."""
+    return list_step_checkpoints(run_dir, "ckpt-")
 
 
 def save_checkpoint(run_dir: Path, step: int, model, opt, extra: dict, keep: int) -> Path:
-    path = run_dir / f"ckpt-{step:08d}.pt"
-    tmp = path.with_name(path.name + ".part")
-    rng = {"torch": torch.get_rng_state()}
+    rng = {"torch": torch.get_rng_state()}  # torch only: the file must load with weights_only=True
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"format": CKPT_FORMAT, "step": step, "model": model.state_dict(), "optim": opt.state_dict(),
-                "rng": rng, **extra}, tmp)
-    os.replace(tmp, path)
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        old.unlink(missing_ok=True)
+    path = save_atomic({"format": CKPT_FORMAT, "step": step, "model": model.state_dict(), "optim": opt.state_dict(),
+                        "rng": rng, **extra}, run_dir / f"ckpt-{step:08d}.pt")
+    if keep > 0:
+        prune_checkpoints(run_dir, "ckpt-", keep)
     return path
 
 
@@ -262,16 +257,6 @@ def evaluate_separator(model_path: str | os.PathLike, manifest: str | os.PathLik
 
 
 # --- training -------------------------------------------------------------------------------------
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked, but CUDA is not available")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
 def _worker_init(worker_id: int) -> None:
     """Data workers ignore SIGTERM and Ctrl-C: only the main process stops, checkpoints,
     then shuts the workers down. A worker killed by a process-group signal would otherwise
@@ -286,38 +271,6 @@ def lr_at(step: int, o: OptimConfig) -> float:
         return o.lr * (step + 1) / o.warmup_steps
     t = min(1.0, (step - o.warmup_steps) / max(1, o.max_steps - o.warmup_steps))
     return o.lr_min + 0.5 * (o.lr - o.lr_min) * (1.0 + math.cos(math.pi * t))
-
-
-class _Stop:
-    """SIGTERM or a first Ctrl-C set a flag: the loop finishes its step, checkpoints and
-    returns. A second Ctrl-C raises KeyboardInterrupt at once (the latest periodic
-    checkpoint remains)."""
-
-    def __init__(self):
-        self.reason: str | None = None
-        self.prev: dict = {}
-
-    @property
-    def flag(self) -> bool:
-        return self.reason is not None
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self.prev[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: keep the default behaviour
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if signum == signal.SIGINT and self.reason == "sigint":
-            raise KeyboardInterrupt
-        self.reason = self.reason or ("sigint" if signum == signal.SIGINT else "sigterm")
-
-    def __exit__(self, *exc):
-        for sig, prev in self.prev.items():
-            signal.signal(sig, prev)
-        return False
 
 
 def _active_model_config(m: SeparatorConfig) -> dict:
@@ -429,7 +382,7 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
     stopped, last_valid_step = "max_steps", None
     avg: dict[str, float] = {}
     model.train()
-    with _Stop() as stop, bar:
+    with StopFlag(sigint_reason="sigint") as stop, bar:
         task = bar.add_task("train", total=o.max_steps, completed=step, info="")
         try:
             it = iter(loader)
