@@ -11,20 +11,15 @@ import soundfile as sf
 import torch
 
 from jrsv_stream.cli import main as cli_main
-from jrsv_stream.decode.tokenizer import train_tokenizer
 from jrsv_stream.eval.system_eval import (_run_item, count_errors, normalize_text, score_tracks,
                                           summarize_separation_by_scenario)
-from jrsv_stream.nn.asr import ASRModel, ASRModelConfig
-from jrsv_stream.nn.attention_decoder import DecoderConfig
-from jrsv_stream.nn.encoder import ConformerConfig
+from jrsv_stream.nn.asr import ASRModel
 from jrsv_stream.nn.pipeline import JRSVPipeline, PassThroughSeparator
-from jrsv_stream.nn.separator import SeparatorConfig, StftMaskConfig, build_separator, save_separator
 from jrsv_stream.stream.worker import BatchWorker
 from jrsv_stream.train.separator import score_separation_item
+from tests.tiny_models import save_tiny_pipeline
 
 SR = 16000
-TEXTS = ["the quick brown fox jumps over the lazy dog", "we sail across the silver sea tonight",
-         "a rolling stone gathers no moss", "never underestimate the bandwidth of a station wagon"] * 20
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,20 +33,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A tiny random separator + recognizer in the shipped layout (separator/, asr/)."""
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    sep_cfg = SeparatorConfig("stft_mask", stft_mask=StftMaskConfig(window_ms=32.0, hop_ms=16.0, conv_channels=8, conv_layers=1,
-                                                                     gru_hidden=8, gru_layers=1, residual_hidden=4))
-    save_separator(build_separator(sep_cfg), sep_cfg, root / "separator" / "separator.pt")
-    tok = train_tokenizer(TEXTS, str(root / "tok"), vocab_size=40)
-    cfg = ASRModelConfig(vocab_size=tok.vocab_size,
-                         encoder=ConformerConfig(d_model=32, n_heads=4, ff_dim=64, n_layers=2, conv_kernel=5,
-                                                 subsampling_channels=8, dropout=0.0),
-                         decoder=DecoderConfig(d_model=32, n_heads=4, ff_dim=64, n_layers=1, dropout=0.0))
-    asr = ASRModel(cfg).eval()
-    asr.features.set_normalization(torch.full((80,), -5.0), torch.full((80,), 3.0))
-    asr.save_pretrained(root / "asr", root / "tok.model")
-    return root
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models"))
 
 
 def _tone(f_hz: float, n: int, amp: float) -> np.ndarray:

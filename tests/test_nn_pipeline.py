@@ -4,36 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from jrsv_stream.decode.tokenizer import train_tokenizer
-from jrsv_stream.nn.asr import ASRModel, ASRModelConfig
-from jrsv_stream.nn.attention_decoder import DecoderConfig
-from jrsv_stream.nn.encoder import ConformerConfig
 from jrsv_stream.nn.pipeline import load_streaming_pipeline
-from jrsv_stream.nn.separator import SeparatorConfig, StftMaskConfig, build_separator, save_separator
 from jrsv_stream.stream.events import Final
 from jrsv_stream.stream.pipeline_api import StreamingPipeline, gather_state, scatter_state
 from jrsv_stream.stream.session import transcribe
 from jrsv_stream.stream.worker import BatchWorker
-
-TEXTS = ["the quick brown fox jumps over the lazy dog", "we sail across the silver sea tonight",
-         "a rolling stone gathers no moss", "never underestimate the bandwidth of a station wagon"] * 20
+from tests.tiny_models import save_tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    sep_cfg = SeparatorConfig("stft_mask", stft_mask=StftMaskConfig(window_ms=32.0, hop_ms=16.0, conv_channels=8, conv_layers=1,
-                                                                     gru_hidden=8, gru_layers=1, residual_hidden=4))
-    save_separator(build_separator(sep_cfg), sep_cfg, root / "separator" / "separator.pt")
-    tok = train_tokenizer(TEXTS, str(root / "tok"), vocab_size=40)
-    cfg = ASRModelConfig(vocab_size=tok.vocab_size,
-                         encoder=ConformerConfig(d_model=32, n_heads=4, ff_dim=64, n_layers=2, conv_kernel=5, subsampling_channels=8, dropout=0.0),
-                         decoder=DecoderConfig(d_model=32, n_heads=4, ff_dim=64, n_layers=1, dropout=0.0))
-    asr = ASRModel(cfg).eval()
-    asr.features.set_normalization(torch.full((80,), -5.0), torch.full((80,), 3.0))
-    asr.save_pretrained(root / "asr", root / "tok.model")
-    return root
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models"))
 
 
 def test_loaded_pipeline_implements_the_contract(model_dir):

@@ -40,7 +40,7 @@ import yaml  # noqa: E402
 from jrsv_stream.nn.asr import ASRModel, ASRModelConfig, ConfigError, dataclass_from_dict
 from jrsv_stream.train.asr_data import (ASRDataConfig, ASRDataset, Batch, Utterance, apply_spec_aug, make_batches,
                                         make_loader, read_utterances)
-from jrsv_stream.train.common import (StopFlag, append_jsonl, list_step_checkpoints, lr_lambda, pick_device,
+from jrsv_stream.train.common import (StopFlag, add_train_args, append_jsonl, list_step_checkpoints, lr_lambda, pick_device,
                                      prune_checkpoints, rng_state, save_atomic, set_rng_state)
 
 CKPT_VERSION = 1
@@ -501,11 +501,7 @@ def _cmd(a: argparse.Namespace) -> int:
 
 
 def _add_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--config", required=True, help="training config YAML (e.g. configs/asr_small.yaml)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="overrides train.device")
-    p.add_argument("--max-minutes", type=float, default=None, help="overrides train.max_minutes (total over resumes)")
-    p.add_argument("--no-resume", action="store_true", help="start over (deletes the run's checkpoints)")
-    p.add_argument("--export-only", action="store_true", help="copy the run's best model to export_dir and exit")
+    add_train_args(p, "training config YAML (e.g. configs/asr_small.yaml)", "copy the run's best model to export_dir and exit")
     p.set_defaults(fn=_cmd)
     return p
 

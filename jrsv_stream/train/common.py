@@ -150,3 +150,15 @@ class StopFlag:
         for sig, h in self._old.items():
             signal.signal(sig, h)
         return False
+
+
+def add_train_args(p, config_help: str, export_help: str | None = None):
+    """The options every trainer's command takes (``--config``, ``--device``,
+    ``--max-minutes``, ``--no-resume``, and ``--export-only`` when ``export_help`` is given)."""
+    p.add_argument("--config", required=True, help=config_help)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="overrides the config's device")
+    p.add_argument("--max-minutes", type=float, default=None, help="overrides the config's max_minutes (see the trainer's doc)")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming the run's latest checkpoint")
+    if export_help:
+        p.add_argument("--export-only", action="store_true", help=export_help)
+    return p

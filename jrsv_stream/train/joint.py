@@ -95,7 +95,7 @@ from jrsv_stream.nn.attention_decoder import IGNORE_ID  # noqa: E402
 from jrsv_stream.train.asr import ChunkConfig, ctc_greedy, sample_chunk  # noqa: E402
 from jrsv_stream.train.asr_data import (SpecAugConfig, apply_spec_aug, make_batches, make_loader,  # noqa: E402
                                         spec_aug_params)
-from jrsv_stream.train.common import (StopFlag, append_jsonl, list_step_checkpoints, lr_lambda,  # noqa: E402
+from jrsv_stream.train.common import (StopFlag, add_train_args, append_jsonl, list_step_checkpoints, lr_lambda,  # noqa: E402
                                       pick_device, prune_checkpoints, rng_state, save_atomic, set_rng_state)
 
 CKPT_VERSION = 1
@@ -995,11 +995,7 @@ def _cmd(a: argparse.Namespace) -> int:
 
 
 def _add_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--config", required=True, help="joint training config YAML (configs/joint_*.yaml)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="overrides train.device")
-    p.add_argument("--max-minutes", type=float, default=None, help="overrides train.max_minutes (total over resumes)")
-    p.add_argument("--no-resume", action="store_true", help="start over (deletes the run's checkpoints)")
-    p.add_argument("--export-only", action="store_true", help="copy the run's best pipeline to export_dir and exit")
+    add_train_args(p, "joint training config YAML (configs/joint_*.yaml)", "copy the run's best pipeline to export_dir and exit")
     p.set_defaults(fn=_cmd)
     return p
 

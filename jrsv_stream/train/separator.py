@@ -35,7 +35,8 @@ import torch
 from jrsv_stream import SAMPLE_RATE
 from jrsv_stream.nn.separator import (ACTIVITY, SOURCES, ConfigError, SeparatorConfig, build_separator, config_from_dict,
                                       count_parameters, save_separator)
-from jrsv_stream.train.common import StopFlag, list_step_checkpoints, pick_device, prune_checkpoints, save_atomic
+from jrsv_stream.train.common import (StopFlag, add_train_args, list_step_checkpoints, pick_device, prune_checkpoints,
+                                     save_atomic)
 
 CKPT_FORMAT = 1
 
@@ -464,10 +465,7 @@ def add_cli(train_subparsers) -> None:
         add_cli(train)
     """
     s = train_subparsers.add_parser("separator", help="train the causal MTASS separator (resumes from runs/<name>/)")
-    s.add_argument("--config", required=True, help="YAML config (configs/separator_*.yaml)")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: the config's run.device")
-    s.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; checkpoints and stops")
-    s.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints (they are kept)")
+    add_train_args(s, "YAML config (configs/separator_*.yaml)")
     s.set_defaults(fn=_cmd)
 
 
