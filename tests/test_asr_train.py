@@ -170,3 +170,38 @@ def test_schedule_and_chunk_sampling():
     assert 150 < full < 250
     assert all(c is None or 1 <= c <= 25 for c, _ in draws)
     assert any(left > 0 for _, left in draws) and all(left == -1 or 2 <= left <= 16 for _, left in draws)
+
+
+def test_word_crop_cuts_audio_and_targets_to_the_same_words(tmp_path):
+    from jrsv_stream.decode.tokenizer import Tokenizer, train_tokenizer
+    from jrsv_stream.train.asr_data import ASRDataConfig, ASRDataset, Utterance, WordCropConfig
+
+    train_tokenizer(TEXTS * 10, tmp_path / "tok", 40)
+    tok = Tokenizer(tmp_path / "tok.model")
+    # 6 words of 0.5 s each; word j is a tone at 200 + 100 j Hz, so a crop is recognizable by pitch
+    words = tuple((w, 0.5 * j, 0.5 * j + 0.5) for j, w in enumerate("we sing a song of love".split()))
+    t = np.arange(8000) / 16000
+    x = np.concatenate([0.1 * np.sin(2 * np.pi * (200 + 100 * j) * t) for j in range(6)]).astype(np.float32)
+    save_audio(tmp_path / "u.flac", x)
+    u = Utterance("u", str(tmp_path / "u.flac"), "we sing a song of love", 0, 3.0, words)
+    word_tokens = [[tok.encode(w) for w, _, _ in words]]
+    assert [t for w in word_tokens[0] for t in w] == tok.encode(u.text)  # whitespace-split pieces concatenate
+    cfg = ASRDataConfig(speed_perturb=(1.0,), gain_db=(0.0, 0.0), word_crop=WordCropConfig(1.0, 2, 2, 0.0, until_epoch=1))
+    seen = set()
+    for seed in range(12):
+        ds = ASRDataset([u], [tok.encode(u.text)], [[0]], cfg, augment=True, seed=seed, epoch=0, word_tokens=word_tokens)
+        b = ds[0]
+        text = b.texts[0].split()
+        i = u.text.split().index(text[0])
+        assert text == u.text.split()[i:i + 2] and b.tokens[0] == tok.encode(b.texts[0])
+        n = int(b.wav_lens[0])
+        assert n == 16000 and b.audio_s == pytest.approx(1.0)
+        spec = np.abs(np.fft.rfft(b.wav[0, :8000].numpy()))
+        assert np.argmax(spec) / 0.5 == pytest.approx(200 + 100 * i, abs=4)  # the audio is the first cropped word
+        seen.add(i)
+    assert len(seen) > 1
+    # after until_epoch (and in validation) utterances stay whole
+    for ds in (ASRDataset([u], [tok.encode(u.text)], [[0]], cfg, augment=True, epoch=1, word_tokens=word_tokens),
+               ASRDataset([u], [tok.encode(u.text)], [[0]], cfg, augment=False, word_tokens=word_tokens)):
+        b = ds[0]
+        assert b.texts[0] == u.text and int(b.wav_lens[0]) == len(x)

@@ -326,6 +326,12 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
     train_tokens = [tokenizer.encode(u.text) for u in train_utts]
     keep = [i for i, t in enumerate(train_tokens) if t]
     train_utts, train_tokens = [train_utts[i] for i in keep], [train_tokens[i] for i in keep]
+    # per-word tokens for the word-crop curriculum (only words whose tokens rebuild the utterance's)
+    train_word_tokens = None
+    if cfg.data.word_crop.prob > 0:
+        train_word_tokens = [[tokenizer.encode(w) for w, _, _ in u.words] for u in train_utts]
+        train_utts = [u if [t for w in wt for t in w] == tt else u._replace(words=())
+                      for u, wt, tt in zip(train_utts, train_word_tokens, train_tokens)]
     vrng = np.random.default_rng([cfg.seed, 777])
     per_track = max(1, cfg.data.valid_utts // len(tracks))
     valid_utts = []
@@ -409,7 +415,8 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
                     epoch, batch_in_epoch = epoch + 1, 0
                     continue
                 ds = ASRDataset(train_utts, train_tokens, plan[batch_in_epoch:], cfg.data, augment=True, seed=cfg.seed,
-                                epoch=epoch, first_batch=batch_in_epoch, n_mels=cfg.model.features.n_mels)
+                                epoch=epoch, first_batch=batch_in_epoch, n_mels=cfg.model.features.n_mels,
+                                word_tokens=train_word_tokens)
                 done = False
                 for batch in make_loader(ds, cfg.data.num_workers):
                     crng = np.random.default_rng([cfg.seed, epoch, batch_in_epoch, 1])

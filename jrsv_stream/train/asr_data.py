@@ -38,6 +38,20 @@ class SpecAugConfig:
 
 
 @dataclass(frozen=True)
+class WordCropConfig:
+    """Short-target curriculum: in epochs ``< until_epoch`` each training utterance is, with
+    probability ``prob``, cut to a random run of ``min_words..max_words`` consecutive words
+    (the corpus's word times, ``margin_s`` of context each side). Short targets make the CTC
+    alignment easy, which gets a recognizer trained from scratch off the all-blank plateau."""
+
+    prob: float = 0.0
+    min_words: int = 1
+    max_words: int = 4
+    margin_s: float = 0.03
+    until_epoch: int = 0
+
+
+@dataclass(frozen=True)
 class ASRDataConfig:
     """Where the utterances come from and how batches are made.
 
@@ -53,6 +67,7 @@ class ASRDataConfig:
     speed_perturb: tuple[float, ...] = (0.9, 1.0, 1.1)
     gain_db: tuple[float, float] = (-6.0, 6.0)
     spec_aug: SpecAugConfig = SpecAugConfig()
+    word_crop: WordCropConfig = WordCropConfig()
     batch_seconds: float = 120.0  # padded audio seconds per batch (before speed perturbation)
     max_batch: int = 64
     max_utt_s: float = 20.0
@@ -76,6 +91,7 @@ class Utterance(NamedTuple):
     text: str
     track: int  # TRACKS id
     duration_s: float
+    words: tuple[tuple[str, float, float], ...] = ()  # (word, start_s, end_s), when the corpus has them
 
 
 class Batch(NamedTuple):
@@ -117,8 +133,9 @@ def read_utterances(corpus: str | Path, split: str, track_names: Sequence[str], 
                     continue
                 if not d.get("text"):
                     raise ValueError(f"{index}: entry {d.get('id')} has no text")
+                words = tuple((str(w), float(a), float(b)) for w, a, b in d.get("words") or ())
                 out.append(Utterance(d["id"], str(root / "sources" / name / d["split"] / d["audio"]), d["text"],
-                                     TRACKS[name], float(d["duration_s"])))
+                                     TRACKS[name], float(d["duration_s"]), words))
     return out
 
 
@@ -193,12 +210,30 @@ class ASRDataset(torch.utils.data.Dataset):
         augment: apply speed/gain/SpecAugment parameters (training) or not (validation).
         seed, epoch, first_batch: seed the per-batch generators ``(seed, epoch, first_batch + i)``.
         n_mels: feature bins (for frequency masks).
+        word_tokens: per utterance, the token ids of each of its words (sentencepiece splits
+            on whitespace first, so they concatenate to ``tokens``); needed for word crops.
     """
 
     def __init__(self, utts: Sequence[Utterance], tokens: Sequence[list[int]], plan: list[list[int]], cfg: ASRDataConfig,
-                 augment: bool, seed: int = 0, epoch: int = 0, first_batch: int = 0, n_mels: int = 80):
+                 augment: bool, seed: int = 0, epoch: int = 0, first_batch: int = 0, n_mels: int = 80,
+                 word_tokens: Sequence[list[list[int]]] | None = None):
         self.utts, self.tokens, self.plan, self.cfg = utts, tokens, plan, cfg
         self.augment, self.seed, self.epoch, self.first_batch, self.n_mels = augment, seed, epoch, first_batch, n_mels
+        wc = cfg.word_crop
+        self.crop_prob = wc.prob if augment and word_tokens is not None and epoch < wc.until_epoch else 0.0
+        self.word_tokens = word_tokens
+
+    def _crop(self, k: int, x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[int], str]:
+        """A random run of consecutive words of utterance ``k``: (audio, tokens, text)."""
+        u, wc = self.utts[k], self.cfg.word_crop
+        n = int(rng.integers(wc.min_words, wc.max_words + 1))
+        if len(u.words) <= n:
+            return x, list(self.tokens[k]), u.text
+        i = int(rng.integers(0, len(u.words) - n + 1))
+        a = max(0, int((u.words[i][1] - wc.margin_s) * SAMPLE_RATE))
+        b = min(len(x), int(np.ceil((u.words[i + n - 1][2] + wc.margin_s) * SAMPLE_RATE)))
+        toks = [t for w in self.word_tokens[k][i:i + n] for t in w]
+        return x[a:b], toks, " ".join(w for w, _, _ in u.words[i:i + n])
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -206,9 +241,15 @@ class ASRDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Batch:
         rng = np.random.default_rng([self.seed, self.epoch, self.first_batch + i])
         idx = self.plan[i]
-        wavs = []
+        wavs, tokens, texts, audio_s = [], [], [], 0.0
         for k in idx:
             x = load_audio(self.utts[k].path, SAMPLE_RATE)
+            toks, text = list(self.tokens[k]), self.utts[k].text
+            if self.crop_prob and self.utts[k].words and rng.random() < self.crop_prob:
+                x, toks, text = self._crop(k, x, rng)
+            tokens.append(toks)
+            texts.append(text)
+            audio_s += len(x) / SAMPLE_RATE
             if self.augment:
                 speed = float(rng.choice(self.cfg.speed_perturb)) if self.cfg.speed_perturb else 1.0
                 x = perturb(x, speed, float(rng.uniform(*self.cfg.gain_db)))
@@ -221,9 +262,8 @@ class ASRDataset(torch.utils.data.Dataset):
             sa = spec_aug_params([n // HOP_SAMPLES for n in lens], self.cfg.spec_aug, self.n_mels, rng)
         else:
             sa = torch.zeros(len(idx), 0, 3, dtype=torch.long)
-        return Batch(wav, torch.tensor(lens), torch.tensor([self.utts[k].track for k in idx]),
-                     [list(self.tokens[k]) for k in idx], [self.utts[k].text for k in idx],
-                     [self.utts[k].id for k in idx], sa, float(sum(self.utts[k].duration_s for k in idx)))
+        return Batch(wav, torch.tensor(lens), torch.tensor([self.utts[k].track for k in idx]), tokens, texts,
+                     [self.utts[k].id for k in idx], sa, audio_s)
 
 
 def _identity(b):
