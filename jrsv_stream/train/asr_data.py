@@ -39,8 +39,8 @@ class SpecAugConfig:
 
 @dataclass(frozen=True)
 class WordCropConfig:
-    """Short-target curriculum: in epochs ``< until_epoch`` each training utterance is, with
-    probability ``prob``, cut to a random run of ``min_words..max_words`` consecutive words
+    """Short-target curriculum: in epochs ``< until_epoch`` each training batch is, with
+    probability ``prob``, made of utterances cut to random runs of ``min_words..max_words`` consecutive words
     (the corpus's word times, ``margin_s`` of context each side). Short targets make the CTC
     alignment easy, which gets a recognizer trained from scratch off the all-blank plateau."""
 
@@ -242,10 +242,12 @@ class ASRDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, self.first_batch + i])
         idx = self.plan[i]
         wavs, tokens, texts, audio_s = [], [], [], 0.0
+        # crop whole batches (not single utterances): a batch of crops is short, with no padding
+        crop = bool(self.crop_prob) and rng.random() < self.crop_prob
         for k in idx:
             x = load_audio(self.utts[k].path, SAMPLE_RATE)
             toks, text = list(self.tokens[k]), self.utts[k].text
-            if self.crop_prob and self.utts[k].words and rng.random() < self.crop_prob:
+            if crop and self.utts[k].words:
                 x, toks, text = self._crop(k, x, rng)
             tokens.append(toks)
             texts.append(text)
