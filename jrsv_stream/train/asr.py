@@ -40,8 +40,9 @@ import yaml  # noqa: E402
 from jrsv_stream.nn.asr import ASRModel, ASRModelConfig, ConfigError, dataclass_from_dict
 from jrsv_stream.train.asr_data import (ASRDataConfig, ASRDataset, Batch, Utterance, apply_spec_aug, make_batches,
                                         make_loader, read_utterances)
-from jrsv_stream.train.common import (StopFlag, add_train_args, append_jsonl, list_step_checkpoints, lr_lambda, pick_device,
-                                     prune_checkpoints, rng_state, save_atomic, set_rng_state)
+from jrsv_stream.train.common import (StopFlag, add_train_args, append_jsonl, bf16_autocast_ok,
+                                      list_step_checkpoints, lr_lambda, pick_device, prune_checkpoints,
+                                      rng_state, save_atomic, set_rng_state)
 
 CKPT_VERSION = 1
 MAX_MODEL_MB = 25.0
@@ -83,7 +84,7 @@ class LoopConfig:
     valid_chunk_frames: tuple[int, ...] = (0, 8)  # 0 = full context
     select_chunk_frames: int = 8  # the best model minimizes the mean WER over tracks at this chunk
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # bf16 autocast on CUDA
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (train.common.bf16_autocast_ok)
     threads: int = 0  # torch CPU threads (0 = torch default)
     progress: bool = True
 
@@ -367,7 +368,7 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
         mean, std = compute_cmvn(model, train_utts, cfg.data.cmvn_utts, cfg.seed)
         model.features.set_normalization(mean, std)
     n_params = model.n_params()
-    use_amp = lc.amp and dev.type == "cuda"
+    use_amp = bf16_autocast_ok(lc.amp, dev)
 
     def save_ckpt() -> Path:
         path = run_dir / "checkpoints" / f"step-{step:08d}.pt"

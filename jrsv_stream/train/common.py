@@ -162,3 +162,14 @@ def add_train_args(p, config_help: str, export_help: str | None = None):
     if export_help:
         p.add_argument("--export-only", action="store_true", help=export_help)
     return p
+
+
+def bf16_autocast_ok(enabled: bool, device: torch.device) -> bool:
+    """Whether to train under bf16 autocast: asked for, and on CUDA or on a CPU with native
+    bf16 matrix instructions (AVX512-BF16 / AMX; measured 1.3-1.5x faster recognizer steps
+    on the 2-core AMD EPYC here)."""
+    if not enabled:
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

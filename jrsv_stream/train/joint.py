@@ -95,8 +95,9 @@ from jrsv_stream.nn.attention_decoder import IGNORE_ID  # noqa: E402
 from jrsv_stream.train.asr import ChunkConfig, ctc_greedy, sample_chunk  # noqa: E402
 from jrsv_stream.train.asr_data import (SpecAugConfig, apply_spec_aug, make_batches, make_loader,  # noqa: E402
                                         spec_aug_params)
-from jrsv_stream.train.common import (StopFlag, add_train_args, append_jsonl, list_step_checkpoints, lr_lambda,  # noqa: E402
-                                      pick_device, prune_checkpoints, rng_state, save_atomic, set_rng_state)
+from jrsv_stream.train.common import (StopFlag, add_train_args, append_jsonl, bf16_autocast_ok,  # noqa: E402
+                                      list_step_checkpoints, lr_lambda, pick_device, prune_checkpoints,
+                                      rng_state, save_atomic, set_rng_state)
 
 CKPT_VERSION = 1
 SEPARATOR_MODES = ("none", "frozen", "train")
@@ -195,7 +196,7 @@ class JointLoopConfig:
     valid_chunk_frames: int = 8  # 40 ms frames: 8 = 320 ms chunks; 0 = full context
     valid_left_chunks: int = -1
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # bf16 autocast of the recognizer on CUDA
+    amp: bool = True  # bf16 autocast of the recognizer on CUDA and bf16-capable CPUs
     threads: int = 0  # torch CPU threads (0 = torch default)
     progress: bool = True
 
@@ -835,7 +836,7 @@ def train_joint(config_path: str | os.PathLike, resume: bool = True, device: str
         best = ck.get("best", best)
         set_rng_state(ck["rng"])
         con.print(f"resumed {ckpts[-1]} (step {step}, epoch {epoch}, batch {batch_in_epoch})")
-    use_amp = lc.amp and dev.type == "cuda"
+    use_amp = bf16_autocast_ok(lc.amp, dev)
 
     def log(rec: dict) -> None:
         append_jsonl(log_path, rec)
