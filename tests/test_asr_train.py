@@ -205,3 +205,24 @@ def test_word_crop_cuts_audio_and_targets_to_the_same_words(tmp_path):
                ASRDataset([u], [tok.encode(u.text)], [[0]], cfg, augment=False, word_tokens=word_tokens)):
         b = ds[0]
         assert b.texts[0] == u.text and int(b.wav_lens[0]) == len(x)
+
+
+def test_warm_start_takes_weights_normalization_and_tokenizer(tmp_path, corpus):
+    _setup(tmp_path, corpus)
+    train_asr(_config(tmp_path, max_steps=2, valid_every_steps=0))
+    init = ASRModel.from_pretrained(tmp_path / "export")
+    # a new run (other name), zero learning rate: after its steps the weights are still the init's
+    cfg = yaml.safe_load(open(_config(tmp_path, max_steps=2, valid_every_steps=0, init_from=str(tmp_path / "export"))))
+    cfg.update(name="t2", export_dir=str(tmp_path / "export2"), optim={"lr": 0.0, "warmup_steps": 2})
+    (tmp_path / "warm.yaml").write_text(yaml.safe_dump(cfg))
+    s = train_asr(tmp_path / "warm.yaml")
+    assert s["step"] == 2
+    got = torch.load(list_checkpoints(tmp_path / "runs" / "t2")[-1], weights_only=False)["model"]
+    ref = init.state_dict()
+    assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in ref)
+    assert (tmp_path / "runs" / "t2" / "tokenizer.model").read_bytes() == (tmp_path / "export" / "tokenizer.model").read_bytes()
+    # a model of another shape cannot be warm started from it
+    cfg.update(name="t3", model={**cfg["model"], "encoder": {**cfg["model"]["encoder"], "n_layers": 3}})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="init_from"):
+        train_asr(tmp_path / "bad.yaml")

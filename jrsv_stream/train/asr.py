@@ -87,6 +87,7 @@ class LoopConfig:
     amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (train.common.bf16_autocast_ok)
     threads: int = 0  # torch CPU threads (0 = torch default)
     progress: bool = True
+    init_from: str = ""  # warm start of a NEW run from a model folder (config.yaml, asr.pt, tokenizer.model)
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,7 @@ def export_best(run_dir: Path, export_dir: Path) -> Path:
 
 
 def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str | None = None,
-              max_minutes: float | None = None, export_only: bool = False) -> dict:
+              max_minutes: float | None = None, export_only: bool = False, init_from: str | None = None) -> dict:
     """Train (or resume training) the recognizer described by a config file.
 
     Args:
@@ -286,6 +287,8 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
         device: overrides ``train.device`` (auto | cpu | cuda).
         max_minutes: overrides ``train.max_minutes`` (total training time over resumes).
         export_only: only copy the run's best model to ``export_dir``.
+        init_from: overrides ``train.init_from``: a run that starts (no checkpoint to resume)
+            takes its weights, feature normalization and tokenizer from this model folder.
 
     Returns:
         Summary: ``{"status": "finished" | "interrupted" | "sigterm", "step", "epoch",
@@ -320,6 +323,12 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
         raise ValueError(f"{cfg.data.corpus}: no train or valid utterances for tracks {list(tracks)}")
     Tokenizer, train_tokenizer = get_tokenizer_api()
     tok_path = run_dir / "tokenizer.model"
+    init_dir = Path(init_from or lc.init_from) if (init_from or lc.init_from) else None
+    starting = not (resume and list_checkpoints(run_dir))
+    if init_dir is not None and starting:
+        if not (init_dir / "asr.pt").is_file() or not (init_dir / "tokenizer.model").is_file():
+            raise FileNotFoundError(f"init_from {init_dir}: expected a model folder with asr.pt and tokenizer.model")
+        shutil.copyfile(init_dir / "tokenizer.model", tok_path)
     if not tok_path.is_file():
         train_tokenizer([u.text for u in train_utts], run_dir / "tokenizer", cfg.data.vocab_size,
                         model_type=cfg.data.tokenizer_type)
@@ -364,6 +373,12 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
         best = ck.get("best", best)
         set_rng_state(ck["rng"])
         print(f"resumed {ckpts[-1]} (step {step}, epoch {epoch}, batch {batch_in_epoch})", file=sys.stderr)
+    elif init_dir is not None:
+        try:
+            model.load_state_dict(ASRModel.from_pretrained(init_dir).state_dict())
+        except RuntimeError as e:
+            raise ConfigError(f"init_from {init_dir}: its model does not match this config's model ({e})") from e
+        print(f"warm start from {init_dir}", file=sys.stderr)
     else:
         mean, std = compute_cmvn(model, train_utts, cfg.data.cmvn_utts, cfg.seed)
         model.features.set_normalization(mean, std)
@@ -504,12 +519,14 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
 
 # --- command line --------------------------------------------------------------------------------
 def _cmd(a: argparse.Namespace) -> int:
-    s = train_asr(a.config, resume=not a.no_resume, device=a.device, max_minutes=a.max_minutes, export_only=a.export_only)
+    s = train_asr(a.config, resume=not a.no_resume, device=a.device, max_minutes=a.max_minutes, export_only=a.export_only,
+                  init_from=a.init_from)
     return {"finished": 0, "exported": 0, "interrupted": 130, "sigterm": 143}[s["status"]]
 
 
 def _add_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_train_args(p, "training config YAML (e.g. configs/asr_small.yaml)", "copy the run's best model to export_dir and exit")
+    p.add_argument("--init-from", default=None, help="warm start a new run from this model folder (overrides train.init_from)")
     p.set_defaults(fn=_cmd)
     return p
 
