@@ -17,27 +17,15 @@ from jrsv_stream.nn.asr import ASRModel
 from jrsv_stream.nn.pipeline import JRSVPipeline, PassThroughSeparator
 from jrsv_stream.stream.worker import BatchWorker
 from jrsv_stream.train.separator import score_separation_item
-from tests.tiny_models import save_tiny_pipeline
+from tests.tiny_models import one_thread, save_tiny_pipeline, tone  # noqa: F401 (one_thread: autouse fixture)
 
 SR = 16000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A tiny random separator + recognizer in the shipped layout (separator/, asr/)."""
     return save_tiny_pipeline(tmp_path_factory.mktemp("models"))
-
-
-def _tone(f_hz: float, n: int, amp: float) -> np.ndarray:
-    return (amp * np.sin(2 * np.pi * f_hz * np.arange(n) / SR)).astype(np.float32)
 
 
 # id, scenario, present vocals, speech bucket, singing bucket
@@ -58,11 +46,11 @@ def corpus(tmp_path_factory):
     for item_id, scen, vocals, b_sp, b_si in ITEMS:
         d = root / "mixtures" / item_id
         d.mkdir(parents=True)
-        stems = {"music": _tone(220.0, n, 0.1) + (rng.normal(size=n) * 0.01).astype(np.float32)}
+        stems = {"music": tone(220.0, n, 0.1) + (rng.normal(size=n) * 0.01).astype(np.float32)}
         if "speech" in vocals:
-            stems["speech"] = (_tone(700.0, n, 0.2) * (rng.random(n) > 0.3)).astype(np.float32)
+            stems["speech"] = (tone(700.0, n, 0.2) * (rng.random(n) > 0.3)).astype(np.float32)
         if "singing" in vocals:
-            stems["singing"] = _tone(440.0, n, 0.15)
+            stems["singing"] = tone(440.0, n, 0.15)
         for k, v in stems.items():
             sf.write(d / f"{k}.wav", v, SR, subtype="FLOAT")
         sf.write(d / "mixture.wav", sum(stems.values()), SR, subtype="FLOAT")

@@ -24,7 +24,7 @@ from jrsv_stream.nn.pipeline import load_streaming_pipeline
 from jrsv_stream.nn.separator import load_separator
 from jrsv_stream.train.joint import (JointDataset, JointModels, compute_losses, config_from_raw, hybrid_outputs,
                                      item_texts, kl_divergence, list_checkpoints, load_config, train_joint)
-from tests.tiny_models import save_tiny_pipeline
+from tests.tiny_models import one_thread, save_tiny_pipeline, tone  # noqa: F401 (one_thread: autouse fixture)
 
 SR = 16000
 TEXTS = ["the quick brown fox jumps over the lazy dog", "we sail across the silver sea tonight",
@@ -34,22 +34,10 @@ ITEMS = [("a", "the quick brown fox", None), ("b", None, "we sail across the sea
          ("c", "a rolling stone", "la la love"), ("d", "the lazy dog", "silver sea tonight")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """Tiny random separator + two-track recognizer in the shipped layout."""
     return save_tiny_pipeline(tmp_path_factory.mktemp("models"), TEXTS)
-
-
-def _tone(f_hz: float, n: int, amp: float) -> np.ndarray:
-    return (amp * np.sin(2 * np.pi * f_hz * np.arange(n) / SR)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +50,11 @@ def corpus(tmp_path_factory) -> Path:
         n = int((1.0 + 0.2 * k) * SR)
         d = root / "mixtures" / item_id
         d.mkdir(parents=True)
-        stems = {"music": _tone(220.0, n, 0.1) + (rng.normal(size=n) * 0.01).astype(np.float32)}
+        stems = {"music": tone(220.0, n, 0.1) + (rng.normal(size=n) * 0.01).astype(np.float32)}
         if sp_text:
             stems["speech"] = (rng.normal(size=n) * 0.2 * (np.arange(n) % 4000 < 2500)).astype(np.float32)
         if si_text:
-            stems["singing"] = _tone(440.0 + 50 * k, n, 0.15)
+            stems["singing"] = tone(440.0 + 50 * k, n, 0.15)
         for name, x in stems.items():
             sf.write(d / f"{name}.wav", x, SR, subtype="FLOAT")
         sf.write(d / "mixture.wav", sum(stems.values()), SR, subtype="FLOAT")

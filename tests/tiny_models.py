@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from jrsv_stream.decode.tokenizer import train_tokenizer
@@ -35,3 +37,17 @@ def save_tiny_pipeline(root: Path, texts: list[str] = TEXTS, seed: int = 0) -> P
     asr.features.set_normalization(torch.full((80,), -5.0), torch.full((80,), 3.0))
     asr.save_pretrained(root / "asr", root / "tok.model")
     return root
+
+
+def tone(f_hz: float, n: int, amp: float, sr: int = 16000) -> np.ndarray:
+    """``n`` samples of a sine at ``f_hz`` (float32), for hand-made stems."""
+    return (amp * np.sin(2 * np.pi * f_hz * np.arange(n) / sr)).astype(np.float32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Importing this into a test module runs its tests with one torch thread (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
