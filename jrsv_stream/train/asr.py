@@ -40,9 +40,9 @@ import yaml  # noqa: E402
 from jrsv_stream.nn.asr import ASRModel, ASRModelConfig, ConfigError, dataclass_from_dict
 from jrsv_stream.train.asr_data import (ASRDataConfig, ASRDataset, Batch, Utterance, apply_spec_aug, make_batches,
                                         make_loader, read_utterances)
-from jrsv_stream.train.common import (StopFlag, add_train_args, append_jsonl, bf16_autocast_ok,
-                                      list_step_checkpoints, lr_lambda, pick_device, prune_checkpoints,
-                                      rng_state, save_atomic, set_rng_state)
+from jrsv_stream.train.common import (EXIT_CODES, StopFlag, add_train_args, append_jsonl, bf16_autocast_ok,
+                                      list_step_checkpoints, load_step_checkpoint, lr_lambda, pick_device,
+                                      prune_checkpoints, rng_state, save_atomic, set_rng_state)
 
 CKPT_VERSION = 1
 MAX_MODEL_MB = 25.0
@@ -173,19 +173,8 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 def load_checkpoint(path: Path) -> dict:
     """Read a checkpoint; a corrupt or incomplete file raises a RuntimeError saying what to do."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); delete it to "
-                           f"resume from the previous checkpoint, or run with --no-resume to start over") from e
-    need = {"version", "step", "epoch", "batch_in_epoch", "model", "optimizer", "scheduler", "rng"}
-    if not isinstance(ck, dict) or not need <= set(ck):
-        missing = sorted(need - set(ck)) if isinstance(ck, dict) else "all"
-        raise RuntimeError(f"checkpoint {path} is incomplete (missing {missing}); delete it to resume from the "
-                           f"previous checkpoint, or run with --no-resume to start over")
-    if ck["version"] != CKPT_VERSION:
-        raise RuntimeError(f"checkpoint {path} has version {ck['version']}, this code reads {CKPT_VERSION}")
-    return ck
+    return load_step_checkpoint(path, {"version", "step", "epoch", "batch_in_epoch", "model", "optimizer", "scheduler",
+                                       "rng"}, CKPT_VERSION)
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -324,8 +313,8 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
     Tokenizer, train_tokenizer = get_tokenizer_api()
     tok_path = run_dir / "tokenizer.model"
     init_dir = Path(init_from or lc.init_from) if (init_from or lc.init_from) else None
-    starting = not (resume and list_checkpoints(run_dir))
-    if init_dir is not None and starting:
+    ckpts = list_checkpoints(run_dir) if resume else []
+    if init_dir is not None and not ckpts:
         if not (init_dir / "asr.pt").is_file() or not (init_dir / "tokenizer.model").is_file():
             raise FileNotFoundError(f"init_from {init_dir}: expected a model folder with asr.pt and tokenizer.model")
         shutil.copyfile(init_dir / "tokenizer.model", tok_path)
@@ -362,7 +351,6 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
     step = epoch = batch_in_epoch = 0
     elapsed_s = audio_total_s = 0.0
     best = {"metric": float("inf"), "step": -1}
-    ckpts = list_checkpoints(run_dir) if resume else []
     if ckpts:
         ck = load_checkpoint(ckpts[-1])
         model.load_state_dict(ck["model"])
@@ -521,7 +509,7 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
 def _cmd(a: argparse.Namespace) -> int:
     s = train_asr(a.config, resume=not a.no_resume, device=a.device, max_minutes=a.max_minutes, export_only=a.export_only,
                   init_from=a.init_from)
-    return {"finished": 0, "exported": 0, "interrupted": 130, "sigterm": 143}[s["status"]]
+    return EXIT_CODES[s["status"]]
 
 
 def _add_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

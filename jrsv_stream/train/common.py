@@ -173,3 +173,24 @@ def bf16_autocast_ok(enabled: bool, device: torch.device) -> bool:
     if device.type == "cuda":
         return True
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+# exit code of a trainer command per final status: 0 done, 130 Ctrl-C, 143 SIGTERM
+EXIT_CODES = {"finished": 0, "exported": 0, "interrupted": 130, "sigterm": 143}
+
+
+def load_step_checkpoint(path: Path, need: set[str], version: int) -> dict:
+    """Read a training checkpoint; a corrupt, incomplete (missing any key of ``need``) or
+    other-version file raises a RuntimeError naming the file and saying what to do."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); delete it to "
+                           f"resume from the previous checkpoint, or run with --no-resume to start over") from e
+    if not isinstance(ck, dict) or not need <= set(ck):
+        missing = sorted(need - set(ck)) if isinstance(ck, dict) else "all"
+        raise RuntimeError(f"checkpoint {path} is incomplete (missing {missing}); delete it to resume from the "
+                           f"previous checkpoint, or run with --no-resume to start over")
+    if ck["version"] != version:
+        raise RuntimeError(f"checkpoint {path} has version {ck['version']}, this code reads {version}")
+    return ck

@@ -95,9 +95,9 @@ from jrsv_stream.nn.attention_decoder import IGNORE_ID  # noqa: E402
 from jrsv_stream.train.asr import ChunkConfig, ctc_greedy, sample_chunk  # noqa: E402
 from jrsv_stream.train.asr_data import (SpecAugConfig, apply_spec_aug, make_batches, make_loader,  # noqa: E402
                                         spec_aug_params)
-from jrsv_stream.train.common import (StopFlag, add_train_args, append_jsonl, bf16_autocast_ok,  # noqa: E402
-                                      list_step_checkpoints, lr_lambda, pick_device, prune_checkpoints,
-                                      rng_state, save_atomic, set_rng_state)
+from jrsv_stream.train.common import (EXIT_CODES, StopFlag, add_train_args, append_jsonl, bf16_autocast_ok,  # noqa: E402
+                                      list_step_checkpoints, load_step_checkpoint, lr_lambda, pick_device,
+                                      prune_checkpoints, rng_state, save_atomic, set_rng_state)
 
 CKPT_VERSION = 1
 SEPARATOR_MODES = ("none", "frozen", "train")
@@ -728,18 +728,8 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 def load_checkpoint(path: Path) -> dict:
     """Read a joint checkpoint; a corrupt or foreign file is a RuntimeError saying what to do."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); delete it to "
-                           f"resume from the previous checkpoint, or run with --no-resume to start over") from e
-    need = {"version", "step", "epoch", "batch_in_epoch", "asr", "separator", "optimizer", "scheduler", "rng", "setup"}
-    if not isinstance(ck, dict) or not need <= set(ck):
-        raise RuntimeError(f"checkpoint {path} is not a complete joint training checkpoint; "
-                           f"delete it or use --no-resume")
-    if ck["version"] != CKPT_VERSION:
-        raise RuntimeError(f"checkpoint {path} has version {ck['version']}, this code reads {CKPT_VERSION}")
-    return ck
+    return load_step_checkpoint(path, {"version", "step", "epoch", "batch_in_epoch", "asr", "separator", "optimizer",
+                                       "scheduler", "rng", "setup"}, CKPT_VERSION)
 
 
 def train_joint(config_path: str | os.PathLike, resume: bool = True, device: str | None = None,
@@ -992,7 +982,7 @@ def _console():
 def _cmd(a: argparse.Namespace) -> int:
     s = train_joint(a.config, resume=not a.no_resume, device=a.device, max_minutes=a.max_minutes,
                     export_only=a.export_only)
-    return {"finished": 0, "exported": 0, "interrupted": 130, "sigterm": 143}[s["status"]]
+    return EXIT_CODES[s["status"]]
 
 
 def _add_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
