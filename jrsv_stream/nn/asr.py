@@ -33,7 +33,7 @@ from torch import nn
 
 from jrsv_stream.config import ConfigError, config_from_dict
 from jrsv_stream.nn.attention_decoder import AttentionDecoder, DecoderConfig
-from jrsv_stream.nn.encoder import SUBSAMPLING, ConformerConfig, ConformerEncoder, EncoderState
+from jrsv_stream.nn.encoder import SUBSAMPLING, ConformerConfig, EncoderState, LSTMEncoderState, build_encoder
 from jrsv_stream.nn.features import FeatureConfig, FeatureState, LogMel
 
 TRACKS = {"speech": 0, "singing": 1}
@@ -70,12 +70,13 @@ class ASRState(NamedTuple):
     """Streaming state of :class:`ASRModel` for B streams.
 
     feat: :class:`FeatureState` (samples not framed yet).
-    enc: :class:`EncoderState` (subsampling, attention and convolution caches).
+    enc: :class:`EncoderState` (conformer: subsampling, attention and convolution caches) or
+        :class:`LSTMEncoderState` (LSTM: subsampling cache, hidden and cell states).
     tracks: (B,) long track id of each stream.
     """
 
     feat: FeatureState
-    enc: EncoderState
+    enc: EncoderState | LSTMEncoderState
     tracks: torch.Tensor
 
 
@@ -96,7 +97,7 @@ class ASRModel(nn.Module):
         self.vocab_size = cfg.vocab_size
         self.blank_id = BLANK_ID
         self.features = LogMel(cfg.features)
-        self.encoder = ConformerEncoder(cfg.encoder)
+        self.encoder = build_encoder(cfg.encoder)
         self.ctc = nn.Linear(cfg.encoder.d_model, cfg.vocab_size)
         self.decoder = AttentionDecoder(cfg.vocab_size, cfg.encoder.d_model, cfg.decoder, cfg.sos_eos_id)
         self.sos_id = self.eos_id = self.decoder.eos_id

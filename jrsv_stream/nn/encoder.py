@@ -39,8 +39,15 @@ SUBSAMPLING_CONTEXT = 3  # feature frames of left padding / minimum cache in the
 
 @dataclass(frozen=True)
 class ConformerConfig:
-    """Encoder hyper-parameters (frames are 40 ms encoder frames unless named otherwise)."""
+    """Encoder hyper-parameters (frames are 40 ms encoder frames unless named otherwise).
 
+    ``type`` picks the encoder (:func:`build_encoder`): ``conformer`` (chunked attention,
+    the fields below up to ``att_dropout``) or ``lstm`` (:class:`LSTMEncoder`: the same causal
+    subsampling and track embedding, then ``lstm_layers`` unidirectional LSTM layers of
+    ``lstm_hidden`` units projected back to ``d_model``).
+    """
+
+    type: str = "conformer"
     input_dim: int = 80
     d_model: int = 144
     n_heads: int = 4
@@ -52,6 +59,8 @@ class ConformerConfig:
     n_tracks: int = 2  # learned track embeddings (0 = none)
     dropout: float = 0.1
     att_dropout: float = 0.0
+    lstm_layers: int = 4
+    lstm_hidden: int = 384
 
 
 class EncoderState(NamedTuple):
@@ -322,3 +331,96 @@ class ConformerEncoder(nn.Module):
             start = max(0, att.shape[3] - left_chunks * T)
             att, key_valid = att[:, :, :, start:], key_valid[:, start:]
         return x, EncoderState(sub_cache, att, key_valid, torch.stack(new_cnn, dim=1), state.offset + T)
+
+
+class LSTMEncoderState(NamedTuple):
+    """Streaming state of :class:`LSTMEncoder` (B = streams, L = LSTM layers, H = hidden).
+
+    sub_cache: (B, T_sub, F) feature frames not consumed by the subsampling (as in
+        :class:`EncoderState`).
+    h, c: (B, L, H) LSTM hidden and cell states after the last emitted frame.
+    offset: (B,) long, encoder frames emitted so far.
+    """
+
+    sub_cache: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
+    offset: torch.Tensor
+
+
+class LSTMEncoder(nn.Module):
+    """Causal recurrent encoder: (B, T, F) features at 10 ms -> (B, T // 4, d_model) at 40 ms.
+
+    Causal subsampling (as the conformer) + track embedding -> unidirectional LSTM ->
+    linear projection + LayerNorm. Every output frame depends on past input only, so
+    ``chunk_frames``/``left_chunks`` do not change its output (they are accepted for the
+    common encoder interface): streaming equals full context for every chunk size, and a
+    chunk of ``c`` frames only sets the latency. ``lookahead_frames`` = 0.
+    """
+
+    subsampling = SUBSAMPLING
+    lookahead_frames = 0
+
+    def __init__(self, cfg: ConformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = CausalSubsampling(cfg.input_dim, cfg.subsampling_channels, cfg.d_model)
+        self.track_embed = nn.Embedding(cfg.n_tracks, cfg.d_model) if cfg.n_tracks > 0 else None
+        if self.track_embed is not None:
+            nn.init.normal_(self.track_embed.weight, std=0.1)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.lstm = nn.LSTM(cfg.d_model, cfg.lstm_hidden, cfg.lstm_layers, batch_first=True,
+                            dropout=cfg.dropout if cfg.lstm_layers > 1 else 0.0)
+        self.proj = nn.Linear(cfg.lstm_hidden, cfg.d_model)
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    @property
+    def output_dim(self) -> int:
+        return self.cfg.d_model
+
+    def _input(self, x: torch.Tensor, tracks: torch.Tensor | None) -> torch.Tensor:
+        if self.track_embed is not None:
+            t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if tracks is None else tracks
+            x = x + self.track_embed(t).unsqueeze(1)
+        return self.dropout(x)
+
+    def _run(self, x: torch.Tensor, h: torch.Tensor | None, c: torch.Tensor | None):
+        hc = None if h is None else (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
+        y, (h1, c1) = self.lstm(x, hc)
+        return self.norm(self.proj(self.dropout(y))), h1.transpose(0, 1), c1.transpose(0, 1)
+
+    def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, chunk_frames: int | None = None,
+                left_chunks: int = -1, tracks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole sequences: enc_out (B, T // 4, d_model), enc_lens (B,) = feat_lens // 4.
+        Frames past a row's length hold garbage (they never affect valid frames)."""
+        y, _, _ = self._run(self._input(self.embed(feats), tracks), None, None)
+        return y, torch.div(feat_lens, SUBSAMPLING, rounding_mode="floor")
+
+    def init_state(self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                   cache_frames: int = 0) -> LSTMEncoderState:
+        """Zero state (``cache_frames`` is ignored: a recurrent encoder keeps no frame cache)."""
+        c = self.cfg
+        z = torch.zeros(batch, c.lstm_layers, c.lstm_hidden, device=device, dtype=dtype)
+        return LSTMEncoderState(torch.zeros(batch, SUBSAMPLING_CONTEXT, c.input_dim, device=device, dtype=dtype),
+                                z, z.clone(), torch.zeros(batch, dtype=torch.long, device=device))
+
+    def step(self, feat_chunk: torch.Tensor, state: LSTMEncoderState, left_chunks: int = -1,
+             tracks: torch.Tensor | None = None) -> tuple[torch.Tensor, LSTMEncoderState]:
+        """feat_chunk: (B, 4 * c, F) -> enc_out (B, c, d_model) and the new state (not in place)."""
+        x, sub_cache = self.embed.step(feat_chunk, state.sub_cache)
+        if x.shape[1] == 0:
+            return x, state._replace(sub_cache=sub_cache)
+        y, h, c = self._run(self._input(x, tracks), state.h.to(x.dtype), state.c.to(x.dtype))
+        return y, LSTMEncoderState(sub_cache, h, c, state.offset + x.shape[1])
+
+
+ENCODER_TYPES = ("conformer", "lstm")
+
+
+def build_encoder(cfg: ConformerConfig) -> nn.Module:
+    """The encoder ``cfg.type`` names (both share the streaming interface of :class:`ConformerEncoder`)."""
+    if cfg.type == "conformer":
+        return ConformerEncoder(cfg)
+    if cfg.type == "lstm":
+        return LSTMEncoder(cfg)
+    raise ValueError(f"encoder.type must be one of {list(ENCODER_TYPES)}, got {cfg.type!r}")
