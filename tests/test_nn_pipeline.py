@@ -12,9 +12,9 @@ from jrsv_stream.stream.worker import BatchWorker
 from tests.tiny_models import save_tiny_pipeline
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_pipeline(tmp_path_factory.mktemp("models"))
+@pytest.fixture(scope="module", params=["conformer", "lstm"])
+def model_dir(request, tmp_path_factory):
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models"), encoder=request.param)
 
 
 def test_loaded_pipeline_implements_the_contract(model_dir):

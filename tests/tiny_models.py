@@ -19,10 +19,10 @@ TEXTS = ["the quick brown fox jumps over the lazy dog", "we sail across the silv
          "a rolling stone gathers no moss", "never underestimate the bandwidth of a station wagon"] * 20
 
 
-def save_tiny_pipeline(root: Path, texts: list[str] = TEXTS, seed: int = 0) -> Path:
+def save_tiny_pipeline(root: Path, texts: list[str] = TEXTS, seed: int = 0, encoder: str = "conformer") -> Path:
     """Write a random 32 ms STFT-mask separator to ``root/separator`` and a 2-layer d32
-    recognizer (40-piece tokenizer trained on ``texts``, fixed feature normalization) to
-    ``root/asr``."""
+    recognizer (``encoder``: conformer or lstm; 40-piece tokenizer trained on ``texts``,
+    fixed feature normalization) to ``root/asr``."""
     root = Path(root)
     torch.manual_seed(seed)
     sep_cfg = SeparatorConfig("stft_mask", stft_mask=StftMaskConfig(window_ms=32.0, hop_ms=16.0, conv_channels=8, conv_layers=1,
@@ -30,8 +30,8 @@ def save_tiny_pipeline(root: Path, texts: list[str] = TEXTS, seed: int = 0) -> P
     save_separator(build_separator(sep_cfg), sep_cfg, root / "separator" / "separator.pt")
     tok = train_tokenizer(texts, str(root / "tok"), vocab_size=40)
     cfg = ASRModelConfig(vocab_size=tok.vocab_size,
-                         encoder=ConformerConfig(d_model=32, n_heads=4, ff_dim=64, n_layers=2, conv_kernel=5,
-                                                 subsampling_channels=8, dropout=0.0),
+                         encoder=ConformerConfig(type=encoder, d_model=32, n_heads=4, ff_dim=64, n_layers=2, conv_kernel=5,
+                                                 subsampling_channels=8, dropout=0.0, lstm_layers=2, lstm_hidden=24),
                          decoder=DecoderConfig(d_model=32, n_heads=4, ff_dim=64, n_layers=1, dropout=0.0))
     asr = ASRModel(cfg).eval()
     asr.features.set_normalization(torch.full((80,), -5.0), torch.full((80,), 3.0))
