@@ -87,13 +87,16 @@ def test_subscriber_queue_drops_partials_first_and_never_finals():
     assert len(q) == 2 and q.dropped_other == 1
     for i in range(5):
         assert q.put(_f(f"speech-{i}", 10 + i))
-    # full: the partial and the activity went first; all finals are queued
+    # full: the partial went first; the newest activity stays (at most one is ever queued,
+    # so a stalled subscriber still gets the latest meter and stats); all finals are queued
     items = list(q._q)
-    assert [type(i).__name__ for i in items] == ["Final"] * 5
-    assert q.dropped_partials == 2 and q.dropped_other == 2
-    assert q.put(_p("lyrics-0", 20))  # a droppable newcomer with no room is dropped, not queued
-    assert len(q) == 5 and q.dropped_partials == 3
-    assert q.put(Error("s", 21, "x", "y", False, 0)) and q.put(_f("a-1", 22)) and q.put(_f("a-2", 23))
+    assert [type(i).__name__ for i in items] == ["Activity"] + ["Final"] * 5
+    assert items[0].seq == 4 and q.dropped_partials == 2 and q.dropped_other == 1
+    assert q.put(_p("lyrics-0", 20))  # a partial newcomer with no room is dropped, not queued
+    assert len(q) == 6 and q.dropped_partials == 3
+    q.put(Activity("s", 21, 0, 0, {}, {}))  # supersedes the queued activity: still one
+    assert len(q) == 6 and q.dropped_other == 2 and list(q._q)[-1].seq == 21
+    assert q.put(Error("s", 22, "x", "y", False, 0)) and q.put(_f("a-2", 23))
     assert not q.put(_f("a-3", 24))  # hard limit: the caller must disconnect this subscriber
     assert q.closed and len(q) == 8
 

@@ -376,14 +376,15 @@ def test_slow_subscriber_loses_partials_not_finals_and_blocks_nobody():
         async with serving(subscriber_queue=6, subscriber_hard_limit=10_000) as srv:
             slow = await connect(url(srv, "subscribe", "a"), proxy=None)
             await recv_msg(slow)
-            (server_side,) = srv._hubs["a"].subscribers  # make its network slow: 30 ms per message
+            (server_side,) = srv._hubs["a"].subscribers  # its network stalls until the fast one is done
             real_send = server_side.send
+            gate = asyncio.Event()
 
-            async def slow_send(msg, *a, **kw):
-                await asyncio.sleep(0.03)
+            async def stalled_send(msg, *a, **kw):
+                await gate.wait()
                 await real_send(msg, *a, **kw)
 
-            server_side.send = slow_send
+            server_side.send = stalled_send
             fast = await connect(url(srv, "subscribe", "a"), proxy=None)
             await recv_msg(fast)
             pub = await start_publisher(srv, "a")
@@ -392,6 +393,7 @@ def test_slow_subscriber_loses_partials_not_finals_and_blocks_nobody():
             await end_stream(pub)
             fast_msgs = await collect_until_ended(fast)
             fast_took = time.monotonic() - t0
+            gate.set()
             slow_msgs = await collect_until_ended(slow, 30)
             stalled = await connect(url(srv, "subscribe", "a"), proxy=None, max_queue=1)  # never reads
             stalled.transport.abort()  # and vanishes
@@ -401,12 +403,12 @@ def test_slow_subscriber_loses_partials_not_finals_and_blocks_nobody():
 
     fast, slow, fast_took = run(main())
     key = lambda ms: [(m.segment_id, m.text) for m in ms if isinstance(m, Final)]
-    assert key(slow) == key(fast) and key(fast)  # every final reached the slow subscriber
+    assert key(slow) == key(fast) and key(fast)  # every final reached the stalled subscriber
     n_part = lambda ms: sum(isinstance(m, Partial) for m in ms)
     assert n_part(slow) < n_part(fast)  # superseded partials were dropped for it
     stats = [m for m in slow if isinstance(m, Stats)]
     assert stats and stats[-1].dropped_partials > 0
-    assert fast_took < 5.0  # the fast subscriber (and the stream) did not wait for the slow one
+    assert fast_took < 5.0  # the fast subscriber (and the stream) did not wait for the stalled one
 
 
 # ---------------------------------------------------------------------- shutdown

@@ -106,10 +106,12 @@ class SubscriberQueue:
 
     - a partial supersedes a queued partial of the same segment; activity and stats
       supersede queued ones (the older item is dropped and counted);
-    - at ``maxsize`` the oldest droppable item is dropped to make room; if none is queued,
-      a droppable newcomer is dropped; a non-droppable one (final, error, control) is
-      queued anyway up to ``hard_limit``, where :meth:`put` returns False: the caller must
-      disconnect the subscriber (so no final is ever dropped for a connected one).
+    - at ``maxsize`` the oldest queued partial is dropped to make room; if none is queued,
+      a partial newcomer is dropped, while the newest activity and stats are queued anyway
+      (at most one of each is ever queued, so a stalled subscriber still learns what it
+      lost); a non-droppable one (final, error, control) is queued anyway up to
+      ``hard_limit``, where :meth:`put` returns False: the caller must disconnect the
+      subscriber (so no final is ever dropped for a connected one).
 
     Attributes:
         dropped_partials: partials this subscriber lost.
@@ -147,13 +149,15 @@ class SubscriberQueue:
                 self._q.remove(old)
                 self._count(old)
         if len(self._q) >= self.maxsize:
-            victim = next((o for o in self._q if not isinstance(o, str) and is_droppable(o)), None)
+            victim = next((o for o in self._q if isinstance(o, Partial)), None)
             if victim is not None:
                 self._q.remove(victim)
                 self._count(victim)
-            elif droppable:
+            elif isinstance(item, Partial):
                 self._count(item)
                 return True
+            elif droppable:
+                pass  # activity/stats: at most one of each is queued (superseded above), the newest
             elif len(self._q) >= self.hard_limit:
                 self.closed = True
                 return False
