@@ -126,7 +126,7 @@ def test_demo_in_tmux_shows_both_panes(tmp_path):
     rng = np.random.default_rng(0)
     save_audio(audio, np.concatenate([0.2 * rng.standard_normal(32000), np.zeros(16000), 0.2 * rng.standard_normal(24000)]))
     session = f"jrsv-viewer-test-{int(time.time() * 1000) % 100000}"
-    cmd = f"{sys.executable} -m jrsv_stream.serve.cli demo --audio {audio} --duration 5 --threads 1; sleep 20"
+    cmd = f"{sys.executable} -m jrsv_stream.serve.cli demo --audio {audio} --duration 5 --threads 1 --pipeline tiny; sleep 20"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", "-c", str(REPO), cmd], check=True)
     try:
         screen, deadline = "", time.monotonic() + 40

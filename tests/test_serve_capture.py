@@ -51,7 +51,7 @@ def test_capture_device_into_server(tmp_path):
         k, v = part.split("=", 1)
         env[k] = v.strip("'")
     proc = subprocess.Popen([sys.executable, "-m", "jrsv_stream.serve.cli", "capture", "--device", "default", "--stream", "mic",
-                             "--port", "0", "--duration", "4", "--chunk-ms", "80", "--threads", "1"],
+                             "--port", "0", "--duration", "4", "--chunk-ms", "80", "--threads", "1", "--pipeline", "tiny"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = _wait_for_url(proc)
@@ -83,7 +83,7 @@ def test_capture_device_into_server(tmp_path):
 def test_demo_without_viewer(tmp_path):
     save_audio(tmp_path / "d.wav", np.concatenate([_speechy(2.0), np.zeros(16000, np.float32), _speechy(1.0, 1)]))
     r = subprocess.run([sys.executable, "-m", "jrsv_stream.serve.cli", "demo", "--audio", str(tmp_path / "d.wav"), "--no-viewer",
-                        "--fast", "--threads", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+                        "--fast", "--threads", "1", "--pipeline", "tiny"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert any(l.startswith("[speech] ") for l in lines) and any(l.startswith("[lyrics] ") for l in lines)

@@ -444,7 +444,7 @@ def test_stop_flushes_finals_and_closes_1001():
 def test_sigterm_on_the_serve_command_flushes_finals():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "jrsv_stream.serve.cli", "serve", "--port", "0", "--chunk-ms", "80",
-                             "--threads", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--threads", "1", "--pipeline", "tiny"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = ""
         deadline = time.monotonic() + 60
