@@ -9,10 +9,13 @@ from jrsv_stream.nn.encoder import ConformerConfig, LSTMEncoder, LSTMEncoderStat
 F = 20
 
 
-def _encoder(n_tracks: int = 2) -> LSTMEncoder:
+VARIANTS = [("conv2d", 24), ("stack", 32)]  # (subsampling, lstm_hidden): projected / direct output
+
+
+def _encoder(n_tracks: int = 2, subsampling: str = "conv2d", hidden: int = 24) -> LSTMEncoder:
     torch.manual_seed(0)
     cfg = ConformerConfig(type="lstm", input_dim=F, d_model=32, subsampling_channels=8, n_tracks=n_tracks,
-                          lstm_layers=2, lstm_hidden=24)
+                          lstm_layers=2, lstm_hidden=hidden, subsampling=subsampling)
     enc = build_encoder(cfg).double().eval()
     assert isinstance(enc, LSTMEncoder)
     return enc
@@ -27,9 +30,10 @@ def _stream(enc, x, chunk, tracks, state=None):
     return torch.cat(outs, dim=1), st
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("chunk", [1, 3, 4, 8, 16])
-def test_forward_equals_chained_steps_for_every_chunk_size(chunk):
-    enc = _encoder()
+def test_forward_equals_chained_steps_for_every_chunk_size(chunk, variant):
+    enc = _encoder(2, *variant)
     T = 4 * 23 + 3
     x = torch.randn(2, T, F, dtype=torch.float64)
     tracks = torch.tensor([0, 1])
@@ -40,11 +44,12 @@ def test_forward_equals_chained_steps_for_every_chunk_size(chunk):
     assert ref.shape == got.shape == (2, T // 4, 32) and lens.tolist() == [T // 4] * 2
     assert (got - ref).abs().max().item() <= 1e-10
     assert (chunked - ref).abs().max().item() == 0.0
-    assert st.offset.tolist() == [T // 4] * 2 and st.h.shape == (2, 2, 24)
+    assert st.offset.tolist() == [T // 4] * 2 and st.h.shape == (2, 2, variant[1])
 
 
-def test_causal_and_track_dependent():
-    enc = _encoder()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_causal_and_track_dependent(variant):
+    enc = _encoder(2, *variant)
     x = torch.randn(1, 96, F, dtype=torch.float64)
     x2 = x.clone()
     x2[:, 48:] = torch.randn(1, 48, F, dtype=torch.float64) * 3
@@ -59,8 +64,9 @@ def test_causal_and_track_dependent():
     assert not torch.allclose(a, s)
 
 
-def test_step_does_not_mutate_state_and_padding_changes_nothing():
-    enc = _encoder()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_step_does_not_mutate_state_and_padding_changes_nothing(variant):
+    enc = _encoder(2, *variant)
     x = torch.randn(2, 64, F, dtype=torch.float64)
     st = enc.init_state(2, dtype=torch.float64)
     with torch.no_grad():
@@ -93,6 +99,8 @@ def test_asr_model_with_lstm_encoder_streams_like_offline():
     assert (torch.cat(outs, 1) - ref).abs().max().item() < 1e-8
 
 
-def test_unknown_encoder_type_is_a_clear_error():
+def test_unknown_encoder_type_or_subsampling_is_a_clear_error():
     with pytest.raises(ValueError, match="encoder.type"):
         build_encoder(ConformerConfig(type="transformer"))
+    with pytest.raises(ValueError, match="encoder.subsampling"):
+        build_encoder(ConformerConfig(type="lstm", subsampling="pool"))

@@ -61,6 +61,7 @@ class ConformerConfig:
     att_dropout: float = 0.0
     lstm_layers: int = 4
     lstm_hidden: int = 384
+    subsampling: str = "conv2d"  # lstm only: conv2d (CausalSubsampling) | stack (StackSubsampling)
 
 
 class EncoderState(NamedTuple):
@@ -333,11 +334,38 @@ class ConformerEncoder(nn.Module):
         return x, EncoderState(sub_cache, att, key_valid, torch.stack(new_cnn, dim=1), state.offset + T)
 
 
+class StackSubsampling(nn.Module):
+    """Frame stacking: features ``4i .. 4i+3`` concatenated -> linear -> ReLU.
+
+    (B, T, F) -> (B, T // 4, d_model). Output frame ``i`` depends on feature frames
+    ``4i .. 4i+3`` only (no left context); ``step`` keeps the ``T mod 4`` features not
+    consumed yet (none when chunks are multiples of 4 features, as in the live path).
+    """
+
+    def __init__(self, input_dim: int, d_model: int):
+        super().__init__()
+        self.out = nn.Linear(SUBSAMPLING * input_dim, d_model)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, F = x.shape
+        n = T // SUBSAMPLING
+        return torch.relu(self.out(x[:, : SUBSAMPLING * n].reshape(B, n, SUBSAMPLING * F)))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self._encode(feats)
+
+    def step(self, feats: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats: (B, T, F), cache: (B, T_sub < 4, F) -> (B, n, d_model), new cache."""
+        full = torch.cat([cache, feats], dim=1)
+        n = full.shape[1] // SUBSAMPLING
+        return self._encode(full), full[:, SUBSAMPLING * n:]
+
+
 class LSTMEncoderState(NamedTuple):
     """Streaming state of :class:`LSTMEncoder` (B = streams, L = LSTM layers, H = hidden).
 
-    sub_cache: (B, T_sub, F) feature frames not consumed by the subsampling (as in
-        :class:`EncoderState`).
+    sub_cache: (B, T_sub, F) feature frames not consumed by the subsampling (conv2d: as in
+        :class:`EncoderState`; stack: 0 <= T_sub < 4, 0 in the live path).
     h, c: (B, L, H) LSTM hidden and cell states after the last emitted frame.
     offset: (B,) long, encoder frames emitted so far.
     """
@@ -351,8 +379,9 @@ class LSTMEncoderState(NamedTuple):
 class LSTMEncoder(nn.Module):
     """Causal recurrent encoder: (B, T, F) features at 10 ms -> (B, T // 4, d_model) at 40 ms.
 
-    Causal subsampling (as the conformer) + track embedding -> unidirectional LSTM ->
-    linear projection + LayerNorm. Every output frame depends on past input only, so
+    Causal subsampling (``subsampling``: conv2d as the conformer, or frame stacking) + track
+    embedding -> unidirectional LSTM -> linear projection + LayerNorm (none when
+    ``lstm_hidden == d_model``: the LSTM output is the encoder output). Every output frame depends on past input only, so
     ``chunk_frames``/``left_chunks`` do not change its output (they are accepted for the
     common encoder interface): streaming equals full context for every chunk size, and a
     chunk of ``c`` frames only sets the latency. ``lookahead_frames`` = 0.
@@ -364,15 +393,24 @@ class LSTMEncoder(nn.Module):
     def __init__(self, cfg: ConformerConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = CausalSubsampling(cfg.input_dim, cfg.subsampling_channels, cfg.d_model)
+        if cfg.subsampling == "conv2d":
+            self.embed: nn.Module = CausalSubsampling(cfg.input_dim, cfg.subsampling_channels, cfg.d_model)
+            self._sub_context = SUBSAMPLING_CONTEXT
+        elif cfg.subsampling == "stack":
+            self.embed = StackSubsampling(cfg.input_dim, cfg.d_model)
+            self._sub_context = 0
+        else:
+            raise ValueError(f"encoder.subsampling must be conv2d or stack, got {cfg.subsampling!r}")
         self.track_embed = nn.Embedding(cfg.n_tracks, cfg.d_model) if cfg.n_tracks > 0 else None
         if self.track_embed is not None:
             nn.init.normal_(self.track_embed.weight, std=0.1)
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(cfg.d_model, cfg.lstm_hidden, cfg.lstm_layers, batch_first=True,
                             dropout=cfg.dropout if cfg.lstm_layers > 1 else 0.0)
-        self.proj = nn.Linear(cfg.lstm_hidden, cfg.d_model)
-        self.norm = nn.LayerNorm(cfg.d_model)
+        if cfg.lstm_hidden != cfg.d_model:
+            self.proj: nn.Module = nn.Sequential(nn.Linear(cfg.lstm_hidden, cfg.d_model), nn.LayerNorm(cfg.d_model))
+        else:
+            self.proj = nn.Identity()
 
     @property
     def output_dim(self) -> int:
@@ -387,7 +425,7 @@ class LSTMEncoder(nn.Module):
     def _run(self, x: torch.Tensor, h: torch.Tensor | None, c: torch.Tensor | None):
         hc = None if h is None else (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
         y, (h1, c1) = self.lstm(x, hc)
-        return self.norm(self.proj(self.dropout(y))), h1.transpose(0, 1), c1.transpose(0, 1)
+        return self.proj(self.dropout(y)), h1.transpose(0, 1), c1.transpose(0, 1)
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, chunk_frames: int | None = None,
                 left_chunks: int = -1, tracks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -401,7 +439,7 @@ class LSTMEncoder(nn.Module):
         """Zero state (``cache_frames`` is ignored: a recurrent encoder keeps no frame cache)."""
         c = self.cfg
         z = torch.zeros(batch, c.lstm_layers, c.lstm_hidden, device=device, dtype=dtype)
-        return LSTMEncoderState(torch.zeros(batch, SUBSAMPLING_CONTEXT, c.input_dim, device=device, dtype=dtype),
+        return LSTMEncoderState(torch.zeros(batch, self._sub_context, c.input_dim, device=device, dtype=dtype),
                                 z, z.clone(), torch.zeros(batch, dtype=torch.long, device=device))
 
     def step(self, feat_chunk: torch.Tensor, state: LSTMEncoderState, left_chunks: int = -1,

@@ -140,6 +140,20 @@ def ensure_demo_audio(cache: Path = DEMO_CACHE, seed: int = 0) -> tuple[Path, li
     return out, refs
 
 
+def demo_wer_line(refs: list[dict], finals: dict[str, list[str]]) -> str:
+    """``WER speech 12.3 % (n words), lyrics ...``: all finals of a track, in order, against all
+    reference words of that track (the demo's ``demo.json``)."""
+    import jiwer
+
+    parts = []
+    for track in ("speech", "lyrics"):
+        ref = " ".join(w for r in refs if r["track"] == track for w, _, _ in r["words"])
+        hyp = " ".join(t for t in finals.get(track, []) if t.strip())
+        if ref:
+            parts.append(f"{track} {100 * jiwer.wer(ref, hyp):.1f} % ({len(ref.split())} words)")
+    return "WER " + ", ".join(parts) + " against the demo transcript"
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     import threading
 
@@ -154,7 +168,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    audio = Path(a.audio) if a.audio else ensure_demo_audio()[0]
+    audio, refs = (Path(a.audio), []) if a.audio else ensure_demo_audio()
     pipeline = load_pipeline(a.pipeline, int(round(a.chunk_ms * 16)) if a.chunk_ms else None)
     if a.pipeline == "tiny":
         print("demo: TinyPipeline (random weights, plumbing only): captions are random letters", file=sys.stderr, flush=True)
@@ -192,6 +206,8 @@ def _cmd_demo(a: argparse.Namespace) -> int:
         lat = "-" if board.latency_ms is None else f"{board.latency_ms:.0f} ms"
         print(f"demo: {time.time() - t0:.1f} s, {board.audio_time_s:.1f} s of audio captioned; finals "
               + ", ".join(f"{t} {k}" for t, k in n.items()) + f"; last caption latency {lat} (server side)", flush=True)
+        if refs and a.duration is None:  # the bundled demo: score the finals against its transcript
+            print("demo: " + demo_wer_line(refs, {t: list(v.finals) for t, v in board.views.items()}), flush=True)
     return 0
 
 
