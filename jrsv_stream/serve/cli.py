@@ -141,7 +141,7 @@ def ensure_demo_audio(cache: Path = DEMO_CACHE, seed: int = 0) -> tuple[Path, li
 
 
 def demo_wer_line(refs: list[dict], finals: dict[str, list[str]]) -> str:
-    """``WER speech 12.3 % (n words), lyrics ...``: all finals of a track, in order, against all
+    """``WER speech 12.3 % (CER 4.5 %, n words), lyrics ...``: all finals of a track, in order, against all
     reference words of that track (the demo's ``demo.json``)."""
     import jiwer
 
@@ -150,7 +150,8 @@ def demo_wer_line(refs: list[dict], finals: dict[str, list[str]]) -> str:
         ref = " ".join(w for r in refs if r["track"] == track for w, _, _ in r["words"])
         hyp = " ".join(t for t in finals.get(track, []) if t.strip())
         if ref:
-            parts.append(f"{track} {100 * jiwer.wer(ref, hyp):.1f} % ({len(ref.split())} words)")
+            parts.append(f"{track} {100 * jiwer.wer(ref, hyp):.1f} % (CER {100 * jiwer.cer(ref, hyp):.1f} %, "
+                         f"{len(ref.split())} words)")
     return "WER " + ", ".join(parts) + " against the demo transcript"
 
 
