@@ -105,6 +105,24 @@ def relative_distances(n_frames: int, cache_frames: int, device: torch.device | 
             - torch.arange(n_frames, device=device)[:, None])
 
 
+def make_track_embedding(n_tracks: int, d_model: int) -> nn.Embedding | None:
+    """Learned per-track vectors (0 speech, 1 singing) added to the encoder input; None when
+    ``n_tracks`` is 0 (a single-track model)."""
+    if n_tracks <= 0:
+        return None
+    emb = nn.Embedding(n_tracks, d_model)
+    nn.init.normal_(emb.weight, std=0.1)
+    return emb
+
+
+def add_track_embedding(x: torch.Tensor, emb: nn.Embedding | None, tracks: torch.Tensor | None) -> torch.Tensor:
+    """x: (B, T, D) + the embedding of each row's track ((B,) long; None = track 0)."""
+    if emb is None:
+        return x
+    t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if tracks is None else tracks
+    return x + emb(t).unsqueeze(1)
+
+
 class CausalSubsampling(nn.Module):
     """Two conv2d (kernel 3, stride 2) over (time, freq) with 3 frames of causal left padding.
 
@@ -246,9 +264,7 @@ class ConformerEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = CausalSubsampling(cfg.input_dim, cfg.subsampling_channels, cfg.d_model)
-        self.track_embed = nn.Embedding(cfg.n_tracks, cfg.d_model) if cfg.n_tracks > 0 else None
-        if self.track_embed is not None:
-            nn.init.normal_(self.track_embed.weight, std=0.1)
+        self.track_embed = make_track_embedding(cfg.n_tracks, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
 
@@ -257,10 +273,7 @@ class ConformerEncoder(nn.Module):
         return self.cfg.d_model
 
     def _input(self, x: torch.Tensor, tracks: torch.Tensor | None) -> torch.Tensor:
-        if self.track_embed is not None:
-            t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if tracks is None else tracks
-            x = x + self.track_embed(t).unsqueeze(1)
-        return self.dropout(x)
+        return self.dropout(add_track_embedding(x, self.track_embed, tracks))
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, chunk_frames: int | None = None,
                 left_chunks: int = -1, tracks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -401,9 +414,7 @@ class LSTMEncoder(nn.Module):
             self._sub_context = 0
         else:
             raise ValueError(f"encoder.subsampling must be conv2d or stack, got {cfg.subsampling!r}")
-        self.track_embed = nn.Embedding(cfg.n_tracks, cfg.d_model) if cfg.n_tracks > 0 else None
-        if self.track_embed is not None:
-            nn.init.normal_(self.track_embed.weight, std=0.1)
+        self.track_embed = make_track_embedding(cfg.n_tracks, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(cfg.d_model, cfg.lstm_hidden, cfg.lstm_layers, batch_first=True,
                             dropout=cfg.dropout if cfg.lstm_layers > 1 else 0.0)
@@ -417,10 +428,7 @@ class LSTMEncoder(nn.Module):
         return self.cfg.d_model
 
     def _input(self, x: torch.Tensor, tracks: torch.Tensor | None) -> torch.Tensor:
-        if self.track_embed is not None:
-            t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if tracks is None else tracks
-            x = x + self.track_embed(t).unsqueeze(1)
-        return self.dropout(x)
+        return self.dropout(add_track_embedding(x, self.track_embed, tracks))
 
     def _run(self, x: torch.Tensor, h: torch.Tensor | None, c: torch.Tensor | None):
         hc = None if h is None else (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
