@@ -156,9 +156,8 @@ class SubscriberQueue:
             elif isinstance(item, Partial):
                 self._count(item)
                 return True
-            elif droppable:
-                pass  # activity/stats: at most one of each is queued (superseded above), the newest
-            elif len(self._q) >= self.hard_limit:
+            # activity/stats are queued anyway: supersession above keeps at most one of each
+            elif not droppable and len(self._q) >= self.hard_limit:
                 self.closed = True
                 return False
         self._q.append(item)
