@@ -42,9 +42,9 @@ class ConformerConfig:
     """Encoder hyper-parameters (frames are 40 ms encoder frames unless named otherwise).
 
     ``type`` picks the encoder (:func:`build_encoder`): ``conformer`` (chunked attention,
-    the fields below up to ``att_dropout``) or ``lstm`` (:class:`LSTMEncoder`: the same causal
-    subsampling and track embedding, then ``lstm_layers`` unidirectional LSTM layers of
-    ``lstm_hidden`` units projected back to ``d_model``).
+    the fields below up to ``att_dropout``) or ``lstm`` (:class:`LSTMEncoder`: ``subsampling``
+    conv2d or frame stacking, the track embedding, then ``lstm_layers`` unidirectional LSTM
+    layers of ``lstm_hidden`` units, projected to ``d_model`` when the two differ).
     """
 
     type: str = "conformer"
@@ -394,10 +394,10 @@ class LSTMEncoder(nn.Module):
 
     Causal subsampling (``subsampling``: conv2d as the conformer, or frame stacking) + track
     embedding -> unidirectional LSTM -> linear projection + LayerNorm (none when
-    ``lstm_hidden == d_model``: the LSTM output is the encoder output). Every output frame depends on past input only, so
-    ``chunk_frames``/``left_chunks`` do not change its output (they are accepted for the
-    common encoder interface): streaming equals full context for every chunk size, and a
-    chunk of ``c`` frames only sets the latency. ``lookahead_frames`` = 0.
+    ``lstm_hidden == d_model``: the LSTM output is the encoder output). Every output frame
+    depends on past input only, so ``chunk_frames``/``left_chunks`` do not change its output
+    (they are accepted for the common encoder interface): streaming equals full context for
+    every chunk size, and a chunk of ``c`` frames only sets the latency. ``lookahead_frames`` = 0.
     """
 
     subsampling = SUBSAMPLING
