@@ -18,6 +18,18 @@ def _cmd_data_synth(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_vocals(a: argparse.Namespace) -> int:
+    from jrsv_stream.data.synth import build_vocal_sources, clean_partial_files
+
+    if Path(a.out).exists():
+        clean_partial_files(a.out)
+    res = build_vocal_sources(a.out, {"speech": a.speech_hours, "singing": a.singing_hours}, seed=a.seed, ext=a.ext,
+                              workers=a.workers, progress=not a.quiet)
+    print(f"vocals {a.out}: speech {res['hours']['speech']:.2f} h, singing {res['hours']['singing']:.2f} h "
+          f"(failed sources: {res['failed']}) in {res['seconds']:.0f} s")
+    return 0
+
+
 def _cmd_data_stats(a: argparse.Namespace) -> int:
     from jrsv_stream.data.stats import corpus_stats
 
@@ -73,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=_cmd_data_synth)
 
+    s = data.add_parser("vocals", help="extra clean train-split speech and singing for the recognizer (resumable)")
+    s.add_argument("--out", required=True, help="output folder; list it under data.extra_corpora of an ASR config")
+    s.add_argument("--speech-hours", type=float, required=True)
+    s.add_argument("--singing-hours", type=float, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    s.add_argument("--ext", choices=("flac", "wav"), default="flac")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(fn=_cmd_data_vocals)
+
     s = data.add_parser("stats", help="statistics of a built corpus")
     s.add_argument("dir")
     s.add_argument("--json", help="also write the statistics here")
@@ -93,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     from jrsv_stream.serve.cli import add_cli as add_serve_cli
     from jrsv_stream.train.asr import add_cli as add_train_asr_cli
     from jrsv_stream.train.joint import add_cli as add_train_joint_cli
+    from jrsv_stream.train.lm import add_cli as add_train_lm_cli
     from jrsv_stream.train.separator import add_cli as add_train_separator_cli
     from jrsv_stream.transcribe import add_cli as add_transcribe_cli
 
@@ -100,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_separator_cli(train)
     add_train_asr_cli(train)
     add_train_joint_cli(train)
+    add_train_lm_cli(train)
     add_separate_cli(sub)
     add_transcribe_cli(sub)
     add_serve_cli(sub)  # serve, capture, demo

@@ -76,3 +76,29 @@ def test_live_path_runs_on_the_loaded_pipeline(model_dir):
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="separator"):
         load_streaming_pipeline(tmp_path)
+
+
+def test_pipeline_loads_the_recognizer_lm_and_sessions_fuse_it(tmp_path):
+    from jrsv_stream.decode.ngram_lm import LMError, TokenNgramLM
+    from jrsv_stream.stream.session import StreamSession
+    from tests.tiny_models import TEXTS
+
+    root = save_tiny_pipeline(tmp_path / "m", encoder="lstm")
+    assert load_streaming_pipeline(root, device="cpu").lm is None  # no lm.npz: decode without
+    p0 = load_streaming_pipeline(root, device="cpu")
+    tok = p0.tokenizer
+    lm = TokenNgramLM.train([tok.encode(t) for t in TEXTS], 3, tok.vocab_size, tok.eos_id, weight=0.4, token_bonus=1.0)
+    lm.save(root / "asr" / "lm.npz")
+    p = load_streaming_pipeline(root, device="cpu")
+    assert p.lm is not None and (p.lm.order, p.lm.weight, p.lm.token_bonus) == (3, 0.4, 1.0)
+    assert load_streaming_pipeline(root, device="cpu", lm=False).lm is None
+    worker = BatchWorker(p, max_batch=2, max_wait_ms=5).start()
+    try:
+        s = StreamSession(worker, "a")
+        assert s.config.beam.lm is p.lm and s.config.beam.fusion == (p.lm, 0.4, 1.0)
+        s.close()
+    finally:
+        worker.stop()
+    (root / "asr" / "lm.npz").write_bytes(b"not an npz")
+    with pytest.raises(LMError, match="lm.npz"):
+        load_streaming_pipeline(root, device="cpu")

@@ -353,3 +353,72 @@ def clean_partial_files(root: str | Path) -> int:
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
     return n
+
+
+# --- extra clean vocals for the recognizer ------------------------------------------------------
+VOCALS_FIRST_INDEX = 1_000_000  # ids of extra vocals never collide with a corpus's own sources
+MEAN_SOURCE_S = {"speech": 3.0, "singing": 4.0}
+
+
+def build_vocal_sources(out: str | Path, hours: dict[str, float], seed: int = 0, ext: str = "flac",
+                        workers: int | None = None, progress: bool = True) -> dict:
+    """Make extra clean training vocals (train split text and voices only, no mixtures):
+    ``jrsv-stream data vocals --out DIR --speech-hours H --singing-hours H``.
+
+    The recognizer needs far more clean speech and singing than the mixtures use; these are
+    drawn exactly like a corpus's sources (same texts, voices, speed/pitch ranges; test and
+    valid texts and voices never appear) with indexes from ``VOCALS_FIRST_INDEX``, in the
+    corpus source layout (``DIR/sources/<kind>/train/*`` + ``DIR/sources/<kind>.jsonl``), so
+    an ASR config lists ``DIR`` under ``data.extra_corpora``. Resumable and deterministic like
+    :func:`build_corpus`. Returns ``{"hours": {kind: h}, "failed": {kind: n}, "seconds": s}``.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    root = Path(out)
+    bad = {k: v for k, v in hours.items() if k not in MEAN_SOURCE_S or v < 0}
+    if bad:
+        raise ValueError(f"hours: expected speech/singing >= 0, got {bad}")
+    cfg = SynthConfig(hours=0.0, seed=seed, ext=ext)
+    want = {"format_version": FORMAT_VERSION, "kind": "vocals", "seed": seed, "ext": ext,
+            "hours": {k: float(hours.get(k, 0.0)) for k in MEAN_SOURCE_S}}
+    path = root / "vocals.json"
+    if path.is_file():  # source k does not depend on the hours: a build may grow or shrink
+        have = {k: v for k, v in json.loads(path.read_text()).items() if k != "hours"}
+        if have != {k: v for k, v in want.items() if k != "hours"}:
+            raise CorpusConfigError(f"{root} holds vocals built with {have}, not {want}: use another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(want, indent=1))
+    workers = workers or max(1, os.cpu_count() or 1)
+    t0 = time.time()
+    n = {k: math.ceil(want["hours"][k] * 3600 / MEAN_SOURCE_S[k]) for k in MEAN_SOURCE_S}
+    ks = {k: range(VOCALS_FIRST_INDEX, VOCALS_FIRST_INDEX + n[k]) for k in MEAN_SOURCE_S}
+    jobs = []
+    for kind in ("singing", "speech"):
+        out_dir = root / "sources" / kind / "train"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        missing = [k for k in ks[kind] if not _source_done(out_dir, kind, "train", k)]
+        for i in range(0, len(missing), BATCH[kind]):
+            part = missing[i:i + BATCH[kind]]
+            jobs.append((_TASKS[kind], str(root), cfg, "train", part, len(part)))
+    bar = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), disable=not progress)
+    with bar:
+        _run_parallel(jobs, workers, bar if progress else None, "vocals", sum(j[-1] for j in jobs))
+    result = {"hours": {}, "failed": {}, "seconds": 0.0}
+    for kind in MEAN_SOURCE_S:
+        rows, failed = [], 0
+        for k in ks[kind]:
+            p = root / "sources" / kind / "train" / f"{_source_id(kind, 'train', k)}.json"
+            if not p.is_file():
+                failed += 1
+                continue
+            rows.append({**json.loads(p.read_text()), "split": "train", "kind": kind})
+        tmp = root / "sources" / f"{kind}.jsonl.part"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        os.replace(tmp, root / "sources" / f"{kind}.jsonl")
+        result["hours"][kind] = round(sum(float(r["duration_s"]) for r in rows) / 3600, 3)
+        result["failed"][kind] = failed
+    result["seconds"] = round(time.time() - t0, 1)
+    (root / "stats.json").write_text(json.dumps(result, indent=1))
+    return result

@@ -29,6 +29,11 @@ node and accumulated bonus; ranking inside the beam uses ``logp + bonus`` (so a 
 progress survives), and :func:`best` / :func:`nbest` finalize the bonus (an unfinished
 hotword gives its bonus back).
 
+Language-model shallow fusion (:mod:`jrsv_stream.decode.ngram_lm`): with ``config.lm``
+set, extending a prefix by token ``c`` adds ``lm_weight * log P_lm(c | prefix) +
+token_bonus`` to the prefix's ``lm_score`` (a function of the prefix alone, so merged paths
+agree on it); ranking and :attr:`Hypothesis.score` include it.
+
 The caller copies each batched chunk of log-probs to the CPU once (``.cpu().numpy()``)
 and hands each stream its ``(F, V)`` slice; no ``.item()`` per token anywhere.
 """
@@ -36,12 +41,15 @@ and hands each stream its ``(F, V)`` slice; no ``.item()`` per token anywhere.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from jrsv_stream.decode.context import ROOT, ContextGraph, build_context_graph
+
+if TYPE_CHECKING:
+    from jrsv_stream.decode.ngram_lm import TokenNgramLM
 
 NEG_INF = float("-inf")
 # Rolling hash of a prefix: h(()) = 0, h(l + (c,)) = (h(l) * BASE + c + 1) mod MOD. Equal
@@ -65,6 +73,9 @@ class PrefixBeamConfig:
         blank_id: CTC blank index.
         hotwords: token-id sequences to favour (:mod:`jrsv_stream.decode.context`).
         context_score: bonus per matched hotword token (nats).
+        lm: token n-gram LM for shallow fusion (None: no LM). Not part of equality/hash.
+        lm_weight: LM weight (None: the LM's own tuned ``weight``).
+        token_bonus: bonus per emitted token with an LM (None: the LM's ``token_bonus``).
     """
 
     beam: int = 10
@@ -75,6 +86,9 @@ class PrefixBeamConfig:
     blank_id: int = 0
     hotwords: tuple[tuple[int, ...], ...] = ()
     context_score: float = 3.0
+    lm: "TokenNgramLM | None" = field(default=None, compare=False, repr=False)
+    lm_weight: float | None = None
+    token_bonus: float | None = None
 
     def __post_init__(self):
         if self.beam < 1 or self.top_k < 1 or self.nbest < 1:
@@ -89,12 +103,23 @@ class PrefixBeamConfig:
             raise ValueError(f"blank_id must be >= 0, got {self.blank_id}")
         if self.context_score < 0:
             raise ValueError(f"context_score must be >= 0, got {self.context_score}")
+        if self.lm_weight is not None and self.lm_weight < 0:
+            raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
         # Lists from YAML/JSON become tuples so the config stays hashable (graph cache key).
         object.__setattr__(self, "hotwords", tuple(tuple(int(t) for t in h) for h in self.hotwords))
 
     @property
     def context_graph(self) -> ContextGraph | None:
         return build_context_graph(self.hotwords, float(self.context_score))
+
+    @property
+    def fusion(self) -> tuple["TokenNgramLM", float, float] | None:
+        """``(lm, weight, token_bonus)`` when shallow fusion is on, else None."""
+        if self.lm is None:
+            return None
+        w = self.lm.weight if self.lm_weight is None else float(self.lm_weight)
+        b = self.lm.token_bonus if self.token_bonus is None else float(self.token_bonus)
+        return None if w == 0.0 and b == 0.0 else (self.lm, w, b)
 
 
 class BeamHyp(NamedTuple):
@@ -109,6 +134,7 @@ class BeamHyp(NamedTuple):
         context_score: hotword bonus accumulated so far (not finalized).
         prefix_hash: rolling hash of ``tokens`` (identifies the prefix in O(1); see
             :func:`prefix_hash`).
+        lm_score: shallow-fusion score of ``tokens`` (weighted LM log-prob + token bonuses).
     """
 
     tokens: tuple[int, ...]
@@ -118,6 +144,7 @@ class BeamHyp(NamedTuple):
     context_node: int = ROOT
     context_score: float = 0.0
     prefix_hash: int = 0
+    lm_score: float = 0.0
 
     @property
     def logp(self) -> float:
@@ -145,10 +172,11 @@ class Hypothesis(NamedTuple):
 
     Attributes:
         tokens: label sequence.
-        score: ranking score = ``ctc_logp + context_score`` (finalized bonus).
+        score: ranking score = ``ctc_logp + context_score + lm_score`` (finalized bonus).
         token_frames: absolute frame of each token (see module doc).
         ctc_logp: log p(tokens | frames so far) of the CTC search (the prefix probability).
         context_score: finalized hotword bonus included in ``score``.
+        lm_score: shallow-fusion score included in ``score`` (0 without an LM).
     """
 
     tokens: tuple[int, ...]
@@ -156,6 +184,7 @@ class Hypothesis(NamedTuple):
     token_frames: tuple[int, ...]
     ctc_logp: float | None = None
     context_score: float = 0.0
+    lm_score: float = 0.0
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -199,11 +228,11 @@ def _same(src_a: tuple[int, ...], ext_a: int, src_b: tuple[int, ...], ext_b: int
 
 
 def _entry_rank(e: list) -> float:
-    return _logaddexp(e[0], e[1]) + e[8]
+    return _logaddexp(e[0], e[1]) + e[8] + e[10]
 
 
 def _rank(h: BeamHyp) -> float:
-    return _logaddexp(h.logp_blank, h.logp_nonblank) + h.context_score
+    return _logaddexp(h.logp_blank, h.logp_nonblank) + h.context_score + h.lm_score
 
 
 def prefix_beam_step(state: PrefixBeamState, logp_chunk: np.ndarray,
@@ -249,6 +278,7 @@ def prefix_beam_step(state: PrefixBeamState, logp_chunk: np.ndarray,
     skip_logp = math.log(config.blank_skip_prob) if config.blank_skip_prob is not None else math.inf
 
     graph = config.context_graph
+    fusion = config.fusion
     beam = config.beam
     hyps = state.hyps
     frame0 = state.num_frames
@@ -268,7 +298,7 @@ def prefix_beam_step(state: PrefixBeamState, logp_chunk: np.ndarray,
                 pnb = h.logp_nonblank
                 new.append(BeamHyp(tokens, _logaddexp(h.logp_blank, pnb) + lp_blank,
                                    pnb + float(row[tokens[-1]]) if tokens else NEG_INF,
-                                   h.token_frames, h.context_node, h.context_score, h.prefix_hash))
+                                   h.token_frames, h.context_node, h.context_score, h.prefix_hash, h.lm_score))
             new.sort(key=_rank, reverse=True)
             hyps = tuple(new)
             continue
@@ -277,7 +307,7 @@ def prefix_beam_step(state: PrefixBeamState, logp_chunk: np.ndarray,
         # Entries of the next beam, keyed by the prefix's rolling hash (O(1), not O(length)).
         # An entry describes its prefix as src + (ext,) (ext -1: src itself) and its token
         # frames as fsrc + (ft,) (ft -1: fsrc); tuples are built only for the survivors.
-        # [logp_blank, logp_nonblank, best contribution, src, ext, fsrc, ft, node, bonus, hash]
+        # [logp_blank, logp_nonblank, best contribution, src, ext, fsrc, ft, node, bonus, hash, lm]
         nxt: dict = {}
         for h in hyps:
             tokens = h.tokens
@@ -294,12 +324,13 @@ def prefix_beam_step(state: PrefixBeamState, logp_chunk: np.ndarray,
                 e = nxt.get(key)
             if e is None:
                 nxt[key] = [stay_b, stay_nb, stay, tokens, -1, h.token_frames, -1, h.context_node,
-                            h.context_score, h.prefix_hash]
+                            h.context_score, h.prefix_hash, h.lm_score]
             else:
                 e[0] = _logaddexp(e[0], stay_b)
                 e[1] = _logaddexp(e[1], stay_nb)
                 if stay > e[2]:
                     e[2], e[5], e[6] = stay, h.token_frames, -1
+            lm_row = fusion[0].logprobs(fusion[0].context_of(tokens)) if fusion is not None and cands else None
             for c, lp_c in cands:
                 v = (pb if c == last else total) + lp_c
                 if v == NEG_INF:
@@ -315,14 +346,15 @@ def prefix_beam_step(state: PrefixBeamState, logp_chunk: np.ndarray,
                     else:
                         delta, node = graph.forward(h.context_node, c)
                         bonus = h.context_score + delta
-                    nxt[key] = [NEG_INF, v, v, tokens, c, h.token_frames, abs_t, node, bonus, ext_hash]
+                    lm = h.lm_score if lm_row is None else h.lm_score + fusion[1] * float(lm_row[c]) + fusion[2]
+                    nxt[key] = [NEG_INF, v, v, tokens, c, h.token_frames, abs_t, node, bonus, ext_hash, lm]
                 else:
                     e[1] = _logaddexp(e[1], v)
                     if v > e[2]:
                         e[2], e[5], e[6] = v, h.token_frames, abs_t
         entries = sorted(nxt.values(), key=_entry_rank, reverse=True)[:beam]
         hyps = tuple(BeamHyp(e[3] if e[4] < 0 else e[3] + (e[4],), e[0], e[1],
-                             e[5] if e[6] < 0 else e[5] + (e[6],), e[7], e[8], e[9]) for e in entries)
+                             e[5] if e[6] < 0 else e[5] + (e[6],), e[7], e[8], e[9], e[10]) for e in entries)
 
     return PrefixBeamState(hyps=hyps, num_frames=frame0 + num_chunk_frames, trailing_blank_frames=trailing)
 
@@ -330,7 +362,7 @@ def prefix_beam_step(state: PrefixBeamState, logp_chunk: np.ndarray,
 def _finalized(h: BeamHyp, graph: ContextGraph | None) -> Hypothesis:
     ctc = h.logp
     bonus = h.context_score + (graph.finalize(h.context_node) if graph is not None else 0.0)
-    return Hypothesis(h.tokens, ctc + bonus, h.token_frames, ctc, bonus)
+    return Hypothesis(h.tokens, ctc + bonus + h.lm_score, h.token_frames, ctc, bonus, h.lm_score)
 
 
 def nbest(state: PrefixBeamState, n: int | None = None,

@@ -2,7 +2,8 @@
 
 At an endpoint the prefix beam's n-best goes through the attention decoder in one batched
 call (STYLE habit 5); the final is the hypothesis with the best
-``attention + ctc_weight * ctc`` (WeNet's ``attention_rescoring``).
+``attention + ctc_weight * ctc`` (WeNet's ``attention_rescoring``), plus the search's
+shallow-fusion LM score when it used one (``Hypothesis.lm_score``, kept at its own weight).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ class RescoredHypothesis(NamedTuple):
 
     Attributes:
         tokens: label sequence.
-        score: ``attention_score + ctc_weight * ctc_score``.
+        score: ``attention_score + ctc_weight * ctc_score + lm_score``.
         token_frames: absolute frame of each token (from the CTC search).
-        ctc_score: the hypothesis' CTC score (``Hypothesis.score``: CTC log-prob plus the
-            finalized hotword bonus, so biasing survives rescoring).
+        ctc_score: the hypothesis' CTC score (CTC log-prob plus the finalized hotword
+            bonus, so biasing survives rescoring).
         attention_score: attention-decoder log-prob of the tokens incl. ``<eos>``
             (``(1 - reverse_weight) * left-to-right + reverse_weight * right-to-left``).
     """
@@ -32,6 +33,7 @@ class RescoredHypothesis(NamedTuple):
     token_frames: tuple[int, ...]
     ctc_score: float
     attention_score: float
+    lm_score: float = 0.0
 
 
 def attention_rescore(nbest: Sequence[Hypothesis], ctc_weight: float,
@@ -71,8 +73,10 @@ def attention_rescore(nbest: Sequence[Hypothesis], ctc_weight: float,
     else:
         raise ValueError(f"attention_score_fn returned shape {scores.shape}, expected ({n},) or ({n}, 2)")
     att_l = att.tolist()
-    out = [RescoredHypothesis(h.tokens, a + ctc_weight * h.score, h.token_frames, h.score, a)
-           for h, a in zip(nbest, att_l)]
+    out = []
+    for h, a in zip(nbest, att_l):
+        ctc = h.score - h.lm_score
+        out.append(RescoredHypothesis(h.tokens, a + ctc_weight * ctc + h.lm_score, h.token_frames, ctc, a, h.lm_score))
     out.sort(key=lambda r: r.score, reverse=True)  # stable: ties keep CTC order
     return out
 

@@ -1,6 +1,7 @@
 """Recognizer accuracy for the model card: WER/CER per track on clean test-split sources
 (unseen voices) for full context and 160/320/640 ms chunks (greedy CTC), and at 320 ms for
-CTC prefix beam search and attention rescoring; plus real read speech (Debian
+CTC prefix beam search and attention rescoring, each without and (when the model folder has
+``lm.npz``) with the token n-gram LM fused; plus real read speech (Debian
 ``pocketsphinx-testdata`` librivox) reported as it is.
 
 Chunked offline encoding equals the streaming ``step`` path (tests/test_asr_encoder.py), so
@@ -23,6 +24,7 @@ import torch
 
 from jrsv_stream.audio.io import load_audio
 from jrsv_stream.decode.ctc_prefix_beam import PrefixBeamConfig, ctc_greedy, nbest, prefix_beam_search
+from jrsv_stream.decode.ngram_lm import TokenNgramLM, load_model_lm
 from jrsv_stream.decode.rescoring import attention_rescore
 from jrsv_stream.decode.tokenizer import Tokenizer
 from jrsv_stream.nn.asr import TRACKS, ASRModel
@@ -47,8 +49,9 @@ def librivox_utterances() -> list[tuple[str, str]]:
 
 @torch.no_grad()
 def decode_all(model: ASRModel, tok: Tokenizer, wav: np.ndarray, track: int, beam: int = 10,
-               ctc_weight: float = 0.5) -> dict[str, str]:
-    """Hypothesis text for every (chunking, search) setting of one utterance."""
+               ctc_weight: float = 0.5, lm: TokenNgramLM | None = None) -> dict[str, str]:
+    """Hypothesis text for every (chunking, search) setting of one utterance; with ``lm``
+    also ``beam+lm`` / ``rescored+lm`` (shallow fusion at the LM's tuned weights)."""
     x = torch.from_numpy(wav)[None]
     lens = torch.tensor([x.shape[1]])
     tracks = torch.tensor([track])
@@ -58,18 +61,21 @@ def decode_all(model: ASRModel, tok: Tokenizer, wav: np.ndarray, track: int, bea
         logp = model.ctc_logp(enc)[0, : int(enc_lens[0])].numpy()
         out[f"greedy@{name}"] = tok.decode(ctc_greedy(logp).tokens)
         if name == "320ms":
-            cfg = PrefixBeamConfig(beam=beam, nbest=beam)
-            hyps = nbest(prefix_beam_search(logp, cfg, chunk_frames=c), beam, cfg)
-            out[f"beam@{name}"] = tok.decode(hyps[0].tokens)
-            res = attention_rescore(hyps, ctc_weight, lambda h: model.score(enc, enc_lens, h))
-            out[f"rescored@{name}"] = tok.decode(res[0].tokens)
+            for tag, fuse in (("", None), ("+lm", lm)) if lm is not None else (("", None),):
+                cfg = PrefixBeamConfig(beam=beam, nbest=beam, lm=fuse)
+                hyps = nbest(prefix_beam_search(logp, cfg, chunk_frames=c), beam, cfg)
+                out[f"beam{tag}@{name}"] = tok.decode(hyps[0].tokens)
+                res = attention_rescore(hyps, ctc_weight, lambda h: model.score(enc, enc_lens, h))
+                out[f"rescored{tag}@{name}"] = tok.decode(res[0].tokens)
     return out
 
 
-def evaluate_asr(model_dir: str | Path, corpus: str | Path, split: str = "test", max_utts: int | None = None) -> dict:
+def evaluate_asr(model_dir: str | Path, corpus: str | Path, split: str = "test", max_utts: int | None = None,
+                 use_lm: bool = True) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = ASRModel.from_pretrained(model_dir).eval()
     tok = Tokenizer(Path(model_dir) / "tokenizer.model")
+    lm = load_model_lm(model_dir) if use_lm else None
     names = {v: k for k, v in TRACKS.items()}
     refs: dict[str, list[str]] = {}
     hyps: dict[str, dict[str, list[str]]] = {}
@@ -80,23 +86,25 @@ def evaluate_asr(model_dir: str | Path, corpus: str | Path, split: str = "test",
     for u in utts:
         tr = names[u.track]
         refs.setdefault(tr, []).append(u.text)
-        for k, h in decode_all(model, tok, load_audio(u.path), u.track).items():
+        for k, h in decode_all(model, tok, load_audio(u.path), u.track, lm=lm).items():
             hyps.setdefault(tr, {}).setdefault(k, []).append(h)
-    res: dict = {"model": str(model_dir), "corpus": str(corpus), "split": split, "n_utts": {t: len(r) for t, r in refs.items()}}
+    res: dict = {"model": str(model_dir), "corpus": str(corpus), "split": split, "n_utts": {t: len(r) for t, r in refs.items()},
+                 "lm": None if lm is None else {"order": lm.order, "weight": lm.weight, "token_bonus": lm.token_bonus}}
+    shown = "rescored+lm@320ms" if lm is not None else "rescored@320ms"
     for tr in refs:
         res[tr] = {k: {"wer": round(100 * jiwer.wer(refs[tr], h), 2), "cer": round(100 * jiwer.cer(refs[tr], h), 2)}
                    for k, h in hyps[tr].items()}
-        res[tr]["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs[tr], hyps[tr]["rescored@320ms"]))[:3]]
+        res[tr]["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs[tr], hyps[tr][shown]))[:3]]
     lv = librivox_utterances()
     if lv:
         lv_refs, lv_hyps = [], {}
         for path, ref in lv:
             lv_refs.append(ref)
-            for k, h in decode_all(model, tok, load_audio(path), TRACKS["speech"]).items():
+            for k, h in decode_all(model, tok, load_audio(path), TRACKS["speech"], lm=lm).items():
                 lv_hyps.setdefault(k, []).append(h)
         res["librivox_real_speech"] = {k: {"wer": round(100 * jiwer.wer(lv_refs, h), 2), "cer": round(100 * jiwer.cer(lv_refs, h), 2)}
                                        for k, h in lv_hyps.items()}
-        res["librivox_real_speech"]["examples"] = [{"ref": r, "hyp": h} for r, h in zip(lv_refs, lv_hyps["rescored@320ms"])][:2]
+        res["librivox_real_speech"]["examples"] = [{"ref": r, "hyp": h} for r, h in zip(lv_refs, lv_hyps[shown])][:2]
     res["seconds"] = round(time.time() - t0, 1)
     return res
 
@@ -108,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--max-utts", type=int, default=None)
     ap.add_argument("--json", required=True)
+    ap.add_argument("--no-lm", action="store_true", help="leave out the +lm rows even when MODEL/lm.npz exists")
     a = ap.parse_args(argv)
-    res = evaluate_asr(a.model, a.corpus, a.split, a.max_utts)
+    res = evaluate_asr(a.model, a.corpus, a.split, a.max_utts, use_lm=not a.no_lm)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if k not in ("speech", "singing")} | {

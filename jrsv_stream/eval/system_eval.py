@@ -183,7 +183,8 @@ class SystemEvalConfig:
     asr: a recognizer folder. chunk_ms: audio per streaming step. max_items: first N items.
     streams: items run concurrently (the worker's max batch). label: stored in the JSON.
     device: ``cpu`` / ``cuda`` (default: CUDA when present). threads: torch CPU threads
-    (0: torch's default). max_wait_ms: the worker's batching wait.
+    (0: torch's default). max_wait_ms: the worker's batching wait. lm: decode with the
+    recognizer's LM (``asr/lm.npz``) when it has one.
     """
 
     pipeline: str = "models"
@@ -196,6 +197,7 @@ class SystemEvalConfig:
     device: str | None = None
     threads: int = 0
     max_wait_ms: float = 10.0
+    lm: bool = True
 
     def __post_init__(self):
         if self.streams < 1:
@@ -231,6 +233,7 @@ def build_pipeline(cfg: SystemEvalConfig):
     Raises:
         FileNotFoundError: a model folder is missing; ValueError: bad chunk size or model.
     """
+    from jrsv_stream.decode.ngram_lm import load_model_lm
     from jrsv_stream.decode.tokenizer import Tokenizer
     from jrsv_stream.nn.asr import ASRModel
     from jrsv_stream.nn.pipeline import JRSVPipeline, PassThroughSeparator
@@ -249,7 +252,8 @@ def build_pipeline(cfg: SystemEvalConfig):
         separator = PassThroughSeparator()
     asr = ASRModel.from_pretrained(asr_dir, "cpu")
     tok = Tokenizer(asr_dir / "tokenizer.model")
-    return JRSVPipeline(separator, asr, tok, cfg.chunk_samples), real
+    lm = load_model_lm(asr_dir) if cfg.lm else None
+    return JRSVPipeline(separator, asr, tok, cfg.chunk_samples, lm=lm), real
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -361,7 +365,9 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
         "label": cfg.label,
         "config": {"pipeline": None if cfg.separator and cfg.asr else cfg.pipeline, "separator": cfg.separator_path, "asr": cfg.asr_path,
                    "chunk_ms": cfg.chunk_ms, "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
-                   "streams": cfg.streams, "device": str(worker.device), "max_items": cfg.max_items},
+                   "streams": cfg.streams, "device": str(worker.device), "max_items": cfg.max_items,
+                   "lm": None if pipeline.lm is None else {"order": pipeline.lm.order, "weight": pipeline.lm.weight,
+                                                           "token_bonus": pipeline.lm.token_bonus}},
         "manifest": str(manifest),
         "n_items": len(done),
         "failed_items": sorted(failed, key=lambda f: f["id"]),
@@ -447,7 +453,7 @@ def print_table(res: dict) -> None:
 
 def _cmd(a: argparse.Namespace) -> int:
     cfg = SystemEvalConfig(pipeline=a.pipeline, separator=a.separator, asr=a.asr, chunk_ms=a.chunk_ms, max_items=a.max_items,
-                           streams=a.streams, label=a.label, device=a.device, threads=a.threads)
+                           streams=a.streams, label=a.label, device=a.device, threads=a.threads, lm=not a.no_lm)
     res = evaluate_system(a.manifest, cfg, progress=not a.quiet)
     if a.json:
         out = Path(a.json)
@@ -472,5 +478,6 @@ def add_cli(subparsers) -> None:
     s.add_argument("--label", default=None, help="name stored in the JSON")
     s.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when present")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    s.add_argument("--no-lm", action="store_true", help="decode without the recognizer's LM (asr/lm.npz)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd)

@@ -57,17 +57,21 @@ class JRSVPipeline(nn.Module):
         chunk_samples: audio per step; a multiple of the recognizer frame (640) and of the
             separator hop.
         left_chunks: recognizer attention context in chunks (bounded for live streams).
+        lm: the recognizer's token n-gram LM (``asr/lm.npz``) for shallow fusion in the
+            sessions' beam search; None decodes without one.
     """
 
     tracks = ("speech", "lyrics")
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, separator: nn.Module, asr: ASRModel, tokenizer, chunk_samples: int = 5120, left_chunks: int = 16):
+    def __init__(self, separator: nn.Module, asr: ASRModel, tokenizer, chunk_samples: int = 5120, left_chunks: int = 16,
+                 lm=None):
         super().__init__()
         if chunk_samples % asr.frame_samples or chunk_samples % separator.hop_samples:
             raise ValueError(f"chunk_samples={chunk_samples} must be a multiple of {asr.frame_samples} (recognizer frame) "
                              f"and {separator.hop_samples} (separator hop)")
         self.separator, self.asr, self.tokenizer = separator.eval(), asr.eval(), tokenizer
+        self.lm = lm
         self.chunk_samples = chunk_samples
         self.chunk_frames = chunk_samples // asr.frame_samples
         self.left_chunks = left_chunks
@@ -121,12 +125,14 @@ class JRSVPipeline(nn.Module):
 
 
 def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
-                            left_chunks: int = 16) -> JRSVPipeline:
-    """Load ``model_dir/separator`` and ``model_dir/asr`` (the shipped layout) as a pipeline.
+                            left_chunks: int = 16, lm: bool = True) -> JRSVPipeline:
+    """Load ``model_dir/separator`` and ``model_dir/asr`` (the shipped layout) as a pipeline,
+    with the recognizer's LM (``asr/lm.npz``) when it has one and ``lm`` is true.
 
     Raises:
-        FileNotFoundError: a model folder is missing; ValueError: a checkpoint is corrupt.
+        FileNotFoundError: a model folder is missing; ValueError: a checkpoint or LM is corrupt.
     """
+    from jrsv_stream.decode.ngram_lm import load_model_lm
     from jrsv_stream.decode.tokenizer import Tokenizer
 
     root = Path(model_dir)
@@ -137,7 +143,8 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
     separator, _, _ = load_separator(root / "separator", dev)
     asr = ASRModel.from_pretrained(root / "asr", dev)
     tok = Tokenizer(root / "asr" / "tokenizer.model")
-    return JRSVPipeline(separator, asr, tok, chunk_samples or 5120, left_chunks).to(dev)
+    return JRSVPipeline(separator, asr, tok, chunk_samples or 5120, left_chunks,
+                        lm=load_model_lm(root / "asr") if lm else None).to(dev)
 
 
 class PassThroughState(NamedTuple):

@@ -81,6 +81,7 @@ class StreamingPipeline(Protocol):
     # last_stage_ms: dict[str, float] - set by ``step``: wall ms per stage of the last batch
     #     (e.g. {"separator": 2.1, "encoder": 3.4}); reported in stats and the latency
     #     benchmark. On CUDA the pipeline must synchronize to time stages (only if asked).
+    # lm: TokenNgramLM | None - the recognizer's LM; sessions fuse it into their beam search.
 
     def init_state(self, batch: int, device: torch.device | str) -> Any: ...
 

@@ -53,7 +53,8 @@ class SessionConfig:
     """Decoding and event settings of a session.
 
     Attributes:
-        beam: prefix beam search settings (``blank_id`` is taken from the tokenizer).
+        beam: prefix beam search settings (``blank_id`` is taken from the tokenizer; its
+            ``lm``, when None, from the pipeline's optional ``lm`` attribute).
         endpoint: endpoint rules (``frame_shift_ms`` is taken from the pipeline).
         gate_on: a track's gate opens on a frame with activity >= this.
         gate_off: and closes on a frame with activity < this (hysteresis).
@@ -150,7 +151,8 @@ class StreamSession:
         self.tokenizer = p.tokenizer
         self.rescore_fn = p.rescore_fn if rescore else None
         self.config = dataclasses.replace(
-            config, beam=dataclasses.replace(config.beam, blank_id=int(self.tokenizer.blank_id)),
+            config, beam=dataclasses.replace(config.beam, blank_id=int(self.tokenizer.blank_id),
+                                             lm=config.beam.lm if config.beam.lm is not None else getattr(p, "lm", None)),
             endpoint=dataclasses.replace(config.endpoint, frame_shift_ms=1000.0 * self.frame_shift_s))
         self.clock = clock
         self.handle = worker.open_stream(stream_id)

@@ -307,6 +307,8 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
     # data + tokenizer
     tracks = cfg.data.track_names()
     train_utts = read_utterances(cfg.data.corpus, "train", tracks, cfg.data.max_utt_s)
+    for extra in cfg.data.extra_corpora:
+        train_utts += read_utterances(extra, "train", tracks, cfg.data.max_utt_s)
     valid_all = read_utterances(cfg.data.corpus, "valid", tracks, cfg.data.max_utt_s)
     if not train_utts or not valid_all:
         raise ValueError(f"{cfg.data.corpus}: no train or valid utterances for tracks {list(tracks)}")

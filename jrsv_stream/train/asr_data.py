@@ -55,11 +55,14 @@ class WordCropConfig:
 class ASRDataConfig:
     """Where the utterances come from and how batches are made.
 
+    ``extra_corpora``: folders in the corpus source layout whose train-split utterances are
+    added to the corpus's (validation always comes from ``corpus``).
     ``tracks``: ``shared`` trains one model on both tracks (track embedding), ``separate``
     trains on ``track`` only (run twice, one config per track, to get two models).
     """
 
     corpus: str = "data/corpus"
+    extra_corpora: tuple[str, ...] = ()  # more train utterances (e.g. `jrsv-stream data vocals`); valid/test stay the corpus's
     tracks: str = "shared"
     track: str = "speech"  # used when tracks == "separate"
     vocab_size: int = 384
