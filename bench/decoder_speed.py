@@ -23,7 +23,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prune-threshold", type=float, default=10.0)
     p.add_argument("--blank-skip-prob", type=float, default=0.999, help="<= 0 disables blank skipping")
     p.add_argument("--hotwords", type=int, default=0, help="random 2-4 token hotwords for biasing")
+    p.add_argument("--lm", type=Path, help="token n-gram LM (e.g. models/asr/lm.npz) fused at its tuned weights; "
+                                          "synthetic input then uses the LM's vocabulary")
     p.add_argument("--chunk-frames", type=int, default=8, help="frames per step (8 = 320 ms)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -130,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write results here (+ .png next to it)")
     args = p.parse_args(argv)
 
+    lm = None
+    if args.lm is not None:
+        from jrsv_stream.decode.ngram_lm import TokenNgramLM
+
+        lm = TokenNgramLM.load(args.lm)
+        args.vocab = lm.vocab_size
     if args.logp is not None:
         logp = np.load(args.logp)
         if logp.ndim != 2:
@@ -144,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PrefixBeamConfig(beam=args.beam, nbest=min(10, args.beam), top_k=args.top_k,
                            prune_threshold=args.prune_threshold,
                            blank_skip_prob=args.blank_skip_prob if args.blank_skip_prob > 0 else None,
-                           hotwords=hotwords)
+                           hotwords=hotwords, lm=lm)
+    if lm is not None and logp.shape[1] != lm.vocab_size:
+        p.error(f"log-probs have {logp.shape[1]} tokens, the LM {lm.vocab_size}")
     ep_cfg = EndpointConfig(frame_shift_ms=FRAME_SHIFT_MS)
 
     wall0 = time.perf_counter()
@@ -164,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "input": {"source": source, "frames": int(logp.shape[0]), "vocab": int(logp.shape[1]),
                   "frame_shift_ms": FRAME_SHIFT_MS, "argmax_blank_fraction": round(blank_frac, 4)},
-        "config": {"prefix_beam": {k: v for k, v in asdict(cfg).items() if k != "hotwords"},
+        "config": {"prefix_beam": {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("hotwords", "lm")},
                    "num_hotwords": len(hotwords), "endpoint": asdict(ep_cfg),
+                   "lm": None if lm is None else {"path": str(args.lm), "order": lm.order, "weight": lm.weight,
+                                                  "token_bonus": lm.token_bonus},
                    "chunk_frames": args.chunk_frames, "repeats": args.repeats},
         "per_frame_ms": {"p50": float(np.percentile(per_frame_ms, 50)), "p95": float(np.percentile(per_frame_ms, 95)),
                          "p99": float(np.percentile(per_frame_ms, 99)), "max": float(per_frame_ms.max()),

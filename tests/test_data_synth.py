@@ -99,3 +99,41 @@ def test_other_settings_in_the_same_folder_are_refused(corpus):
     root, _ = corpus
     with pytest.raises(CorpusConfigError, match="another --out"):
         build_corpus(root, SynthConfig(hours=HOURS, seed=8), workers=1, progress=False)
+
+
+def test_extra_vocals_are_train_split_only_deterministic_and_feed_the_recognizer(corpus, tmp_path):
+    from jrsv_stream.data.synth import VOCALS_FIRST_INDEX, build_vocal_sources
+    from jrsv_stream.data.text import load_lyric_lines, load_sentences
+    from jrsv_stream.data.singing import singers_for_split
+    from jrsv_stream.data.tts import voices_for_split
+    from jrsv_stream.train.asr_data import read_utterances
+
+    hours = {"speech": 0.004, "singing": 0.004}
+    res = build_vocal_sources(tmp_path / "v", hours, seed=3, workers=2, progress=False)
+    assert res["hours"]["speech"] > 0.002 and res["hours"]["singing"] > 0.002
+    rows = {k: [json.loads(x) for x in (tmp_path / "v" / "sources" / f"{k}.jsonl").read_text().splitlines()]
+            for k in ("speech", "singing")}
+    assert len(rows["speech"]) == 5 and len(rows["singing"]) + res["failed"]["singing"] == 4
+    # train split only: train texts and train voices, ids that never collide with a corpus's
+    train_text = {" ".join(s.words) for s in load_sentences()["train"]}
+    train_lines = {" ".join(x.words) for x in load_lyric_lines()["train"]}
+    train_voices = {v.id for v in voices_for_split("train")}
+    for r in rows["speech"]:
+        assert r["split"] == "train" and r["text"] in train_text and r["voice"] in train_voices
+        assert int(r["id"].rsplit("-", 1)[1]) >= VOCALS_FIRST_INDEX
+    for r in rows["singing"]:
+        assert r["split"] == "train" and r["voice"] in set(singers_for_split("train"))
+        words = r["text"].split()
+        # one or two lyric lines of the train split
+        assert any(" ".join(words[:i]) in train_lines and (i == len(words) or " ".join(words[i:]) in train_lines)
+                   for i in range(1, len(words) + 1))
+    # the same settings rebuild the same audio; other seeds in the same folder are refused
+    again = build_vocal_sources(tmp_path / "w", hours, seed=3, workers=1, progress=False)
+    assert again["hours"] == res["hours"]
+    assert _digest(tmp_path / "v") == _digest(tmp_path / "w")
+    with pytest.raises(CorpusConfigError, match="another --out"):
+        build_vocal_sources(tmp_path / "v", hours, seed=4, workers=1, progress=False)
+    # a recognizer config lists the folder under data.extra_corpora: its utterances load
+    utts = read_utterances(tmp_path / "v", "train", ("speech", "singing"))
+    assert len(utts) == len(rows["speech"]) + len(rows["singing"])
+    assert all(Path(u.path).is_file() for u in utts)
