@@ -32,10 +32,22 @@ DEFAULT_BONUSES = (1.0, 2.0, 3.0, 4.0)
 
 
 def lm_text(split: str) -> list[str]:
-    """Transcript-form lines (lowercase words) of ``split`` from both text pools."""
+    """Transcript-form lines (lowercase words) of ``split`` from both text pools.
+
+    The pools are split by sentence, but a short lyric phrase cut from a train sentence can
+    equal a whole valid/test sentence ("god isn't dead"); for ``train`` such lines are
+    dropped, so the LM has seen no line of the evaluation text."""
     from jrsv_stream.data.text import load_lyric_lines, load_sentences
 
-    return [" ".join(s.words) for s in load_sentences()[split]] + [" ".join(x.words) for x in load_lyric_lines()[split]]
+    sents, lines = load_sentences(), load_lyric_lines()
+
+    def text(sp: str) -> list[str]:
+        return [" ".join(s.words) for s in sents[sp]] + [" ".join(x.words) for x in lines[sp]]
+
+    if split != "train":
+        return text(split)
+    held_out = set(text("valid")) | set(text("test"))
+    return [t for t in text("train") if t not in held_out]
 
 
 def _valid_set(model, corpus: str, n: int, chunk_frames: int, seed: int = 0):
