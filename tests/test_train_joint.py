@@ -249,10 +249,21 @@ def test_sigterm_stops_with_a_checkpoint_and_the_rerun_resumes(tmp_path, model_d
 
 # --- export ---------------------------------------------------------------------------------------
 def test_export_is_a_pipeline_folder_and_the_cli_runs(tmp_path, model_dir, corpus):
-    cfg = _write(tmp_path / "c.yaml", _raw_config(tmp_path, model_dir, corpus, "train", **{"train.max_steps": 1}))
+    import shutil
+
+    from jrsv_stream.decode.ngram_lm import TokenNgramLM
+    from jrsv_stream.decode.tokenizer import Tokenizer
+
+    # the initial recognizer has an LM: the exported pipeline carries it (same tokenizer)
+    shutil.copytree(model_dir, tmp_path / "init")
+    tok = Tokenizer(tmp_path / "init" / "asr" / "tokenizer.model")
+    TokenNgramLM.train([tok.encode("the quick brown fox")] * 3, 2, tok.vocab_size, tok.eos_id, weight=0.7).save(
+        tmp_path / "init" / "asr" / "lm.npz")
+    cfg = _write(tmp_path / "c.yaml", _raw_config(tmp_path, tmp_path / "init", corpus, "train", **{"train.max_steps": 1}))
     assert cli_main(["train", "joint", "--config", str(cfg)]) == 0
     export = tmp_path / "export"
     p = load_streaming_pipeline(export, chunk_samples=5120, device="cpu")
+    assert p.lm is not None and p.lm.weight == 0.7
     out, _ = p.step(torch.zeros(1, 5120), p.init_state(1, "cpu"))
     assert out.logp["speech"].shape[1] == 8
     summary = json.loads((export / "train_summary.json").read_text())

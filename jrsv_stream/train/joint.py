@@ -90,6 +90,7 @@ from torch import nn  # noqa: E402
 
 from jrsv_stream import SAMPLE_RATE  # noqa: E402
 from jrsv_stream.config import ConfigError, config_from_dict  # noqa: E402
+from jrsv_stream.decode.ngram_lm import LM_FILE  # noqa: E402
 from jrsv_stream.nn.asr import ASRModel  # noqa: E402
 from jrsv_stream.nn.attention_decoder import IGNORE_ID  # noqa: E402
 from jrsv_stream.train.asr import ChunkConfig, ctc_greedy, sample_chunk  # noqa: E402
@@ -653,8 +654,9 @@ def _set_trainable(m: nn.Module, on: bool) -> None:
 
 
 def save_pipeline(out: Path, models: JointModels, info: dict, cfg: JointTrainConfig, meta: dict) -> Path:
-    """Write ``out/asr/`` and (with a separator) ``out/separator/`` as a pipeline folder,
-    through ``out.part`` and renames (a crash leaves the previous folder or the new one)."""
+    """Write ``out/asr/`` (with the initial recognizer's ``lm.npz`` when it has one) and
+    (with a separator) ``out/separator/`` as a pipeline folder, through ``out.part`` and
+    renames (a crash leaves the previous folder or the new one)."""
     from jrsv_stream.nn.separator import save_separator
 
     out = Path(out)
@@ -662,6 +664,9 @@ def save_pipeline(out: Path, models: JointModels, info: dict, cfg: JointTrainCon
     shutil.rmtree(tmp, ignore_errors=True)
     meta = _plain(meta)
     models.asr.save_pretrained(tmp / "asr", info["tokenizer_path"], extra=meta)
+    lm = Path(cfg.asr.init) / LM_FILE
+    if lm.is_file():  # same tokenizer, so the clean-ASR model's LM (and its tuned weights) serves here too
+        shutil.copyfile(lm, tmp / "asr" / LM_FILE)
     if models.separator is not None:
         save_separator(models.separator, info["separator_config"], tmp / "separator" / "separator.pt", meta)
         src = Path(cfg.separator.init)
