@@ -102,3 +102,29 @@ def test_pipeline_loads_the_recognizer_lm_and_sessions_fuse_it(tmp_path):
     (root / "asr" / "lm.npz").write_bytes(b"not an npz")
     with pytest.raises(LMError, match="lm.npz"):
         load_streaming_pipeline(root, device="cpu")
+
+
+def test_calibrated_track_gain_scales_what_the_recognizer_hears(tmp_path):
+    import json
+
+    from jrsv_stream.nn.pipeline import separator_track_gain
+
+    root = save_tiny_pipeline(tmp_path / "m", encoder="lstm")
+    assert separator_track_gain(root / "separator") == 1.0  # no calibration.json: unity
+    (root / "separator" / "calibration.json").write_text(json.dumps({"output_gain_db": 20.0}))
+    p = load_streaming_pipeline(root, device="cpu")
+    assert p.track_gain == pytest.approx(10.0)
+    x = torch.randn(2, 5120) * 0.1
+    out, _ = p.step(x, p.init_state(2, "cpu"))
+    with torch.no_grad():
+        src = p.separator(x).sources
+        enc, _ = p.asr.encode(10.0 * src[:, 0], torch.full((2,), 5120), torch.zeros(2, dtype=torch.long), chunk_frames=8)
+        ref = p.asr.ctc_logp(enc)
+        enc1, _ = p.asr.encode(src[:, 0], torch.full((2,), 5120), torch.zeros(2, dtype=torch.long), chunk_frames=8)
+        unscaled = p.asr.ctc_logp(enc1)
+    assert (out.logp["speech"] - ref).abs().max().item() < 1e-3
+    assert (out.logp["speech"] - unscaled).abs().max().item() > 1e-3  # the gain changes what is heard
+    for bad in ('{"output_gain_db": "loud"}', '{"gain": 3}', '{"output_gain_db": 200}', "not json"):
+        (root / "separator" / "calibration.json").write_text(bad)
+        with pytest.raises(ValueError, match="calibration"):
+            load_streaming_pipeline(root, device="cpu")

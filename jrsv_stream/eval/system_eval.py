@@ -236,7 +236,7 @@ def build_pipeline(cfg: SystemEvalConfig):
     from jrsv_stream.decode.ngram_lm import load_model_lm
     from jrsv_stream.decode.tokenizer import Tokenizer
     from jrsv_stream.nn.asr import ASRModel
-    from jrsv_stream.nn.pipeline import JRSVPipeline, PassThroughSeparator
+    from jrsv_stream.nn.pipeline import JRSVPipeline, PassThroughSeparator, separator_track_gain
     from jrsv_stream.nn.separator import load_separator
 
     asr_dir = Path(cfg.asr_path)
@@ -248,12 +248,15 @@ def build_pipeline(cfg: SystemEvalConfig):
             raise FileNotFoundError(f"separator folder {cfg.separator_path} not found "
                                     f"(give --separator DIR|none or a --pipeline folder holding separator/)")
         separator, _, _ = load_separator(cfg.separator_path, "cpu")
+        sep_dir = Path(cfg.separator_path)
+        gain = separator_track_gain(sep_dir if sep_dir.is_dir() else sep_dir.parent)
     else:
+        gain = 1.0
         separator = PassThroughSeparator()
     asr = ASRModel.from_pretrained(asr_dir, "cpu")
     tok = Tokenizer(asr_dir / "tokenizer.model")
     lm = load_model_lm(asr_dir) if cfg.lm else None
-    return JRSVPipeline(separator, asr, tok, cfg.chunk_samples, lm=lm), real
+    return JRSVPipeline(separator, asr, tok, cfg.chunk_samples, lm=lm, track_gain=gain), real
 
 
 # --- running ------------------------------------------------------------------------------------

@@ -59,19 +59,25 @@ class JRSVPipeline(nn.Module):
         left_chunks: recognizer attention context in chunks (bounded for live streams).
         lm: the recognizer's token n-gram LM (``asr/lm.npz``) for shallow fusion in the
             sessions' beam search; None decodes without one.
+        track_gain: fixed gain on the separated tracks before the recognizer. The separator
+            is trained with the scale-invariant SI-SDR, so its output level is arbitrary
+            (the shipped one outputs vocals ~26 dB below the true stems); the recognizer
+            needs natural levels. Calibrated on valid data into ``separator/calibration.json``
+            (:func:`jrsv_stream.eval.calibrate.calibrate_separator`).
     """
 
     tracks = ("speech", "lyrics")
     sample_rate = SAMPLE_RATE
 
     def __init__(self, separator: nn.Module, asr: ASRModel, tokenizer, chunk_samples: int = 5120, left_chunks: int = 16,
-                 lm=None):
+                 lm=None, track_gain: float = 1.0):
         super().__init__()
         if chunk_samples % asr.frame_samples or chunk_samples % separator.hop_samples:
             raise ValueError(f"chunk_samples={chunk_samples} must be a multiple of {asr.frame_samples} (recognizer frame) "
                              f"and {separator.hop_samples} (separator hop)")
         self.separator, self.asr, self.tokenizer = separator.eval(), asr.eval(), tokenizer
         self.lm = lm
+        self.track_gain = float(track_gain)
         self.chunk_samples = chunk_samples
         self.chunk_frames = chunk_samples // asr.frame_samples
         self.left_chunks = left_chunks
@@ -105,6 +111,8 @@ class JRSVPipeline(nn.Module):
         t1 = time.perf_counter()
         act = F.adaptive_avg_pool1d(sep.activity_probs, self.chunk_frames)  # (B, 2, F)
         tracks_audio = torch.cat([sep.sources[:, SPEECH], sep.sources[:, SINGING]], 0)
+        if self.track_gain != 1.0:
+            tracks_audio = tracks_audio * self.track_gain
         logp, enc, asr_state = self.asr.step(tracks_audio, _tree_cat(state.speech, state.lyrics), self.left_chunks)
         t2 = time.perf_counter()
         self.last_stage_ms = {"separator": 1000 * (t1 - t0), "encoder": 1000 * (t2 - t1)}
@@ -144,7 +152,33 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
     asr = ASRModel.from_pretrained(root / "asr", dev)
     tok = Tokenizer(root / "asr" / "tokenizer.model")
     return JRSVPipeline(separator, asr, tok, chunk_samples or 5120, left_chunks,
-                        lm=load_model_lm(root / "asr") if lm else None).to(dev)
+                        lm=load_model_lm(root / "asr") if lm else None,
+                        track_gain=separator_track_gain(root / "separator")).to(dev)
+
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def separator_track_gain(separator_dir: str | Path) -> float:
+    """Linear gain from ``separator_dir/calibration.json`` (``output_gain_db``), 1.0 when
+    the folder has none.
+
+    Raises:
+        ValueError: the file is unreadable or the gain is not a finite number in [-60, 60] dB.
+    """
+    import json
+    import math
+
+    path = Path(separator_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return 1.0
+    try:
+        db = float(json.loads(path.read_text())["output_gain_db"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: unreadable calibration ({type(e).__name__}: {e})") from e
+    if not (math.isfinite(db) and -60.0 <= db <= 60.0):
+        raise ValueError(f"{path}: output_gain_db {db} outside [-60, 60] dB")
+    return 10.0 ** (db / 20.0)
 
 
 class PassThroughState(NamedTuple):

@@ -92,6 +92,7 @@ from jrsv_stream import SAMPLE_RATE  # noqa: E402
 from jrsv_stream.config import ConfigError, config_from_dict  # noqa: E402
 from jrsv_stream.decode.ngram_lm import LM_FILE  # noqa: E402
 from jrsv_stream.nn.asr import ASRModel  # noqa: E402
+from jrsv_stream.nn.pipeline import CALIBRATION_FILE, separator_track_gain  # noqa: E402
 from jrsv_stream.nn.attention_decoder import IGNORE_ID  # noqa: E402
 from jrsv_stream.train.asr import ChunkConfig, ctc_greedy, sample_chunk  # noqa: E402
 from jrsv_stream.train.asr_data import (SpecAugConfig, apply_spec_aug, make_batches, make_loader,  # noqa: E402
@@ -473,7 +474,7 @@ def compute_losses(models: JointModels, batch: JointBatch, cfg: JointTrainConfig
         with torch.set_grad_enabled(separator_trains and torch.is_grad_enabled()):
             sep_out = sep(mix)
         delay = sep.output_delay_samples
-        tracks_audio = torch.cat([sep_out.sources[:, SPEECH], sep_out.sources[:, SINGING]], 0)
+        tracks_audio = torch.cat([sep_out.sources[:, SPEECH], sep_out.sources[:, SINGING]], 0) * sep.track_gain
         if separator_trains:
             act = batch.activity.to(device)
             hop = sep.hop_samples
@@ -578,7 +579,7 @@ def validate(models: JointModels, examples: list[dict], texts: list[tuple[str | 
             audio = torch.cat([mix, mix], 0)
         else:
             so = sep(mix)
-            audio = torch.cat([so.sources[:, SPEECH], so.sources[:, SINGING]], 0)
+            audio = torch.cat([so.sources[:, SPEECH], so.sources[:, SINGING]], 0) * sep.track_gain
             D, hop = sep.output_delay_samples, sep.hop_samples
             for i, ex in enumerate(exs):
                 n = ex["length"] - D
@@ -636,6 +637,9 @@ def load_models(cfg: JointTrainConfig, device: torch.device) -> tuple[JointModel
     sep, sep_cfg = None, None
     if cfg.separator.mode != "none":
         sep, sep_cfg, _ = load_separator(cfg.separator.init, device)
+        init = Path(cfg.separator.init)
+        # the recognizer hears the tracks at the calibrated level, as in the live pipeline
+        sep.track_gain = separator_track_gain(init if init.is_dir() else init.parent)
         _set_trainable(sep, False)
     teacher = None
     if cfg.distill.enabled:
@@ -673,6 +677,8 @@ def save_pipeline(out: Path, models: JointModels, info: dict, cfg: JointTrainCon
         src_cfg = src / "config.yaml" if src.is_dir() else src.parent / "config.yaml"
         if src_cfg.is_file():  # the architecture's training config, as in the shipped folder
             shutil.copyfile(src_cfg, tmp / "separator" / "config.yaml")
+        if (src_cfg.parent / CALIBRATION_FILE).is_file():  # the level the recognizer was tuned to
+            shutil.copyfile(src_cfg.parent / CALIBRATION_FILE, tmp / "separator" / CALIBRATION_FILE)
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
