@@ -242,3 +242,36 @@ def test_corrupt_manifest_via_the_installed_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "jrsv_stream.cli", "eval", str(bad), "--quiet"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "invalid JSON" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_calibration_measures_the_separator_level_and_eval_applies_it(models, corpus, tmp_path):
+    import shutil
+
+    from jrsv_stream.audio.io import load_audio
+    from jrsv_stream.eval.calibrate import calibrate_separator
+    from jrsv_stream.eval.system_eval import SystemEvalConfig, build_pipeline
+    from jrsv_stream.nn.separator import load_separator
+
+    good = [x for x in (corpus / "test.jsonl").read_text().splitlines() if '"bad"' not in x]
+    (corpus / "good.jsonl").write_text("\n".join(good) + "\n")
+    shutil.copytree(models, tmp_path / "m")
+    res = calibrate_separator(tmp_path / "m" / "separator", corpus / "good.jsonl")
+    # by hand: mean over active vocal stems of 20 log10(rms(true) / rms(separated))
+    sep, _, _ = load_separator(tmp_path / "m" / "separator")
+    want = []
+    for line in good:
+        d = json.loads(line)
+        mix = load_audio(corpus / d["mixture"])
+        mix = mix[: len(mix) // sep.hop_samples * sep.hop_samples]
+        with torch.no_grad():
+            out = sep(torch.from_numpy(mix)[None]).sources[0].numpy()
+        for name, idx in (("speech", 0), ("singing", 1)):
+            if d[f"{name}_text"]:
+                true = load_audio(corpus / d[name])[: len(mix)]
+                want.append(20 * np.log10(np.sqrt(np.mean(true ** 2)) / np.sqrt(np.mean(out[idx, : len(true)] ** 2))))
+    assert res["output_gain_db"] == pytest.approx(float(np.mean(want)), abs=2e-3)
+    assert res["per_track_db"]["speech"]["n"] == 2 and res["per_track_db"]["singing"]["n"] == 2
+    p, real = build_pipeline(SystemEvalConfig(pipeline=str(tmp_path / "m")))
+    assert real and p.track_gain == pytest.approx(10 ** (res["output_gain_db"] / 20), rel=1e-6)
+    p_none, _ = build_pipeline(SystemEvalConfig(pipeline=str(tmp_path / "m"), separator="none"))
+    assert p_none.track_gain == 1.0  # the pass-through hears the mixture at its own level

@@ -474,7 +474,8 @@ def compute_losses(models: JointModels, batch: JointBatch, cfg: JointTrainConfig
         with torch.set_grad_enabled(separator_trains and torch.is_grad_enabled()):
             sep_out = sep(mix)
         delay = sep.output_delay_samples
-        tracks_audio = torch.cat([sep_out.sources[:, SPEECH], sep_out.sources[:, SINGING]], 0) * sep.track_gain
+        gain = getattr(sep, "track_gain", 1.0)  # the calibrated level (load_models), as in the live pipeline
+        tracks_audio = torch.cat([sep_out.sources[:, SPEECH], sep_out.sources[:, SINGING]], 0) * gain
         if separator_trains:
             act = batch.activity.to(device)
             hop = sep.hop_samples
@@ -579,7 +580,8 @@ def validate(models: JointModels, examples: list[dict], texts: list[tuple[str | 
             audio = torch.cat([mix, mix], 0)
         else:
             so = sep(mix)
-            audio = torch.cat([so.sources[:, SPEECH], so.sources[:, SINGING]], 0) * sep.track_gain
+            gain = getattr(sep, "track_gain", 1.0)
+            audio = torch.cat([so.sources[:, SPEECH], so.sources[:, SINGING]], 0) * gain
             D, hop = sep.output_delay_samples, sep.hop_samples
             for i, ex in enumerate(exs):
                 n = ex["length"] - D
