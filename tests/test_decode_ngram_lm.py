@@ -162,3 +162,29 @@ def test_rescoring_keeps_the_lm_score_at_its_weight():
         assert r.ctc_score == pytest.approx(h.ctc_logp + h.context_score)
         assert r.score == pytest.approx(0.5 * r.ctc_score + r.lm_score)
     assert res[0].tokens == (5, 3)
+
+
+def test_sessions_on_several_threads_can_share_one_lm():
+    import threading
+
+    lm = TokenNgramLM.train(random_corpus(0), 4, V, EOS, cache_size=8)  # tiny cache: cleared all the time
+    ref = {c: lm.logprobs(c).copy() for c in {lm.context_of(s[:k]) for s in random_corpus(2, 40) for k in range(4)}}
+    errors = []
+
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        keys = list(ref)
+        try:
+            for _ in range(3000):
+                c = keys[int(rng.integers(len(keys)))]
+                if not np.array_equal(lm.logprobs(c), ref[c]):
+                    errors.append(c)
+        except Exception as e:  # noqa: BLE001 - any exception is the failure under test
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -17,8 +17,8 @@ to its longest seen suffix. Sentences start with the ``<sos/eos>`` id in the con
 end with it as a predicted token.
 
 :meth:`TokenNgramLM.logprobs` returns the dense log-probabilities of every token after a
-context (a small LRU cache keeps the contexts a beam is using), so one beam frame costs one
-array lookup per surviving prefix.
+context (a bounded cache, cleared when full, keeps the contexts the beams are using), so one
+beam frame costs one array lookup per surviving prefix. The LM is shared by all sessions.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class TokenNgramLM:
             self._raw.append((keys, lens, ids, counts))
         if len(self._tables[0][0]) != 1 or self._tables[0][0][0] != 0:
             raise LMError("no unigram table")
-        self._cache: collections.OrderedDict[tuple[int, ...], np.ndarray] = collections.OrderedDict()
+        self._cache: dict[tuple[int, ...], np.ndarray] = {}
         self._cache_size = int(cache_size)
         self._uniform = np.full(self.vocab_size, 1.0 / self.vocab_size)
 
@@ -142,7 +142,6 @@ class TokenNgramLM:
         (as :meth:`context_of` makes it). The array is shared: do not modify it."""
         hit = self._cache.get(context)
         if hit is not None:
-            self._cache.move_to_end(context)
             return hit
         _, starts, ends, ids, disc, backoff = self._tables[0]
         p = backoff[0] * self._uniform
@@ -159,9 +158,9 @@ class TokenNgramLM:
             p = backoff[i] * p
             p[ids[a:b]] += disc[a:b]
         out = np.log(p)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()  # crude but thread-safe (single dict operations; sessions share the LM)
         self._cache[context] = out
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
         return out
 
     def score(self, tokens: Sequence[int], eos: bool = True) -> float:
