@@ -48,6 +48,14 @@ def _cmd_data_dtssv(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_librivox_music(a: argparse.Namespace) -> int:
+    from jrsv_stream.data.real_corpora import build_real_speech_over_music
+
+    path = build_real_speech_over_music(a.corpus, a.out, snrs_db=tuple(a.snr), seed=a.seed)
+    print(f"wrote {path}")
+    return 0
+
+
 def _print_stats(stats: dict, root) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -109,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--items", type=int, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_cmd_data_dtssv)
+
+    s = data.add_parser("librivox-music", help="real read speech (pocketsphinx-testdata LibriVox) over corpus test music")
+    s.add_argument("--corpus", default="data/corpus", help="built corpus whose test-split music is used")
+    s.add_argument("--out", required=True, help="output folder (test.jsonl + mixtures/)")
+    s.add_argument("--snr", type=float, nargs="+", default=[-5.0, 0.0, 5.0], help="speech-to-music region SNRs (dB)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_cmd_data_librivox_music)
 
     from jrsv_stream.eval.system_eval import add_cli as add_eval_cli
     from jrsv_stream.separate import add_cli as add_separate_cli

@@ -359,3 +359,28 @@ def test_build_dtssv_deterministic_and_resumes(corpora, tmp_path):
 def test_build_dtssv_missing_root(corpora, tmp_path):
     with pytest.raises(CorpusError, match="MUSDB18 root not found"):
         build_dtssv(corpora["aishell"], corpora["opensinger"], tmp_path / "nope", tmp_path / "out", "test", 2)
+
+
+def test_real_speech_over_music_items_are_exact_mixes_at_the_asked_snr(tmp_path):
+    from jrsv_stream.cli import main as cli_main
+    from jrsv_stream.data.real_corpora import POCKETSPHINX_LIBRIVOX, read_librivox_testdata
+
+    if not (POCKETSPHINX_LIBRIVOX / "transcription").is_file():
+        pytest.fail("pocketsphinx-testdata is an install step of .ci/setup.sh")
+    # a corpus with one test music piece (a chord with noise)
+    corpus = tmp_path / "corpus"
+    (corpus / "sources" / "music" / "test").mkdir(parents=True)
+    t = np.arange(16000 * 3) / 16000
+    piece = (0.1 * np.sin(2 * np.pi * 220 * t) + 0.05 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    sf.write(corpus / "sources" / "music" / "test" / "m.flac", piece, 16000)
+    (corpus / "sources" / "music.jsonl").write_text(json.dumps({"id": "m", "audio": "m.flac", "split": "test"}) + "\n")
+    assert cli_main(["data", "librivox-music", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--snr", "-5", "5"]) == 0
+    items = read_manifest(tmp_path / "o" / "test.jsonl")
+    utts = read_librivox_testdata()
+    assert len(items) == 2 * len(utts) and {i.speech_text for i in items} == {u[1] for u in utts}
+    for it in items:
+        mix, sp, mu = (sf.read(tmp_path / "o" / getattr(it, k), dtype="float32")[0] for k in ("mixture", "speech", "music"))
+        assert np.abs(mix - sp - mu).max() < 1e-4
+        want = -5.0 if it.id.endswith("-5") else 5.0
+        assert region_snr_db(sp, mu) == pytest.approx(want, abs=0.05)
+        assert it.singing is None and it.extra["scenario"] == "speech"
