@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
@@ -30,21 +29,17 @@ from jrsv_stream.decode.tokenizer import Tokenizer
 from jrsv_stream.nn.asr import TRACKS, ASRModel
 from jrsv_stream.train.asr_data import read_utterances
 
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 CHUNKS = {"full": None, "160ms": 4, "320ms": 8, "640ms": 16}
 
 
 def librivox_utterances() -> list[tuple[str, str]]:
     """(wav path, reference text) of the 5 real read-speech utterances, if installed."""
-    tr = LIBRIVOX / "transcription"
-    if not tr.is_file():
+    from jrsv_stream.data.real_corpora import CorpusError, read_librivox_testdata
+
+    try:
+        return [(str(p), t) for p, t in read_librivox_testdata()]
+    except CorpusError:
         return []
-    out = []
-    for line in tr.read_text().splitlines():
-        m = re.match(r"<s>(.*)</s>\s*\((.*)\)", line.strip())
-        if m and (LIBRIVOX / f"{m.group(2)}.wav").is_file():
-            out.append((str(LIBRIVOX / f"{m.group(2)}.wav"), m.group(1).strip().lower()))
-    return out
 
 
 @torch.no_grad()
