@@ -240,6 +240,40 @@ def _source_done(out_dir: Path, kind: str, split: str, k: int) -> bool:
     return (out_dir / f"{sid}.json").is_file() or (out_dir / f"{sid}.failed").is_file()
 
 
+def _source_jobs(root: Path, cfg: SynthConfig, kind: str, split: str, ks) -> list[tuple]:
+    """``_run_parallel`` jobs (batches of ``BATCH[kind]``) for the sources ``ks`` not made yet."""
+    out_dir = root / "sources" / kind / split
+    out_dir.mkdir(parents=True, exist_ok=True)
+    missing = [k for k in ks if not _source_done(out_dir, kind, split, k)]
+    return [(_TASKS[kind], str(root), cfg, split, missing[i:i + BATCH[kind]], len(missing[i:i + BATCH[kind]]))
+            for i in range(0, len(missing), BATCH[kind])]
+
+
+def _write_source_index(root: Path, kind: str, ks_by_split: dict) -> tuple[list[dict], int]:
+    """Write ``root/sources/<kind>.jsonl`` (atomically) from the sources ``ks_by_split``
+    made; returns its rows and how many sources failed every attempt (see _mark_failed)."""
+    rows, failed = [], 0
+    for split, ks in ks_by_split.items():
+        for k in ks:
+            path = root / "sources" / kind / split / f"{_source_id(kind, split, k)}.json"
+            if not path.is_file():
+                failed += 1
+                continue
+            rows.append({**json.loads(path.read_text()), "split": split, "kind": kind})
+    tmp = root / "sources" / f"{kind}.jsonl.part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(tmp, root / "sources" / f"{kind}.jsonl")
+    return rows, failed
+
+
+def _progress_bar(progress: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), disable=not progress)
+
+
 def _check_config(root: Path, cfg: SynthConfig) -> None:
     path = root / "corpus.json"
     want = {"format_version": FORMAT_VERSION, **asdict(cfg)}
@@ -273,43 +307,20 @@ def _run_parallel(jobs: list[tuple], workers: int, progress, label: str, total_u
 
 def build_corpus(out: str | Path, cfg: SynthConfig, workers: int | None = None, progress: bool = True) -> dict:
     """Build (or resume) the corpus in ``out``; returns the statistics written to stats.json."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     root = Path(out)
     _check_config(root, cfg)
     workers = workers or max(1, os.cpu_count() or 1)
     t0 = time.time()
     n_sources = cfg.n_sources()
-    bar = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), disable=not progress)
+    bar = _progress_bar(progress)
     with bar:
         # Phase 1: sources, largest jobs first so the pool stays busy to the end.
-        jobs = []
-        for kind in ("singing", "music", "speech"):
-            total = 0
-            for split in SPLITS:
-                out_dir = root / "sources" / kind / split
-                out_dir.mkdir(parents=True, exist_ok=True)
-                missing = [k for k in range(n_sources[split][kind]) if not _source_done(out_dir, kind, split, k)]
-                total += n_sources[split][kind]
-                for i in range(0, len(missing), BATCH[kind]):
-                    ks = missing[i:i + BATCH[kind]]
-                    jobs.append((_TASKS[kind], str(root), cfg, split, ks, len(ks)))
+        jobs = [j for kind in ("singing", "music", "speech") for split in SPLITS
+                for j in _source_jobs(root, cfg, kind, split, range(n_sources[split][kind]))]
         n_units = sum(j[-1] for j in jobs)
         _run_parallel(jobs, workers, bar if progress else None, "sources", n_units)
-        failed_sources = {k: 0 for k in KINDS}
-        for kind in KINDS:
-            rows = []
-            for split in SPLITS:
-                for k in range(n_sources[split][kind]):
-                    path = root / "sources" / kind / split / f"{_source_id(kind, split, k)}.json"
-                    if not path.is_file():  # failed every attempt (see _mark_failed)
-                        failed_sources[kind] += 1
-                        continue
-                    rows.append({**json.loads(path.read_text()), "split": split, "kind": kind})
-            with open(root / "sources" / f"{kind}.jsonl.part", "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(r) + "\n" for r in rows)
-            os.replace(root / "sources" / f"{kind}.jsonl.part", root / "sources" / f"{kind}.jsonl")
+        failed_sources = {kind: _write_source_index(root, kind, {split: range(n_sources[split][kind]) for split in SPLITS})[1]
+                          for kind in KINDS}
         t_sources = time.time() - t0
 
         # Phase 2: plan every split in this process (deterministic), render in parallel.
@@ -372,8 +383,6 @@ def build_vocal_sources(out: str | Path, hours: dict[str, float], seed: int = 0,
     an ASR config lists ``DIR`` under ``data.extra_corpora``. Resumable and deterministic like
     :func:`build_corpus`. Returns ``{"hours": {kind: h}, "failed": {kind: n}, "seconds": s}``.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     root = Path(out)
     bad = {k: v for k, v in hours.items() if k not in MEAN_SOURCE_S or v < 0}
     if bad:
@@ -392,31 +401,13 @@ def build_vocal_sources(out: str | Path, hours: dict[str, float], seed: int = 0,
     t0 = time.time()
     n = {k: math.ceil(want["hours"][k] * 3600 / MEAN_SOURCE_S[k]) for k in MEAN_SOURCE_S}
     ks = {k: range(VOCALS_FIRST_INDEX, VOCALS_FIRST_INDEX + n[k]) for k in MEAN_SOURCE_S}
-    jobs = []
-    for kind in ("singing", "speech"):
-        out_dir = root / "sources" / kind / "train"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        missing = [k for k in ks[kind] if not _source_done(out_dir, kind, "train", k)]
-        for i in range(0, len(missing), BATCH[kind]):
-            part = missing[i:i + BATCH[kind]]
-            jobs.append((_TASKS[kind], str(root), cfg, "train", part, len(part)))
-    bar = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), disable=not progress)
+    jobs = [j for kind in ("singing", "speech") for j in _source_jobs(root, cfg, kind, "train", ks[kind])]
+    bar = _progress_bar(progress)
     with bar:
         _run_parallel(jobs, workers, bar if progress else None, "vocals", sum(j[-1] for j in jobs))
     result = {"hours": {}, "failed": {}, "seconds": 0.0}
     for kind in MEAN_SOURCE_S:
-        rows, failed = [], 0
-        for k in ks[kind]:
-            p = root / "sources" / kind / "train" / f"{_source_id(kind, 'train', k)}.json"
-            if not p.is_file():
-                failed += 1
-                continue
-            rows.append({**json.loads(p.read_text()), "split": "train", "kind": kind})
-        tmp = root / "sources" / f"{kind}.jsonl.part"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-        os.replace(tmp, root / "sources" / f"{kind}.jsonl")
+        rows, failed = _write_source_index(root, kind, {"train": ks[kind]})
         result["hours"][kind] = round(sum(float(r["duration_s"]) for r in rows) / 3600, 3)
         result["failed"][kind] = failed
     result["seconds"] = round(time.time() - t0, 1)

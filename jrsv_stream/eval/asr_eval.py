@@ -43,6 +43,15 @@ def librivox_utterances() -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
+def beam_and_rescore(model: ASRModel, tok: Tokenizer, logp: np.ndarray, enc: torch.Tensor, enc_lens: torch.Tensor,
+                     cfg: PrefixBeamConfig, chunk_frames: int | None, ctc_weight: float = 0.5) -> tuple[str, str]:
+    """Texts of the prefix beam search's best and of the attention-rescored best (one utterance)."""
+    hyps = nbest(prefix_beam_search(logp, cfg, chunk_frames=chunk_frames), cfg.beam, cfg)
+    res = attention_rescore(hyps, ctc_weight, lambda h: model.score(enc, enc_lens, h))
+    return tok.decode(hyps[0].tokens), tok.decode(res[0].tokens)
+
+
+@torch.no_grad()
 def decode_all(model: ASRModel, tok: Tokenizer, wav: np.ndarray, track: int, beam: int = 10,
                ctc_weight: float = 0.5, lm: TokenNgramLM | None = None) -> dict[str, str]:
     """Hypothesis text for every (chunking, search) setting of one utterance; with ``lm``
@@ -57,11 +66,8 @@ def decode_all(model: ASRModel, tok: Tokenizer, wav: np.ndarray, track: int, bea
         out[f"greedy@{name}"] = tok.decode(ctc_greedy(logp).tokens)
         if name == "320ms":
             for tag, fuse in (("", None), ("+lm", lm)) if lm is not None else (("", None),):
-                cfg = PrefixBeamConfig(beam=beam, nbest=beam, lm=fuse)
-                hyps = nbest(prefix_beam_search(logp, cfg, chunk_frames=c), beam, cfg)
-                out[f"beam{tag}@{name}"] = tok.decode(hyps[0].tokens)
-                res = attention_rescore(hyps, ctc_weight, lambda h: model.score(enc, enc_lens, h))
-                out[f"rescored{tag}@{name}"] = tok.decode(res[0].tokens)
+                out[f"beam{tag}@{name}"], out[f"rescored{tag}@{name}"] = beam_and_rescore(
+                    model, tok, logp, enc, enc_lens, PrefixBeamConfig(beam=beam, nbest=beam, lm=fuse), c, ctc_weight)
     return out
 
 

@@ -248,8 +248,7 @@ def build_pipeline(cfg: SystemEvalConfig):
             raise FileNotFoundError(f"separator folder {cfg.separator_path} not found "
                                     f"(give --separator DIR|none or a --pipeline folder holding separator/)")
         separator, _, _ = load_separator(cfg.separator_path, "cpu")
-        sep_dir = Path(cfg.separator_path)
-        gain = separator_track_gain(sep_dir if sep_dir.is_dir() else sep_dir.parent)
+        gain = separator_track_gain(cfg.separator_path)
     else:
         gain = 1.0
         separator = PassThroughSeparator()

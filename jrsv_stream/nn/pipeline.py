@@ -159,9 +159,9 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
 CALIBRATION_FILE = "calibration.json"
 
 
-def separator_track_gain(separator_dir: str | Path) -> float:
-    """Linear gain from ``separator_dir/calibration.json`` (``output_gain_db``), 1.0 when
-    the folder has none.
+def separator_track_gain(separator: str | Path) -> float:
+    """Linear gain from ``calibration.json`` (``output_gain_db``) of a separator folder (or
+    beside a ``separator.pt`` file, as :func:`load_separator` accepts), 1.0 when there is none.
 
     Raises:
         ValueError: the file is unreadable or the gain is not a finite number in [-60, 60] dB.
@@ -169,7 +169,8 @@ def separator_track_gain(separator_dir: str | Path) -> float:
     import json
     import math
 
-    path = Path(separator_dir) / CALIBRATION_FILE
+    folder = Path(separator)
+    path = (folder if folder.is_dir() else folder.parent) / CALIBRATION_FILE
     if not path.is_file():
         return 1.0
     try:

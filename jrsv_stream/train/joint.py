@@ -639,9 +639,8 @@ def load_models(cfg: JointTrainConfig, device: torch.device) -> tuple[JointModel
     sep, sep_cfg = None, None
     if cfg.separator.mode != "none":
         sep, sep_cfg, _ = load_separator(cfg.separator.init, device)
-        init = Path(cfg.separator.init)
         # the recognizer hears the tracks at the calibrated level, as in the live pipeline
-        sep.track_gain = separator_track_gain(init if init.is_dir() else init.parent)
+        sep.track_gain = separator_track_gain(cfg.separator.init)
         _set_trainable(sep, False)
     teacher = None
     if cfg.distill.enabled:

@@ -10,7 +10,8 @@
    tracks) once at 320 ms chunks; each (weight, token bonus) pair of the grid decodes them
    with the prefix beam search + attention rescoring (weight 0 = the no-LM baseline, always
    run first; a weight of 0 with a bonus is not tried: without an LM the bonus only trades
-   deletions for insertions); the pair with the fewest word errors is stored in the LM file, which the live path then uses by default.
+   deletions for insertions); the pair with the fewest word errors is stored in the LM
+   file, which the live path then uses by default.
 4. Output: ``MODEL/lm.npz`` and a JSON report (``--json``) with the grid.
 """
 
@@ -73,17 +74,15 @@ def _valid_set(model, corpus: str, n: int, chunk_frames: int, seed: int = 0):
 def decode_set(model, tok, items, beam: int, lm, weight: float, bonus: float, ctc_weight: float = 0.5,
                chunk_frames: int = 8) -> tuple[list[str], list[str]]:
     """Beam-search and rescored hypotheses of ``items`` with the given fusion settings."""
-    from jrsv_stream.decode.ctc_prefix_beam import PrefixBeamConfig, nbest, prefix_beam_search
-    from jrsv_stream.decode.rescoring import attention_rescore
+    from jrsv_stream.decode.ctc_prefix_beam import PrefixBeamConfig
+    from jrsv_stream.eval.asr_eval import beam_and_rescore
 
     cfg = PrefixBeamConfig(beam=beam, nbest=beam, lm=lm, lm_weight=weight, token_bonus=bonus)
     beam_h, resc_h = [], []
     for _, logp, enc, enc_lens, _ in items:
-        hyps = nbest(prefix_beam_search(logp, cfg, chunk_frames=chunk_frames), beam, cfg)
-        beam_h.append(tok.decode(list(hyps[0].tokens)))
-        with torch.no_grad():
-            res = attention_rescore(hyps, ctc_weight, lambda h: model.score(enc, enc_lens, h))
-        resc_h.append(tok.decode(list(res[0].tokens)))
+        b, r = beam_and_rescore(model, tok, logp, enc, enc_lens, cfg, chunk_frames, ctc_weight)
+        beam_h.append(b)
+        resc_h.append(r)
     return beam_h, resc_h
 
 
