@@ -16,9 +16,12 @@ end time ``e`` in the audio:
 "Contains the word" (``--match``): ``text``: a caption word equal to the reference word
 (case-folded) whose end is within ``--tolerance-s`` of ``e`` (for trained models);
 ``time``: the event has decoded past ``e`` (``audio_time_s >= e``) and one of its words
-overlaps the reference word's span (for the random TinyPipeline, whose text is random:
-this measures the plumbing, not recognition); ``auto``: time for tiny, else text. Words
-never matched count as missed (``word_coverage``).
+overlaps the reference word's span; the word counts as shown from the earliest event of the
+same segment from which that caption word, spelled as in this event, stayed on screen over
+the span without a break (a partial is sent only when its text changes, so a word recognized
+before its end, e.g. during a held sung note, was already on screen: its latency is negative). ``auto``: time for
+tiny (random text: this measures the plumbing, not recognition), else text. Words never
+matched count as missed (``word_coverage``).
 
 Also reported: the pipeline's algorithmic latency, and per-stage compute per chunk
 (p50/p95/p99 of the server's own ``stats`` events: receive, queue, model, decode, send).
@@ -60,10 +63,30 @@ def _norm(w: str) -> str:
     return "".join(c for c in w.lower() if c.isalnum() or c == "'")
 
 
+def _overlaps(ev, s: float, e: float) -> bool:
+    return any(ws < e + 1e-6 and we > s - 1e-6 for _, ws, we in ev.words)
+
+
 def _contains(ev, word: str, s: float, e: float, mode: str, tol: float) -> bool:
     if mode == "text":
         return any(_norm(w) == _norm(word) and abs(we - e) <= tol for w, _, we in ev.words)
-    return ev.audio_time_s >= e - 1e-6 and any(ws < e + 1e-6 and we > s - 1e-6 for _, ws, we in ev.words)
+    return ev.audio_time_s >= e - 1e-6 and _overlaps(ev, s, e)
+
+
+def _shown_since(evs: list, k: int, s: float, e: float) -> float:
+    """Arrival time from which the caption word matched by ``evs[k]`` was on screen, as it
+    reads in ``evs[k]``, without a break: walk back over the earlier events of the same
+    segment (each replaced the one before it; partials are sent only when the text changes)
+    while they show the same word over [s, e]."""
+    t, seg = evs[k][0], evs[k][1].segment_id
+    shown = {w for w, ws, we in evs[k][1].words if ws < e + 1e-6 and we > s - 1e-6}
+    for tj, mj in reversed(evs[:k]):
+        if mj.segment_id != seg:
+            continue
+        if not any(w in shown and ws < e + 1e-6 and we > s - 1e-6 for w, ws, we in mj.words):
+            break
+        t = tj
+    return t
 
 
 async def run_item(server_url: str, sid: str, audio: np.ndarray) -> tuple[list, float]:
@@ -90,7 +113,12 @@ async def run_item(server_url: str, sid: str, audio: np.ndarray) -> tuple[list, 
 
 
 def measure(items, received_by_item, mode: str, tol: float) -> dict:
-    partial_ms, final_ms, n_words, n_partial, n_final = [], [], 0, 0, 0
+    """Per-word latencies (ms): ``partial`` (word on screen, see the module doc), ``final``,
+    ``partial_after_end`` (the first event that both matches and was sent after the audio
+    passed the word's end: an upper bound that ignores a word already on screen), and
+    ``partial_by_track``."""
+    partial_ms, after_ms, final_ms, n_words, n_partial, n_final = [], [], [], 0, 0, 0
+    by_track: dict[str, list[float]] = {}
     for (item, refs), (received, t0) in zip(items, received_by_item):
         caps = [(t, m) for t, m in received if isinstance(m, (Partial, Final))]
         for track, words in refs.items():
@@ -98,15 +126,19 @@ def measure(items, received_by_item, mode: str, tol: float) -> dict:
             for w, s, e in words:
                 n_words += 1
                 word_end_wall = t0 + e
-                p = next((t for t, m in evs if _contains(m, w, s, e, mode, tol)), None)
+                k = next((j for j, (_, m) in enumerate(evs) if _contains(m, w, s, e, mode, tol)), None)
                 f = next((t for t, m in evs if isinstance(m, Final) and _contains(m, w, s, e, mode, tol)), None)
-                if p is not None:
+                if k is not None:
+                    p = _shown_since(evs, k, s, e) if mode == "time" else evs[k][0]
                     n_partial += 1
                     partial_ms.append(1000 * (p - word_end_wall))
+                    after_ms.append(1000 * (evs[k][0] - word_end_wall))
+                    by_track.setdefault(track, []).append(partial_ms[-1])
                 if f is not None:
                     n_final += 1
                     final_ms.append(1000 * (f - word_end_wall))
-    return {"partial": partial_ms, "final": final_ms, "n_words": n_words, "n_partial": n_partial, "n_final": n_final}
+    return {"partial": partial_ms, "partial_after_end": after_ms, "partial_by_track": by_track, "final": final_ms,
+            "n_words": n_words, "n_partial": n_partial, "n_final": n_final}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
            "algorithmic_latency_ms": pipeline.algorithmic_latency_ms,
            "partial_latency_ms": {**pct(m["partial"]), "n": m["n_partial"]},
            "final_latency_ms": {**pct(m["final"]), "n": m["n_final"]},
+           "partial_after_end_latency_ms": {**pct(m["partial_after_end"]), "n": m["n_partial"]},
+           "partial_latency_ms_by_track": {t: {**pct(v), "n": len(v)} for t, v in m["partial_by_track"].items()},
            "reference_words": m["n_words"],
            "word_coverage": {"partial": round(m["n_partial"] / max(1, m["n_words"]), 3),
                              "final": round(m["n_final"] / max(1, m["n_words"]), 3)},
@@ -185,7 +219,7 @@ def plot(out: dict, m: dict, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for key, label in (("partial", "first partial"), ("final", "final")):
+    for key, label in (("partial", "partial on screen"), ("partial_after_end", "first partial sent after it"), ("final", "final")):
         xs = np.sort(np.asarray(m[key]))
         if len(xs):
             ax1.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=f"word end -> {label} (n={len(xs)})")

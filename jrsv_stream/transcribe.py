@@ -60,5 +60,5 @@ def add_cli(subparsers) -> None:
     s.add_argument("--vtt", help="WebVTT per track, named like --srt")
     s.add_argument("--lrc", help="LRC of the lyrics track")
     s.add_argument("--pipeline", default=None, help="model folder (default: shipped models) or 'tiny'")
-    s.add_argument("--chunk-ms", type=float, default=None, help="audio per step (default 320 ms)")
+    s.add_argument("--chunk-ms", type=float, default=None, help="audio per step (default 160 ms)")
     s.set_defaults(fn=_cmd)

@@ -112,7 +112,7 @@ def test_calibrated_track_gain_scales_what_the_recognizer_hears(tmp_path):
     root = save_tiny_pipeline(tmp_path / "m", encoder="lstm")
     assert separator_track_gain(root / "separator") == 1.0  # no calibration.json: unity
     (root / "separator" / "calibration.json").write_text(json.dumps({"output_gain_db": 20.0}))
-    p = load_streaming_pipeline(root, device="cpu")
+    p = load_streaming_pipeline(root, chunk_samples=5120, device="cpu")
     assert p.track_gain == pytest.approx(10.0)
     x = torch.randn(2, 5120) * 0.1
     out, _ = p.step(x, p.init_state(2, "cpu"))

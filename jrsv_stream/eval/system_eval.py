@@ -233,29 +233,15 @@ def build_pipeline(cfg: SystemEvalConfig):
     Raises:
         FileNotFoundError: a model folder is missing; ValueError: bad chunk size or model.
     """
-    from jrsv_stream.decode.ngram_lm import load_model_lm
-    from jrsv_stream.decode.tokenizer import Tokenizer
-    from jrsv_stream.nn.asr import ASRModel
-    from jrsv_stream.nn.pipeline import JRSVPipeline, PassThroughSeparator, separator_track_gain
-    from jrsv_stream.nn.separator import load_separator
+    from jrsv_stream.nn.pipeline import pipeline_from_folders
 
-    asr_dir = Path(cfg.asr_path)
-    if not asr_dir.is_dir():
-        raise FileNotFoundError(f"recognizer folder {asr_dir} not found (give --asr DIR or a --pipeline folder holding asr/)")
+    if not Path(cfg.asr_path).is_dir():
+        raise FileNotFoundError(f"recognizer folder {cfg.asr_path} not found (give --asr DIR or a --pipeline folder holding asr/)")
     real = cfg.separator_path != "none"
-    if real:
-        if not Path(cfg.separator_path).exists():
-            raise FileNotFoundError(f"separator folder {cfg.separator_path} not found "
-                                    f"(give --separator DIR|none or a --pipeline folder holding separator/)")
-        separator, _, _ = load_separator(cfg.separator_path, "cpu")
-        gain = separator_track_gain(cfg.separator_path)
-    else:
-        gain = 1.0
-        separator = PassThroughSeparator()
-    asr = ASRModel.from_pretrained(asr_dir, "cpu")
-    tok = Tokenizer(asr_dir / "tokenizer.model")
-    lm = load_model_lm(asr_dir) if cfg.lm else None
-    return JRSVPipeline(separator, asr, tok, cfg.chunk_samples, lm=lm, track_gain=gain), real
+    if real and not Path(cfg.separator_path).exists():
+        raise FileNotFoundError(f"separator folder {cfg.separator_path} not found "
+                                f"(give --separator DIR|none or a --pipeline folder holding separator/)")
+    return pipeline_from_folders(cfg.separator_path if real else None, cfg.asr_path, cfg.chunk_samples, "cpu", lm=cfg.lm), real
 
 
 # --- running ------------------------------------------------------------------------------------

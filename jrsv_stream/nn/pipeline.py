@@ -30,6 +30,11 @@ from jrsv_stream.nn.separator import load_separator
 from jrsv_stream.stream.pipeline_api import PipelineOutput, map_state, state_leaves
 
 SPEECH, SINGING = 0, 1  # separator source / activity order, and the recognizer's track ids
+# Live default: 160 ms chunks. The recognizer's encoder is causal frame by frame, so the chunk
+# changes latency and per-chunk overhead, not the text (asr_eval: the same greedy WER at
+# 160/320/640 ms); bench/latency.py (12 test items): partial p50/p95 150/600 ms at 320 ms chunks,
+# 104/535 ms at 160 ms.
+DEFAULT_CHUNK_SAMPLES = 2560
 
 
 class JRSVState(NamedTuple):
@@ -69,7 +74,7 @@ class JRSVPipeline(nn.Module):
     tracks = ("speech", "lyrics")
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, separator: nn.Module, asr: ASRModel, tokenizer, chunk_samples: int = 5120, left_chunks: int = 16,
+    def __init__(self, separator: nn.Module, asr: ASRModel, tokenizer, chunk_samples: int = DEFAULT_CHUNK_SAMPLES, left_chunks: int = 16,
                  lm=None, track_gain: float = 1.0):
         super().__init__()
         if chunk_samples % asr.frame_samples or chunk_samples % separator.hop_samples:
@@ -132,10 +137,11 @@ class JRSVPipeline(nn.Module):
         return self.asr.score(enc, torch.tensor([enc.shape[1]], device=self.device), hyps)
 
 
-def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
-                            left_chunks: int = 16, lm: bool = True) -> JRSVPipeline:
-    """Load ``model_dir/separator`` and ``model_dir/asr`` (the shipped layout) as a pipeline,
-    with the recognizer's LM (``asr/lm.npz``) when it has one and ``lm`` is true.
+def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_samples: int | None = None,
+                          device: str | None = None, left_chunks: int = 16, lm: bool = True) -> JRSVPipeline:
+    """A pipeline from a separator folder (or ``separator.pt``; None: the mixture passes
+    through to both tracks) and a recognizer folder, with the separator's output calibration
+    (``calibration.json``) and the recognizer's LM (``lm.npz``, when ``lm`` and present).
 
     Raises:
         FileNotFoundError: a model folder is missing; ValueError: a checkpoint or LM is corrupt.
@@ -143,17 +149,35 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
     from jrsv_stream.decode.ngram_lm import load_model_lm
     from jrsv_stream.decode.tokenizer import Tokenizer
 
+    asr_dir = Path(asr)
+    if not asr_dir.is_dir():
+        raise FileNotFoundError(f"recognizer folder {asr_dir} not found")
+    if separator is not None and not Path(separator).exists():
+        raise FileNotFoundError(f"separator folder {separator} not found")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if separator is None:
+        sep, gain = PassThroughSeparator(), 1.0
+    else:
+        sep, gain = load_separator(separator, dev)[0], separator_track_gain(separator)
+    model = ASRModel.from_pretrained(asr_dir, dev)
+    tok = Tokenizer(asr_dir / "tokenizer.model")
+    return JRSVPipeline(sep, model, tok, chunk_samples or DEFAULT_CHUNK_SAMPLES, left_chunks,
+                        lm=load_model_lm(asr_dir) if lm else None, track_gain=gain).to(dev)
+
+
+def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
+                            left_chunks: int = 16, lm: bool = True) -> JRSVPipeline:
+    """Load ``model_dir/separator`` and ``model_dir/asr`` (the shipped layout) as a pipeline
+    (:func:`pipeline_from_folders`).
+
+    Raises:
+        FileNotFoundError: a model folder is missing; ValueError: a checkpoint or LM is corrupt.
+    """
     root = Path(model_dir)
     for sub in ("separator", "asr"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root / sub} not found: a pipeline folder holds separator/ and asr/ model folders")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    separator, _, _ = load_separator(root / "separator", dev)
-    asr = ASRModel.from_pretrained(root / "asr", dev)
-    tok = Tokenizer(root / "asr" / "tokenizer.model")
-    return JRSVPipeline(separator, asr, tok, chunk_samples or 5120, left_chunks,
-                        lm=load_model_lm(root / "asr") if lm else None,
-                        track_gain=separator_track_gain(root / "separator")).to(dev)
+    return pipeline_from_folders(root / "separator", root / "asr", chunk_samples, device, left_chunks, lm)
 
 
 CALIBRATION_FILE = "calibration.json"
