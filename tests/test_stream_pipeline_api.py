@@ -123,3 +123,25 @@ def test_load_pipeline():
     assert load_pipeline("tiny", 1280).chunk_samples == 1280
     with pytest.raises((ValueError, OSError)):
         load_pipeline("/nonexistent/model")
+
+
+def test_default_pipeline_prefers_the_joint_pair_then_the_cascade_then_tiny(tmp_path, monkeypatch):
+    from jrsv_stream.stream.pipeline_api import default_pipeline_spec
+
+    monkeypatch.delenv("JRSV_PIPELINE", raising=False)
+    root = tmp_path / "models"
+
+    def ship(folder):
+        for sub, f in (("separator", "separator.pt"), ("asr", "asr.pt")):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            (folder / sub / f).write_bytes(b"x")
+
+    assert default_pipeline_spec(str(root)) == "tiny"
+    ship(root)
+    assert default_pipeline_spec(str(root)) == str(root)
+    (root / "jrsv" / "asr").mkdir(parents=True)  # incomplete: still the cascade
+    assert default_pipeline_spec(str(root)) == str(root)
+    ship(root / "jrsv")
+    assert default_pipeline_spec(str(root)) == str(root / "jrsv")
+    monkeypatch.setenv("JRSV_PIPELINE", "elsewhere")
+    assert default_pipeline_spec(str(root)) == "elsewhere"

@@ -25,7 +25,7 @@ DEMO_CACHE = Path("out/demo")
 
 def _add_server_args(p: argparse.ArgumentParser, port: int = 8765) -> None:
     p.add_argument("--pipeline", default=default_pipeline_spec(),
-                   help="'tiny' (random plumbing model) or a model folder (default: $JRSV_PIPELINE or tiny)")
+                   help="'tiny' (random plumbing model) or a model folder (default: $JRSV_PIPELINE, else models/jrsv, else models, else tiny)")
     p.add_argument("--chunk-ms", type=float, default=None, help="audio per model step (default: the pipeline's)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 to accept remote clients)")
     p.add_argument("--port", type=int, default=port)

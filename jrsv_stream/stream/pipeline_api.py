@@ -270,18 +270,21 @@ class TinyPipeline(nn.Module):
         return self._heads(x, e), TinyState(tuple(new), mean)
 
 
-def default_pipeline_spec() -> str:
-    """``$JRSV_PIPELINE`` if set, else the shipped models (``models/`` holding separator/
-    and asr/) when present, else ``"tiny"`` (untrained: plumbing only)."""
+def default_pipeline_spec(models_root: str | None = None) -> str:
+    """``$JRSV_PIPELINE`` if set, else the shipped default pipeline: ``models/jrsv/`` (the
+    jointly fine-tuned separator + recognizer, issue 6) when complete, else ``models/`` (the
+    separately trained separator and clean recognizer, i.e. the plain cascade), else
+    ``"tiny"`` (untrained: plumbing only). ``models_root``: another ``models/`` folder."""
     import os
     from pathlib import Path
 
     env = os.environ.get("JRSV_PIPELINE")
     if env:
         return env
-    shipped = Path(__file__).resolve().parents[2] / "models"
-    if (shipped / "separator" / "separator.pt").is_file() and (shipped / "asr" / "asr.pt").is_file():
-        return str(shipped)
+    shipped = Path(models_root) if models_root else Path(__file__).resolve().parents[2] / "models"
+    for folder in (shipped / "jrsv", shipped):
+        if (folder / "separator" / "separator.pt").is_file() and (folder / "asr" / "asr.pt").is_file():
+            return str(folder)
     return "tiny"
 
 
