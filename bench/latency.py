@@ -19,9 +19,9 @@ end time ``e`` in the audio:
 overlaps the reference word's span; the word counts as shown from the earliest event of the
 same segment from which that caption word, spelled as in this event, stayed on screen over
 the span without a break (a partial is sent only when its text changes, so a word recognized
-before its end, e.g. during a held sung note, was already on screen: its latency is negative). ``auto``: time for
-tiny (random text: this measures the plumbing, not recognition), else text. Words never
-matched count as missed (``word_coverage``).
+before its end, e.g. during a held sung note, was already on screen: its latency is
+negative). ``auto``: time for tiny (random text: this measures the plumbing, not
+recognition), else text. Words never matched count as missed (``word_coverage``).
 
 Also reported: the pipeline's algorithmic latency, and per-stage compute per chunk
 (p50/p95/p99 of the server's own ``stats`` events: receive, queue, model, decode, send).
@@ -63,14 +63,15 @@ def _norm(w: str) -> str:
     return "".join(c for c in w.lower() if c.isalnum() or c == "'")
 
 
-def _overlaps(ev, s: float, e: float) -> bool:
-    return any(ws < e + 1e-6 and we > s - 1e-6 for _, ws, we in ev.words)
+def _words_over(ev, s: float, e: float) -> set[str]:
+    """The caption words of ``ev`` whose times overlap [s, e]."""
+    return {w for w, ws, we in ev.words if ws < e + 1e-6 and we > s - 1e-6}
 
 
 def _contains(ev, word: str, s: float, e: float, mode: str, tol: float) -> bool:
     if mode == "text":
         return any(_norm(w) == _norm(word) and abs(we - e) <= tol for w, _, we in ev.words)
-    return ev.audio_time_s >= e - 1e-6 and _overlaps(ev, s, e)
+    return ev.audio_time_s >= e - 1e-6 and bool(_words_over(ev, s, e))
 
 
 def _shown_since(evs: list, k: int, s: float, e: float) -> float:
@@ -79,11 +80,11 @@ def _shown_since(evs: list, k: int, s: float, e: float) -> float:
     segment (each replaced the one before it; partials are sent only when the text changes)
     while they show the same word over [s, e]."""
     t, seg = evs[k][0], evs[k][1].segment_id
-    shown = {w for w, ws, we in evs[k][1].words if ws < e + 1e-6 and we > s - 1e-6}
+    shown = _words_over(evs[k][1], s, e)
     for tj, mj in reversed(evs[:k]):
         if mj.segment_id != seg:
             continue
-        if not any(w in shown and ws < e + 1e-6 and we > s - 1e-6 for w, ws, we in mj.words):
+        if not shown & _words_over(mj, s, e):
             break
         t = tj
     return t
