@@ -226,3 +226,28 @@ def test_warm_start_takes_weights_normalization_and_tokenizer(tmp_path, corpus):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match="init_from"):
         train_asr(tmp_path / "bad.yaml")
+
+
+def test_single_track_model_warm_started_from_a_shared_one_keeps_its_track_bias(tmp_path, corpus):
+    _setup(tmp_path, corpus)
+    train_asr(_config(tmp_path, max_steps=1, valid_every_steps=0))
+    init = ASRModel.from_pretrained(tmp_path / "export")
+    assert init.encoder.track_embed is not None
+    cfg = yaml.safe_load(open(_config(tmp_path, max_steps=2, valid_every_steps=0, ckpt_every_steps=1,
+                                      init_from=str(tmp_path / "export"))))
+    cfg.update(name="sing", export_dir=str(tmp_path / "sing"), optim={"lr": 0.0, "warmup_steps": 2})
+    cfg["data"].update(tracks="separate", track="singing")
+    (tmp_path / "sing.yaml").write_text(yaml.safe_dump(cfg))
+    assert train_asr(tmp_path / "sing.yaml", max_minutes=None)["status"] == "finished"
+    got = ASRModel.from_pretrained(tmp_path / "sing")
+    # same weights (lr 0), so the singing-only model decodes singing exactly as the shared one
+    ref = init.state_dict()
+    assert all(torch.equal(got.state_dict()[k], ref[k]) for k in ref)
+    x = torch.randn(1, 16000) * 0.1
+    tracks = torch.ones(1, dtype=torch.long)
+    with torch.no_grad():
+        a, _ = init.encode(x, torch.tensor([16000]), tracks)
+        b, _ = got.encode(x, torch.tensor([16000]), tracks)
+    assert torch.equal(a, b)
+    # resuming the run rebuilds the same model from its init folder
+    assert train_asr(tmp_path / "sing.yaml", max_minutes=None)["step"] == 2

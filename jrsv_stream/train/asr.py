@@ -245,8 +245,15 @@ def _prepare_run(cfg: ASRTrainConfig, raw_cfg: dict, run_dir: Path, resume: bool
     saved.write_text(yaml.safe_dump(raw_cfg, sort_keys=False))
 
 
-def _model_config(cfg: ASRTrainConfig, tokenizer) -> ASRModelConfig:
-    enc = dataclasses.replace(cfg.model.encoder, n_tracks=2 if cfg.data.tracks == "shared" else 0)
+def _model_config(cfg: ASRTrainConfig, tokenizer, init_dir: Path | None = None) -> ASRModelConfig:
+    """The model of a run. A shared model has a track embedding (2 tracks); a single-track
+    model has none, except when it is warm-started from a shared model: it keeps the
+    embedding (trained on its one track, a fixed bias) so the init weights load unchanged."""
+    n_tracks = 2 if cfg.data.tracks == "shared" else 0
+    if init_dir is not None and n_tracks == 0:
+        doc = yaml.safe_load((init_dir / "config.yaml").read_text()) or {}
+        n_tracks = int(((doc.get("model") or {}).get("encoder") or {}).get("n_tracks", 0))
+    enc = dataclasses.replace(cfg.model.encoder, n_tracks=n_tracks)
     return dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size, sos_eos_id=tokenizer.eos_id, encoder=enc)
 
 
@@ -346,7 +353,7 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
 
     # model + optimizer
     torch.manual_seed(cfg.seed)
-    model = ASRModel(_model_config(cfg, tokenizer)).to(dev)
+    model = ASRModel(_model_config(cfg, tokenizer, init_dir)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
                            fused=True)  # fused: 4x faster steps than the default on CPU too
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.optim, lc.max_steps))
@@ -413,6 +420,8 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
                                        TimeElapsedColumn(), console=con, disable=not lc.progress) as prog:
         task = prog.add_task("train", total=total, completed=step, info="")
         t_last = time.monotonic()
+        if (lc.max_steps and step >= lc.max_steps) or (limit_s and elapsed_s >= limit_s):
+            status = "done"  # a resumed run already at its limit takes no further step
         try:
             while epoch < lc.max_epochs and status is None:
                 plan = make_batches([u.duration_s for u in train_utts], cfg.data.batch_seconds, cfg.data.max_batch,

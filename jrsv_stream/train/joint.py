@@ -888,6 +888,8 @@ def train_joint(config_path: str | os.PathLike, resume: bool = True, device: str
                                       disable=not lc.progress) as prog:
         task = prog.add_task("train", total=lc.max_steps or None, completed=step, info="")
         t_last = time.monotonic()
+        if (lc.max_steps and step >= lc.max_steps) or (limit_s and elapsed_s >= limit_s):
+            status = "done"  # a resumed run already at its limit takes no further step
         try:
             while epoch < lc.max_epochs and status is None:
                 plan = make_batches(durs, cfg.data.batch_seconds, cfg.data.max_batch,
