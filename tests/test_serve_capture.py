@@ -94,12 +94,16 @@ def test_demo_without_viewer(tmp_path):
     assert "4.0 s of audio captioned" in lines[-1]
 
 
-def test_demo_on_the_shipped_models_recognizes_the_bundled_audio():
-    """The README's main job: the shipped separator + recognizer on the bundled demo mix,
-    through the live path, scored against the demo's transcript."""
-    assert (REPO / "models" / "asr" / "asr.pt").is_file() and (REPO / "models" / "separator" / "separator.pt").is_file()
-    r = subprocess.run([sys.executable, "-m", "jrsv_stream.serve.cli", "demo", "--no-viewer", "--fast", "--threads", "2",
-                        "--pipeline", str(REPO / "models")], cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_demo_on_the_shipped_models_recognizes_the_bundled_audio(monkeypatch):
+    """The README's main job: the shipped default pipeline (models/jrsv, the jointly
+    fine-tuned separator + recognizer) on the bundled demo mix, through the live path,
+    scored against the demo's transcript."""
+    from jrsv_stream.stream.pipeline_api import default_pipeline_spec
+
+    monkeypatch.delenv("JRSV_PIPELINE", raising=False)
+    assert default_pipeline_spec(str(REPO / "models")) == str(REPO / "models" / "jrsv")
+    r = subprocess.run([sys.executable, "-m", "jrsv_stream.serve.cli", "demo", "--no-viewer", "--fast", "--threads", "2"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     line = next(l for l in r.stdout.splitlines() if l.startswith("demo: WER "))
     got = {t: (float(w), float(c)) for t, w, c in re.findall(r"(speech|lyrics) ([0-9.]+) % \(CER ([0-9.]+) %", line)}
