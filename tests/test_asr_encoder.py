@@ -6,10 +6,10 @@ from jrsv_stream.nn.encoder import ConformerConfig, ConformerEncoder, EncoderSta
 F = 20
 
 
-def _encoder(n_tracks: int = 2) -> ConformerEncoder:
+def _encoder(n_tracks: int = 2, subsampling: str = "conv2d") -> ConformerEncoder:
     torch.manual_seed(0)
     cfg = ConformerConfig(input_dim=F, d_model=32, n_heads=4, ff_dim=64, n_layers=2, conv_kernel=5,
-                          subsampling_channels=8, max_rel_frames=6, n_tracks=n_tracks)
+                          subsampling_channels=8, max_rel_frames=6, n_tracks=n_tracks, subsampling=subsampling)
     enc = ConformerEncoder(cfg).double().eval()
     with torch.no_grad():  # non-trivial relative bias and embeddings
         for p in enc.parameters():
@@ -26,9 +26,10 @@ def _stream(enc: ConformerEncoder, x: torch.Tensor, chunk: int, left: int, track
     return torch.cat(outs, dim=1), st
 
 
+@pytest.mark.parametrize("subsampling", ["conv2d", "stack"])
 @pytest.mark.parametrize("chunk,left", [(1, -1), (3, -1), (4, -1), (5, 0), (7, 2), (8, 1), (16, -1)])
-def test_chunked_forward_equals_chained_steps(chunk, left):
-    enc = _encoder()
+def test_chunked_forward_equals_chained_steps(chunk, left, subsampling):
+    enc = _encoder(subsampling=subsampling)
     T = 4 * 23 + 3  # not a multiple of 4 or of any chunk
     x = torch.randn(2, T, F, dtype=torch.float64)
     tracks = torch.tensor([0, 1])
@@ -43,8 +44,9 @@ def test_chunked_forward_equals_chained_steps(chunk, left):
         assert st.att_cache.shape[3] <= left * chunk
 
 
-def test_step_output_is_causal_beyond_the_chunk():
-    enc = _encoder()
+@pytest.mark.parametrize("subsampling", ["conv2d", "stack"])
+def test_step_output_is_causal_beyond_the_chunk(subsampling):
+    enc = _encoder(subsampling=subsampling)
     c = 4
     x = torch.randn(1, 96, F, dtype=torch.float64)
     x2 = x.clone()

@@ -61,14 +61,14 @@ class ConformerConfig:
     att_dropout: float = 0.0
     lstm_layers: int = 4
     lstm_hidden: int = 384
-    subsampling: str = "conv2d"  # lstm only: conv2d (CausalSubsampling) | stack (StackSubsampling)
+    subsampling: str = "conv2d"  # conv2d (CausalSubsampling) | stack (StackSubsampling)
 
 
 class EncoderState(NamedTuple):
     """Streaming state of :class:`ConformerEncoder` (B = streams, L = layers).
 
-    sub_cache: (B, T_sub, F) feature frames not consumed by the subsampling (3 <= T_sub <= 6;
-        3 when steps get multiples of 4 features).
+    sub_cache: (B, T_sub, F) feature frames not consumed by the subsampling (conv2d:
+        3 <= T_sub <= 6, 3 when steps get multiples of 4 features; stack: 0 <= T_sub < 4).
     att_cache: (B, L, H, T_cache, 2 * d_k) keys and values of past frames, per layer.
     cache_mask: (B, T_cache) bool, True where ``att_cache`` holds a real frame (False for
         the initial empty slots, or left padding when streams of different ages are batched).
@@ -263,7 +263,7 @@ class ConformerEncoder(nn.Module):
     def __init__(self, cfg: ConformerConfig = ConformerConfig()):
         super().__init__()
         self.cfg = cfg
-        self.embed = CausalSubsampling(cfg.input_dim, cfg.subsampling_channels, cfg.d_model)
+        self.embed, self._sub_context = make_subsampling(cfg)
         self.track_embed = make_track_embedding(cfg.n_tracks, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
@@ -305,7 +305,7 @@ class ConformerEncoder(nn.Module):
         c = self.cfg
         d_k = c.d_model // c.n_heads
         return EncoderState(
-            sub_cache=torch.zeros(batch, SUBSAMPLING_CONTEXT, c.input_dim, device=device, dtype=dtype),
+            sub_cache=torch.zeros(batch, self._sub_context, c.input_dim, device=device, dtype=dtype),
             att_cache=torch.zeros(batch, c.n_layers, c.n_heads, cache_frames, 2 * d_k, device=device, dtype=dtype),
             cache_mask=torch.zeros(batch, cache_frames, dtype=torch.bool, device=device),
             cnn_cache=torch.zeros(batch, c.n_layers, c.d_model, c.conv_kernel - 1, device=device, dtype=dtype),
@@ -374,6 +374,16 @@ class StackSubsampling(nn.Module):
         return self._encode(full), full[:, SUBSAMPLING * n:]
 
 
+def make_subsampling(cfg: "ConformerConfig") -> tuple[nn.Module, int]:
+    """The front end ``cfg.subsampling`` names and its initial ``sub_cache`` length in feature
+    frames: conv2d (:class:`CausalSubsampling`, 3) or frame stacking (:class:`StackSubsampling`, 0)."""
+    if cfg.subsampling == "conv2d":
+        return CausalSubsampling(cfg.input_dim, cfg.subsampling_channels, cfg.d_model), SUBSAMPLING_CONTEXT
+    if cfg.subsampling == "stack":
+        return StackSubsampling(cfg.input_dim, cfg.d_model), 0
+    raise ValueError(f"encoder.subsampling must be conv2d or stack, got {cfg.subsampling!r}")
+
+
 class LSTMEncoderState(NamedTuple):
     """Streaming state of :class:`LSTMEncoder` (B = streams, L = LSTM layers, H = hidden).
 
@@ -406,14 +416,7 @@ class LSTMEncoder(nn.Module):
     def __init__(self, cfg: ConformerConfig):
         super().__init__()
         self.cfg = cfg
-        if cfg.subsampling == "conv2d":
-            self.embed: nn.Module = CausalSubsampling(cfg.input_dim, cfg.subsampling_channels, cfg.d_model)
-            self._sub_context = SUBSAMPLING_CONTEXT
-        elif cfg.subsampling == "stack":
-            self.embed = StackSubsampling(cfg.input_dim, cfg.d_model)
-            self._sub_context = 0
-        else:
-            raise ValueError(f"encoder.subsampling must be conv2d or stack, got {cfg.subsampling!r}")
+        self.embed, self._sub_context = make_subsampling(cfg)
         self.track_embed = make_track_embedding(cfg.n_tracks, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(cfg.d_model, cfg.lstm_hidden, cfg.lstm_layers, batch_first=True,
