@@ -32,7 +32,7 @@ from jrsv_stream.stream.pipeline_api import PipelineOutput, map_state, state_lea
 SPEECH, SINGING = 0, 1  # separator source / activity order, and the recognizer's track ids
 # Live default: 160 ms chunks. The recognizer's encoder is causal frame by frame, so the chunk
 # changes latency and per-chunk overhead, not the text (asr_eval: the same greedy WER at
-# 160/320/640 ms); bench/latency.py (12 test items): partial p50/p95 150/600 ms at 320 ms chunks,
+# 160/320/640 ms); bench/latency.py (cascade, 12 test items): partial p50/p95 150/600 ms at 320 ms,
 # 104/535 ms at 160 ms.
 DEFAULT_CHUNK_SAMPLES = 2560
 
