@@ -36,7 +36,8 @@ def calibrate_separator(separator_dir: str | Path, manifest: str | Path, max_ite
     sep, _, _ = load_separator(separator_dir, "cpu")
     root = Path(manifest).parent
     per: dict[str, list[float]] = {name: [] for name, _ in VOCALS}
-    for item in read_manifest(manifest)[:max_items]:
+    items = read_manifest(manifest)[:max_items]
+    for item in items:
         d = item.to_json()
         mix = load_audio(root / d["mixture"])
         mix = mix[: len(mix) // sep.hop_samples * sep.hop_samples]
@@ -56,7 +57,7 @@ def calibrate_separator(separator_dir: str | Path, manifest: str | Path, max_ite
     res = {"output_gain_db": round(float(np.mean(values)), 3),
            "per_track_db": {k: {"mean": round(float(np.mean(v)), 3), "std": round(float(np.std(v)), 3), "n": len(v)}
                             for k, v in per.items() if v},
-           "manifest": str(manifest), "items": min(max_items, len(read_manifest(manifest))),
+           "manifest": str(manifest), "items": len(items),
            "seconds": round(time.time() - t0, 1)}
     out_path = Path(separator_dir) / CALIBRATION_FILE
     tmp = out_path.with_name(out_path.name + ".part")

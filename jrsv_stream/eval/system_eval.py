@@ -235,13 +235,13 @@ def build_pipeline(cfg: SystemEvalConfig):
     """
     from jrsv_stream.nn.pipeline import pipeline_from_folders
 
-    if not Path(cfg.asr_path).is_dir():
-        raise FileNotFoundError(f"recognizer folder {cfg.asr_path} not found (give --asr DIR or a --pipeline folder holding asr/)")
     real = cfg.separator_path != "none"
-    if real and not Path(cfg.separator_path).exists():
-        raise FileNotFoundError(f"separator folder {cfg.separator_path} not found "
-                                f"(give --separator DIR|none or a --pipeline folder holding separator/)")
-    return pipeline_from_folders(cfg.separator_path if real else None, cfg.asr_path, cfg.chunk_samples, "cpu", lm=cfg.lm), real
+    try:
+        p = pipeline_from_folders(cfg.separator_path if real else None, cfg.asr_path, cfg.chunk_samples, "cpu", lm=cfg.lm)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e} (give --asr DIR and --separator DIR|none, or a --pipeline folder holding "
+                                f"asr/ and separator/)") from e
+    return p, real
 
 
 # --- running ------------------------------------------------------------------------------------

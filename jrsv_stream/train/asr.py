@@ -40,7 +40,7 @@ import yaml  # noqa: E402
 from jrsv_stream.nn.asr import ASRModel, ASRModelConfig, ConfigError, dataclass_from_dict
 from jrsv_stream.train.asr_data import (ASRDataConfig, ASRDataset, Batch, Utterance, apply_spec_aug, make_batches,
                                         make_loader, read_utterances)
-from jrsv_stream.train.common import (EXIT_CODES, StopFlag, add_train_args, append_jsonl, bf16_autocast_ok,
+from jrsv_stream.train.common import (EXIT_CODES, StopFlag, add_train_args, append_jsonl, bf16_autocast_ok, budget_spent,
                                       list_step_checkpoints, load_step_checkpoint, lr_lambda, pick_device,
                                       prune_checkpoints, rng_state, save_atomic, set_rng_state)
 
@@ -420,7 +420,7 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
                                        TimeElapsedColumn(), console=con, disable=not lc.progress) as prog:
         task = prog.add_task("train", total=total, completed=step, info="")
         t_last = time.monotonic()
-        if (lc.max_steps and step >= lc.max_steps) or (limit_s and elapsed_s >= limit_s):
+        if budget_spent(step, elapsed_s, lc.max_steps, limit_s):
             status = "done"  # a resumed run already at its limit takes no further step
         try:
             while epoch < lc.max_epochs and status is None:
@@ -478,7 +478,7 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
                         con.print(f"step {step} valid " + " ".join(f"{k} {v:.3f}" for k, v in m.items()))
                     if stop.reason:
                         status = stop.reason
-                    elif (lc.max_steps and step >= lc.max_steps) or (limit_s and elapsed_s >= limit_s):
+                    elif budget_spent(step, elapsed_s, lc.max_steps, limit_s):
                         status = "done"
                     if status is not None or step % lc.ckpt_every_steps == 0:
                         save_ckpt()

@@ -152,6 +152,13 @@ class StopFlag:
         return False
 
 
+def budget_spent(step: int, elapsed_s: float, max_steps: int, limit_s: float) -> bool:
+    """A training loop's stop rule: ``max_steps`` steps (0 = no limit) or ``limit_s`` seconds
+    of training over resumes (0 = no limit). Checked after each step, and once before the
+    first step so a resumed run already at its limit takes no further step."""
+    return bool((max_steps and step >= max_steps) or (limit_s and elapsed_s >= limit_s))
+
+
 def add_train_args(p, config_help: str, export_help: str | None = None):
     """The options every trainer's command takes (``--config``, ``--device``,
     ``--max-minutes``, ``--no-resume``, and ``--export-only`` when ``export_help`` is given)."""

@@ -97,7 +97,7 @@ from jrsv_stream.nn.attention_decoder import IGNORE_ID  # noqa: E402
 from jrsv_stream.train.asr import ChunkConfig, ctc_greedy, sample_chunk  # noqa: E402
 from jrsv_stream.train.asr_data import (SpecAugConfig, apply_spec_aug, make_batches, make_loader,  # noqa: E402
                                         spec_aug_params)
-from jrsv_stream.train.common import (EXIT_CODES, StopFlag, add_train_args, append_jsonl, bf16_autocast_ok,  # noqa: E402
+from jrsv_stream.train.common import (EXIT_CODES, StopFlag, add_train_args, append_jsonl, bf16_autocast_ok, budget_spent,  # noqa: E402
                                       list_step_checkpoints, load_step_checkpoint, lr_lambda, pick_device,
                                       prune_checkpoints, rng_state, save_atomic, set_rng_state)
 
@@ -424,11 +424,13 @@ def kl_divergence(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Ten
 
 class JointModels(NamedTuple):
     """asr: the student recognizer; separator: None with mode none; teacher: frozen
-    clean-ASR model, or None without distillation."""
+    clean-ASR model, or None without distillation; track_gain: the separator's calibrated
+    output gain (``calibration.json``), applied to the separated tracks as in the live pipeline."""
 
     asr: ASRModel
     separator: nn.Module | None
     teacher: ASRModel | None
+    track_gain: float = 1.0
 
 
 def _delay(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -461,7 +463,7 @@ def compute_losses(models: JointModels, batch: JointBatch, cfg: JointTrainConfig
     """
     from jrsv_stream.train.losses import multitask_loss
 
-    asr, sep, teacher = models
+    asr, sep, teacher = models.asr, models.separator, models.teacher
     mix, stems, lens = batch.mixture.to(device), batch.stems.to(device), batch.lens.to(device)
     B = mix.shape[0]
     zero = mix.new_zeros(())
@@ -474,8 +476,7 @@ def compute_losses(models: JointModels, batch: JointBatch, cfg: JointTrainConfig
         with torch.set_grad_enabled(separator_trains and torch.is_grad_enabled()):
             sep_out = sep(mix)
         delay = sep.output_delay_samples
-        gain = getattr(sep, "track_gain", 1.0)  # the calibrated level (load_models), as in the live pipeline
-        tracks_audio = torch.cat([sep_out.sources[:, SPEECH], sep_out.sources[:, SINGING]], 0) * gain
+        tracks_audio = torch.cat([sep_out.sources[:, SPEECH], sep_out.sources[:, SINGING]], 0) * models.track_gain
         if separator_trains:
             act = batch.activity.to(device)
             hop = sep.hop_samples
@@ -564,7 +565,7 @@ def validate(models: JointModels, examples: list[dict], texts: list[tuple[str | 
     from jrsv_stream.eval.system_eval import ErrorCounts, count_errors
     from jrsv_stream.train.separator import score_separation_item, summarize_separation
 
-    asr, sep, _ = models
+    asr, sep = models.asr, models.separator
     was = asr.training, (sep.training if sep is not None else False)
     asr.eval()
     if sep is not None:
@@ -580,8 +581,7 @@ def validate(models: JointModels, examples: list[dict], texts: list[tuple[str | 
             audio = torch.cat([mix, mix], 0)
         else:
             so = sep(mix)
-            gain = getattr(sep, "track_gain", 1.0)
-            audio = torch.cat([so.sources[:, SPEECH], so.sources[:, SINGING]], 0) * gain
+            audio = torch.cat([so.sources[:, SPEECH], so.sources[:, SINGING]], 0) * models.track_gain
             D, hop = sep.output_delay_samples, sep.hop_samples
             for i, ex in enumerate(exs):
                 n = ex["length"] - D
@@ -636,11 +636,10 @@ def load_models(cfg: JointTrainConfig, device: torch.device) -> tuple[JointModel
     if asr.encoder.track_embed is None:
         raise ValueError(f"{asr_dir} was trained on one track (no track embedding); the joint trainer needs a shared "
                          f"two-track recognizer (data.tracks: shared)")
-    sep, sep_cfg = None, None
+    sep, sep_cfg, gain = None, None, 1.0
     if cfg.separator.mode != "none":
         sep, sep_cfg, _ = load_separator(cfg.separator.init, device)
-        # the recognizer hears the tracks at the calibrated level, as in the live pipeline
-        sep.track_gain = separator_track_gain(cfg.separator.init)
+        gain = separator_track_gain(cfg.separator.init)  # the recognizer hears the calibrated level
         _set_trainable(sep, False)
     teacher = None
     if cfg.distill.enabled:
@@ -649,7 +648,7 @@ def load_models(cfg: JointTrainConfig, device: torch.device) -> tuple[JointModel
         if teacher.vocab_size != asr.vocab_size:
             raise ValueError(f"teacher {cfg.distill.teacher} has vocabulary {teacher.vocab_size}, "
                              f"student {asr.vocab_size}")
-    return JointModels(asr, sep, teacher), tokenizer, {"separator_config": sep_cfg, "tokenizer_path": tok_path}
+    return JointModels(asr, sep, teacher, gain), tokenizer, {"separator_config": sep_cfg, "tokenizer_path": tok_path}
 
 
 def _set_trainable(m: nn.Module, on: bool) -> None:
@@ -888,7 +887,7 @@ def train_joint(config_path: str | os.PathLike, resume: bool = True, device: str
                                       disable=not lc.progress) as prog:
         task = prog.add_task("train", total=lc.max_steps or None, completed=step, info="")
         t_last = time.monotonic()
-        if (lc.max_steps and step >= lc.max_steps) or (limit_s and elapsed_s >= limit_s):
+        if budget_spent(step, elapsed_s, lc.max_steps, limit_s):
             status = "done"  # a resumed run already at its limit takes no further step
         try:
             while epoch < lc.max_epochs and status is None:
@@ -949,7 +948,7 @@ def train_joint(config_path: str | os.PathLike, resume: bool = True, device: str
                         elapsed_s += t_last - now
                     if stop.reason:
                         status = stop.reason
-                    elif (lc.max_steps and step >= lc.max_steps) or (limit_s and elapsed_s >= limit_s):
+                    elif budget_spent(step, elapsed_s, lc.max_steps, limit_s):
                         status = "done"
                     if status is not None or step % lc.ckpt_every_steps == 0:
                         save_ckpt()
