@@ -178,7 +178,7 @@ def test_live_item_with_a_pass_through_separator_scores_zero_si_sdri(models, cor
     p = JRSVPipeline(sep, ASRModel.from_pretrained(models / "asr"), Tokenizer(models / "asr" / "tokenizer.model"), 5120)
     ds = ManifestDataset(corpus / "test.jsonl", 256)
     with BatchWorker(p, max_batch=1, max_wait_ms=0, device="cpu") as w:
-        rec = _run_item(w, ds, 2, True, 5120)
+        rec = _run_item(w, ds, 2, 5120, True)
     assert rec["id"] == "bo" and rec["speech"]["ref"] == SPEECH_TEXT["bo"] and rec["lyrics"]["snr_bucket"] == "0"
     assert rec["separation"]["si_sdri"] == pytest.approx({"speech": 0.0, "singing": 0.0, "music": 0.0}, abs=1e-6)
 
@@ -275,3 +275,39 @@ def test_calibration_measures_the_separator_level_and_eval_applies_it(models, co
     assert real and p.track_gain == pytest.approx(10 ** (res["output_gain_db"] / 20), rel=1e-6)
     p_none, _ = build_pipeline(SystemEvalConfig(pipeline=str(tmp_path / "m"), separator="none"))
     assert p_none.track_gain == 1.0  # the pass-through hears the mixture at its own level
+
+
+def test_lm_fusion_overrides_apply_and_need_an_lm(models, corpus, tmp_path):
+    """--lm-weight / --lm-bonus replace lm.npz's tuned point (the fusion grid relies on it);
+    without an LM they are an error, not silently ignored."""
+    import shutil
+
+    from jrsv_stream.decode.ngram_lm import TokenNgramLM
+    from jrsv_stream.decode.tokenizer import Tokenizer
+    from jrsv_stream.eval.system_eval import SystemEvalConfig, build_pipeline
+    from tests.tiny_models import TEXTS
+
+    with pytest.raises(ValueError, match="no lm.npz"):
+        build_pipeline(SystemEvalConfig(pipeline=str(models), lm_weight=0.5))
+    shutil.copytree(models, tmp_path / "m")
+    tok = Tokenizer(tmp_path / "m" / "asr" / "tokenizer.model")
+    TokenNgramLM.train([tok.encode(t) for t in TEXTS], 3, tok.vocab_size, tok.eos_id, weight=0.4,
+                       token_bonus=1.0).save(tmp_path / "m" / "asr" / "lm.npz")
+    p, _ = build_pipeline(SystemEvalConfig(pipeline=str(tmp_path / "m")))
+    assert (p.lm.weight, p.lm.token_bonus) == (0.4, 1.0)
+    p, _ = build_pipeline(SystemEvalConfig(pipeline=str(tmp_path / "m"), lm_weight=1.25, lm_bonus=3.0))
+    assert (p.lm.weight, p.lm.token_bonus) == (1.25, 3.0)
+    p, _ = build_pipeline(SystemEvalConfig(pipeline=str(tmp_path / "m"), lm_bonus=2.0))
+    assert (p.lm.weight, p.lm.token_bonus) == (0.4, 2.0)
+
+
+def test_recognition_only_eval_gives_the_same_text_without_separation(models, corpus, full_run):
+    """score_separation=False skips the separator's second pass, not anything the captions
+    depend on: the same hypotheses as the full run, and no separation block."""
+    from jrsv_stream.eval.system_eval import SystemEvalConfig, evaluate_system
+
+    r = evaluate_system(corpus / "test.jsonl", SystemEvalConfig(pipeline=str(models), streams=3, score_separation=False))
+    assert r["separation"] is None and r["n_items"] == full_run["n_items"]
+    hyp = {it["id"]: (it["speech"]["hyp"], it["lyrics"]["hyp"]) for it in r["items"]}
+    assert hyp == {it["id"]: (it["speech"]["hyp"], it["lyrics"]["hyp"]) for it in full_run["items"]}
+    assert all("si_sdri" not in it for it in r["items"])

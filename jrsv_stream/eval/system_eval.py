@@ -198,6 +198,9 @@ class SystemEvalConfig:
     threads: int = 0
     max_wait_ms: float = 10.0
     lm: bool = True
+    lm_weight: float | None = None
+    lm_bonus: float | None = None
+    score_separation: bool = True
 
     def __post_init__(self):
         if self.streams < 1:
@@ -241,6 +244,13 @@ def build_pipeline(cfg: SystemEvalConfig):
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e} (give --asr DIR and --separator DIR|none, or a --pipeline folder holding "
                                 f"asr/ and separator/)") from e
+    if (cfg.lm_weight is not None or cfg.lm_bonus is not None) and p.lm is None:
+        raise ValueError(f"--lm-weight/--lm-bonus given but {cfg.asr_path} has no lm.npz (or --no-lm was given)")
+    if p.lm is not None:
+        if cfg.lm_weight is not None:
+            p.lm.weight = float(cfg.lm_weight)
+        if cfg.lm_bonus is not None:
+            p.lm.token_bonus = float(cfg.lm_bonus)
     return p, real
 
 
@@ -254,15 +264,15 @@ def _hypotheses(events, tracks) -> tuple[dict[str, str], list[str]]:
     return {t: " ".join(e.text for e in finals if e.track == t) for t in tracks}, errors
 
 
-def _run_item(worker, dataset, i: int, real_separator: bool, chunk_samples: int) -> dict:
-    """Transcribe item ``i`` through the live path (and score its separation)."""
+def _run_item(worker, dataset, i: int, chunk_samples: int, score_separation: bool) -> dict:
+    """Transcribe item ``i`` through the live path (and score its separation when asked)."""
     import torch
 
     from jrsv_stream.audio.io import load_audio
     from jrsv_stream.stream.session import transcribe
 
     item = dataset.items[i]
-    if real_separator:
+    if score_separation:
         ex = dataset[i]
         audio = ex["mixture"][: ex["length"]].numpy()
     else:  # no stems needed
@@ -277,7 +287,7 @@ def _run_item(worker, dataset, i: int, real_separator: bool, chunk_samples: int)
         rec[track] = {"ref": getattr(item, f"{src}_text"), "hyp": hyps[track],
                       "snr_bucket": track_bucket(item.extra, src) if getattr(item, src) is not None else None}
     rec["asr_s"] = round(time.perf_counter() - t0, 3)
-    if real_separator:
+    if score_separation:
         from jrsv_stream.separate import separate_stream
         from jrsv_stream.train.separator import score_separation_item
 
@@ -326,7 +336,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
             if i is None:
                 return
             try:
-                records[i] = _run_item(worker, dataset, i, real, cfg.chunk_samples)
+                records[i] = _run_item(worker, dataset, i, cfg.chunk_samples, real and cfg.score_separation)
             except Exception as e:  # one bad item never stops the others
                 with lock:
                     failed.append({"id": dataset.items[i].id, "error": f"{type(e).__name__}: {e}"})
@@ -347,7 +357,8 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     seconds = time.perf_counter() - t0
     done = [r for r in records if r is not None]
     audio_s = sum(r["duration_s"] for r in done)
-    separation = summarize_separation_by_scenario([r["separation"] for r in done]) if real and done else None
+    separation = (summarize_separation_by_scenario([r["separation"] for r in done])
+                  if real and cfg.score_separation and done else None)
     stats = worker.stats()
     return _json_safe({
         "label": cfg.label,
@@ -441,7 +452,8 @@ def print_table(res: dict) -> None:
 
 def _cmd(a: argparse.Namespace) -> int:
     cfg = SystemEvalConfig(pipeline=a.pipeline, separator=a.separator, asr=a.asr, chunk_ms=a.chunk_ms, max_items=a.max_items,
-                           streams=a.streams, label=a.label, device=a.device, threads=a.threads, lm=not a.no_lm)
+                           streams=a.streams, label=a.label, device=a.device, threads=a.threads, lm=not a.no_lm,
+                           lm_weight=a.lm_weight, lm_bonus=a.lm_bonus)
     res = evaluate_system(a.manifest, cfg, progress=not a.quiet)
     if a.json:
         out = Path(a.json)
@@ -467,5 +479,7 @@ def add_cli(subparsers) -> None:
     s.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when present")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--no-lm", action="store_true", help="decode without the recognizer's LM (asr/lm.npz)")
+    s.add_argument("--lm-weight", type=float, default=None, help="LM fusion weight (default: the one in asr/lm.npz)")
+    s.add_argument("--lm-bonus", type=float, default=None, help="per-token bonus with the LM (default: the one in asr/lm.npz)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd)
