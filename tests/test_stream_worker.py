@@ -85,6 +85,33 @@ def test_streams_join_and_leave_at_any_time_and_slots_are_reset():
             h1.submit(a[:CHUNK])
 
 
+class SlowPipeline(TinyPipeline):
+    def step(self, audio, state):
+        time.sleep(0.4)
+        return super().step(audio, state)
+
+
+def test_a_joiner_waits_for_a_slot_freed_behind_the_step_in_flight():
+    """A stream that leaves while its chunk is being stepped frees its slot after the step;
+    a stream joining at that moment (one reconnecting, the next item of an eval) gets that
+    slot instead of PoolFull, and starts from a fresh state."""
+    p = SlowPipeline(chunk_samples=CHUNK)
+    a, b = _audio(1, 2), _audio(2, 2)
+    with BatchWorker(p, max_batch=1, max_wait_ms=0, max_streams=1) as w:
+        h1 = w.open_stream("one")
+        fut = h1.submit(a[:CHUNK])
+        time.sleep(0.15)  # the step of h1's chunk is in flight
+        h1.close()
+        assert w.pool.in_use == 1  # release deferred behind the step
+        t0 = time.monotonic()
+        h2 = w.open_stream("two")  # before the fix: PoolFull
+        assert time.monotonic() - t0 > 0.05 and fut.result(10).chunk_index == 0  # waited; h1's chunk still answered
+        got = [h2.submit(b[k * CHUNK:(k + 1) * CHUNK]).result(10).logp["speech"] for k in range(2)]
+        assert torch.allclose(torch.cat(got), _reference(p, b), atol=1e-5)
+        with pytest.raises(PoolFull):  # an open stream's slot is never waited for
+            w.open_stream("three", release_wait_s=1.0)
+
+
 def test_bad_input_is_refused_at_submit_and_does_not_reach_the_batch():
     p = TinyPipeline(chunk_samples=CHUNK)
     with BatchWorker(p) as w:

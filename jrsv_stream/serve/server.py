@@ -398,7 +398,8 @@ class CaptionServer:
 
     # ------------------------------------------------------------------ publishers
     async def _open_session(self, hub: _Hub) -> None:
-        hub.session = StreamSession(self.worker, hub.stream_id, self.session_config)
+        # off the event loop: joining may wait for a slot freed behind the worker's current step
+        hub.session = await asyncio.to_thread(StreamSession, self.worker, hub.stream_id, self.session_config)
         hub.finishing = None
         hub.chunks = asyncio.Queue(self.config.chunk_queue)
         hub.proc_task = asyncio.ensure_future(self._process(hub, hub.session))

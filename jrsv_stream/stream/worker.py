@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from jrsv_stream.stream.pipeline_api import StreamingPipeline, gather_state
-from jrsv_stream.stream.state_pool import StatePool
+from jrsv_stream.stream.state_pool import PoolFull, StatePool
 
 
 class QueueFull(RuntimeError):
@@ -181,11 +181,29 @@ class BatchWorker:
         return self._running
 
     # ------------------------------------------------------------------ streams
-    def open_stream(self, name: str = "") -> StreamHandle:
-        """Join: take a slot (raises :class:`~jrsv_stream.stream.state_pool.PoolFull`)."""
-        slot = self.pool.acquire()
-        h = StreamHandle(self, name, slot)
+    def open_stream(self, name: str = "", release_wait_s: float = 5.0) -> StreamHandle:
+        """Join: take a slot.
+
+        A stream that left while its last chunk was being stepped frees its slot only after
+        that step; when every slot is taken but such releases are pending, the joiner waits
+        for them (at most ``release_wait_s``) instead of being refused.
+
+        Raises:
+            :class:`~jrsv_stream.stream.state_pool.PoolFull`: every slot belongs to an open
+            stream (or the pending releases did not come in time).
+        """
+        deadline = time.monotonic() + release_wait_s
         with self._cond:
+            while True:
+                try:
+                    slot = self.pool.acquire()
+                    break
+                except PoolFull:
+                    left = deadline - time.monotonic()
+                    if not (self._running and self._to_release) or left <= 0:
+                        raise
+                    self._cond.wait(left)
+            h = StreamHandle(self, name, slot)
             self._streams[slot] = h
             self._to_reset.append(slot)
             if not self._running:
@@ -329,6 +347,7 @@ class BatchWorker:
                 with self._cond:
                     self._inflight = set()
                     self._apply_resets_releases()
+                    self._cond.notify_all()  # joiners waiting for a deferred release
 
     def _step(self, items: list[_Item]):
         slots = [it.handle.slot for it in items]
