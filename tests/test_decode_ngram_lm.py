@@ -96,6 +96,19 @@ def test_save_load_round_trip_and_corrupt_files(tmp_path):
         TokenNgramLM.load(tmp_path / "bad.npz")
 
 
+def test_a_fusion_file_overrides_the_stored_point_and_bad_ones_are_refused(tmp_path):
+    TokenNgramLM.train(random_corpus(0), 3, V, EOS, weight=0.8, token_bonus=3.5).save(tmp_path / "lm.npz")
+    (tmp_path / "lm_fusion.json").write_text('{"weight": 0.3, "token_bonus": 3.0, "tuned_on": {}}')
+    lm = load_model_lm(tmp_path)
+    assert (lm.weight, lm.token_bonus) == (0.3, 3.0)
+    assert TokenNgramLM.load(tmp_path / "lm.npz").weight == 0.8  # the LM file itself is untouched
+    for bad, what in (('{"weight": 0.3}', "token_bonus"), ("{oops", "unreadable"),
+                      ('{"weight": -1, "token_bonus": 1}', ">= 0"), ('{"weight": "NaN", "token_bonus": 1}', "finite")):
+        (tmp_path / "lm_fusion.json").write_text(bad)
+        with pytest.raises(LMError, match=what):
+            load_model_lm(tmp_path)
+
+
 def test_bad_arguments():
     with pytest.raises(LMError):
         TokenNgramLM.train([], 3, V, EOS)

@@ -4,6 +4,7 @@ known answers, and the CLI on a hand-made manifest through the live path (tiny m
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -311,3 +312,49 @@ def test_recognition_only_eval_gives_the_same_text_without_separation(models, co
     hyp = {it["id"]: (it["speech"]["hyp"], it["lyrics"]["hyp"]) for it in r["items"]}
     assert hyp == {it["id"]: (it["speech"]["hyp"], it["lyrics"]["hyp"]) for it in full_run["items"]}
     assert all("si_sdri" not in it for it in r["items"])
+
+
+def test_fusion_grid_replay_equals_direct_evals_and_saves_the_best(models, corpus, tmp_path):
+    """bench/fusion_grid.py runs the network once and replays it for the other points: each
+    point's figures equal a direct `jrsv-stream eval` at that point; --save writes the best
+    into the recognizer folder, where the pipeline loader picks it up."""
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.fusion_grid import ReplayPipeline
+    from bench.fusion_grid import main as grid_main
+    from jrsv_stream.decode.ngram_lm import TokenNgramLM, load_model_lm
+    from jrsv_stream.decode.tokenizer import Tokenizer
+    from jrsv_stream.eval.system_eval import SystemEvalConfig, evaluate_system
+    from jrsv_stream.stream.pipeline_api import TinyPipeline
+    from tests.tiny_models import TEXTS
+
+    m = tmp_path / "m"
+    shutil.copytree(models, m)
+    tok = Tokenizer(m / "asr" / "tokenizer.model")
+    TokenNgramLM.train([tok.encode(t) for t in TEXTS], 3, tok.vocab_size, tok.eos_id, weight=0.5,
+                       token_bonus=1.0).save(m / "asr" / "lm.npz")
+    valid = corpus / "valid.jsonl"
+    valid.write_text("".join(x + "\n" for x in (corpus / "test.jsonl").read_text().splitlines() if '"bad"' not in x))
+    out = tmp_path / "grid.json"
+    assert grid_main(["--pipeline", str(m), "--manifest", str(valid), "--max-items", "3", "--weights", "0.0", "3.0",
+                      "--bonuses", "0.0", "6.0", "--threads", "1", "--json", str(out), "--save"]) == 0
+    g = json.loads(out.read_text())
+    assert len(g["grid"]) == 4 and out.with_suffix(".png").is_file()
+    assert len({(r["speech_cer"], r["lyrics_cer"]) for r in g["grid"]}) > 1  # the point changes the decoding
+    for r in g["grid"]:
+        direct = evaluate_system(valid, SystemEvalConfig(pipeline=str(m), max_items=3, streams=1, score_separation=False,
+                                                         lm_weight=r["weight"], lm_bonus=r["token_bonus"]))
+        assert (r["speech_cer"], r["lyrics_cer"], r["speech_wer"], r["lyrics_wer"]) == tuple(
+            direct["tracks"][t][k] for k in ("cer", "wer") for t in ("speech", "lyrics"))
+    best = min(g["grid"], key=lambda r: (r["mean_cer"] + r["mean_wer"]) / 2)
+    lm = load_model_lm(m / "asr")
+    assert (lm.weight, lm.token_bonus) == (best["weight"], best["token_bonus"]) == (g["best"]["weight"], g["best"]["token_bonus"])
+    with pytest.raises(SystemExit):  # never tuned on the test split
+        grid_main(["--pipeline", str(m), "--manifest", str(corpus / "test.jsonl")])
+    rp = ReplayPipeline(TinyPipeline(chunk_samples=640))
+    st = rp.init_state(1)
+    rp.step(torch.zeros(1, 640), st)
+    rp.rewind()
+    with pytest.raises(RuntimeError, match="differs"):
+        rp.step(torch.ones(1, 640), st)

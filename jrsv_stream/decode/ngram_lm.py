@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -225,8 +226,30 @@ def _key(context: Sequence[int], vocab_size: int) -> int:
 LM_FILE = "lm.npz"
 
 
+FUSION_FILE = "lm_fusion.json"
+
+
 def load_model_lm(asr_dir: str | os.PathLike) -> TokenNgramLM | None:
     """The LM shipped in a recognizer folder (``asr_dir/lm.npz``, made by ``jrsv-stream
-    train lm``), None when the folder has none; :class:`LMError` when it is unusable."""
+    train lm``), None when the folder has none; :class:`LMError` when it is unusable.
+
+    ``asr_dir/lm_fusion.json`` (``{"weight": w, "token_bonus": b, ...}``, written by
+    ``bench/fusion_grid.py --save``), when present, replaces the fusion point stored in
+    ``lm.npz``: a pipeline re-tuned on its own separated tracks keeps the same LM file.
+    """
     path = Path(asr_dir) / LM_FILE
-    return TokenNgramLM.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    lm = TokenNgramLM.load(path)
+    fusion = Path(asr_dir) / FUSION_FILE
+    if fusion.is_file():
+        try:
+            f = json.loads(fusion.read_text())
+            weight, bonus = float(f["weight"]), float(f["token_bonus"])
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise LMError(f"{fusion}: unreadable fusion point ({type(e).__name__}: {e}); "
+                          f"expected {{\"weight\": float, \"token_bonus\": float}}") from e
+        if not (math.isfinite(weight) and weight >= 0 and math.isfinite(bonus)):
+            raise LMError(f"{fusion}: weight must be finite and >= 0 and token_bonus finite, got {weight}, {bonus}")
+        lm.weight, lm.token_bonus = weight, bonus
+    return lm

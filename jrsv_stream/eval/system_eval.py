@@ -298,9 +298,13 @@ def _run_item(worker, dataset, i: int, chunk_samples: int, score_separation: boo
     return rec
 
 
-def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConfig(), progress: bool = False) -> dict:
+def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConfig(), progress: bool = False,
+                    pipeline=None) -> dict:
     """Run a configuration over a manifest through the streaming path; the result dict
     (the JSON of ``jrsv-stream eval``, see the module docstring).
+
+    ``pipeline``: an already built pipeline (with a ``separator``) to run instead of
+    building ``cfg``'s; ``cfg`` still gives the chunking, streams and labels.
 
     Raises:
         ManifestError (ValueError): missing or malformed manifest.
@@ -317,7 +321,10 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
         torch.set_num_threads(cfg.threads)
     manifest = Path(manifest)
     read_manifest(manifest)  # a missing or malformed manifest is reported before models load
-    pipeline, real = build_pipeline(cfg)
+    if pipeline is None:
+        pipeline, real = build_pipeline(cfg)
+    else:
+        real = cfg.separator_path != "none"
     dataset = ManifestDataset(manifest, pipeline.separator.hop_samples, max_items=cfg.max_items)
     if not len(dataset):
         raise ValueError(f"{manifest} has no items")
