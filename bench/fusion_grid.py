@@ -85,7 +85,7 @@ def _score(res: dict) -> dict:
 
 
 CRITERIA = {  # lower is better
-    "cer+wer": lambda r: (r["mean_cer"] + (r["speech_wer"] + r["lyrics_wer"]) / 2) / 2,
+    "cer+wer": lambda r: (r["mean_cer"] + r["mean_wer"]) / 2,
     "cer": lambda r: r["mean_cer"],
 }
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         grids = [json.loads(Path(f).read_text()) for f in a.from_json]
         if len({(g["pipeline"], g["manifest"], g["max_items"], g["chunk_ms"]) for g in grids}) != 1:
             p.error("--from-json files come from different pipelines, manifests, item counts or chunk sizes")
-        rows = [{**r, "mean_wer": round((r["speech_wer"] + r["lyrics_wer"]) / 2, 3)} for g in grids for r in g["grid"]]
+        rows = [r for g in grids for r in g["grid"]]
         best = min(rows, key=CRITERIA[a.criterion])
         print(f"best of {len(rows)} points by {a.criterion}: weight {best['weight']} bonus {best['token_bonus']}: "
               f"mean CER {best['mean_cer']}, mean WER {best['mean_wer']}")

@@ -322,9 +322,8 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     manifest = Path(manifest)
     read_manifest(manifest)  # a missing or malformed manifest is reported before models load
     if pipeline is None:
-        pipeline, real = build_pipeline(cfg)
-    else:
-        real = cfg.separator_path != "none"
+        pipeline, _ = build_pipeline(cfg)
+    real = cfg.separator_path != "none"  # as build_pipeline decides it
     dataset = ManifestDataset(manifest, pipeline.separator.hop_samples, max_items=cfg.max_items)
     if not len(dataset):
         raise ValueError(f"{manifest} has no items")
