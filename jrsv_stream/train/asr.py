@@ -39,7 +39,7 @@ import yaml  # noqa: E402
 
 from jrsv_stream.nn.asr import ASRModel, ASRModelConfig, ConfigError, dataclass_from_dict
 from jrsv_stream.train.asr_data import (ASRDataConfig, ASRDataset, Batch, Utterance, apply_spec_aug, make_batches,
-                                        make_loader, read_utterances)
+                                        make_loader, read_utterances, voice_features)
 from jrsv_stream.train.common import (EXIT_CODES, StopFlag, add_train_args, append_jsonl, bf16_autocast_ok, budget_spent,
                                       list_step_checkpoints, load_step_checkpoint, lr_lambda, pick_device,
                                       prune_checkpoints, rng_state, save_atomic, set_rng_state)
@@ -438,7 +438,10 @@ def train_asr(config_path: str | os.PathLike, resume: bool = True, device: str |
                     chunk, left = sample_chunk(cfg.chunk, crng)
                     wav, lens, trk = batch.wav.to(dev), batch.wav_lens.to(dev), batch.tracks.to(dev)
                     with torch.no_grad():
-                        feats, feat_lens = model.features(wav, lens)
+                        if batch.voice is not None:
+                            feats, feat_lens = voice_features(model.features, wav, lens, batch.voice)
+                        else:
+                            feats, feat_lens = model.features(wav, lens)
                         feats = apply_spec_aug(feats, batch.spec_aug)
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                         out = model.loss(feats, feat_lens, batch.tokens, trk, chunk, left)
