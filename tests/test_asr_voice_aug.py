@@ -34,6 +34,9 @@ def test_identity_row_gives_the_model_features_exactly():
     a, la = voice_features(f, wav, lens, ident)
     b, lb = f(wav, lens)
     assert torch.equal(a, b) and torch.equal(la, lb)
+    # and both are torchaudio's MelSpectrogram, logged (the spectrum path changes nothing)
+    ref = torch.log(f.mel(torch.nn.functional.pad(wav, (f.pad_samples, 0))).clamp_min(1e-10)).transpose(1, 2)
+    assert torch.allclose(b, f.normalize(ref), atol=1e-6)
 
 
 @pytest.mark.parametrize("alpha", [0.88, 0.95, 1.06, 1.12])
@@ -81,6 +84,13 @@ def test_params_respect_prob_ranges_and_seed():
     assert 0.45 < untouched.float().mean() < 0.55
     assert torch.all(voice_aug_params(50, dataclasses.replace(cfg, prob=0.0), np.random.default_rng(0))
                      == torch.tensor([1.0, 0, 0, 0, 0]))
+
+
+@pytest.mark.parametrize("kw", [{"prob": 1.5}, {"prob": -0.1}, {"vtlp": (1.1, 0.9)}, {"vtlp": (0.0, 1.0)},
+                                {"eq_db": -1.0}, {"eq_terms": -2}])
+def test_bad_settings_are_refused_with_the_key_named(kw):
+    with pytest.raises(ValueError, match="data.voice_aug"):
+        VoiceAugConfig(**kw)
 
 
 def test_dataset_draws_voice_params_last_and_only_when_training(tmp_path):

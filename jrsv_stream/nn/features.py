@@ -79,8 +79,12 @@ class LogMel(nn.Module):
         """Un-normalized log-mel of already padded audio: (B, P + N) -> (B, T, n_mels)."""
         if framed.shape[-1] < self.win:
             return framed.new_zeros(framed.shape[0], 0, self.cfg.n_mels)
-        spec = self.mel(framed)  # (B, n_mels, T)
-        return torch.log(spec.clamp_min(1e-10)).transpose(1, 2)
+        return self.log_mel(self.mel.spectrogram(framed))
+
+    def log_mel(self, power_spec: torch.Tensor) -> torch.Tensor:
+        """Un-normalized log-mel of a power spectrogram (B, n_fft // 2 + 1, T) -> (B, T, n_mels)
+        (training augmentations that act on the spectrum go through here)."""
+        return torch.log(self.mel.mel_scale(power_spec).clamp_min(1e-10)).transpose(1, 2)
 
     def normalize(self, logmel: torch.Tensor) -> torch.Tensor:
         return (logmel - self.mean) * self.istd

@@ -69,6 +69,15 @@ class VoiceAugConfig:
     eq_db: float = 6.0
     eq_terms: int = 4
 
+    def __post_init__(self):
+        lo, hi = self.vtlp
+        if not 0.0 <= self.prob <= 1.0:
+            raise ValueError(f"data.voice_aug.prob must be in [0, 1], got {self.prob}")
+        if not 0.5 <= lo <= hi <= 2.0:
+            raise ValueError(f"data.voice_aug.vtlp must be [low, high] with 0.5 <= low <= high <= 2, got {list(self.vtlp)}")
+        if self.eq_db < 0 or self.eq_terms < 0:
+            raise ValueError(f"data.voice_aug.eq_db and eq_terms must be >= 0, got {self.eq_db}, {self.eq_terms}")
+
 
 @dataclass(frozen=True)
 class ASRDataConfig:
@@ -256,7 +265,7 @@ def voice_features(features, wav: torch.Tensor, wav_lens: torch.Tensor, voice: t
     alpha = voice[:, 0].to(spec)
     if bool((alpha != 1.0).any()):
         spec = warp_spectrum(spec, alpha)
-    logmel = torch.log(features.mel.mel_scale(spec).clamp_min(1e-10)).transpose(1, 2)  # (B, T, F)
+    logmel = features.log_mel(spec)  # (B, T, F)
     n_mels, terms = logmel.shape[-1], voice.shape[1] - 1
     if terms:
         m = torch.arange(n_mels, device=logmel.device, dtype=logmel.dtype)
