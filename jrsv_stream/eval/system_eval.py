@@ -219,6 +219,11 @@ class SystemEvalConfig:
         return self.asr or str(Path(self.pipeline) / "asr")
 
     @property
+    def real_separator(self) -> bool:
+        """False when the recognizer hears the mixture (``separator: none``)."""
+        return self.separator_path != "none"
+
+    @property
     def chunk_samples(self) -> int:
         n = self.chunk_ms * SAMPLE_RATE / 1000.0
         if abs(n - round(n)) > 1e-6:
@@ -238,7 +243,7 @@ def build_pipeline(cfg: SystemEvalConfig):
     """
     from jrsv_stream.nn.pipeline import pipeline_from_folders
 
-    real = cfg.separator_path != "none"
+    real = cfg.real_separator
     try:
         p = pipeline_from_folders(cfg.separator_path if real else None, cfg.asr_path, cfg.chunk_samples, "cpu", lm=cfg.lm)
     except FileNotFoundError as e:
@@ -323,7 +328,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     read_manifest(manifest)  # a missing or malformed manifest is reported before models load
     if pipeline is None:
         pipeline, _ = build_pipeline(cfg)
-    real = cfg.separator_path != "none"  # as build_pipeline decides it
+    real = cfg.real_separator
     dataset = ManifestDataset(manifest, pipeline.separator.hop_samples, max_items=cfg.max_items)
     if not len(dataset):
         raise ValueError(f"{manifest} has no items")
