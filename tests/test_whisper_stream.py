@@ -1,0 +1,122 @@
+"""The streaming window encoder over pretrained Whisper (streaming == offline, causality,
+bad chunks) and the CTC/attention hybrid final rules (loops, invented text, word times)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from jrsv_stream.audio.io import load_audio
+from jrsv_stream.data.real_corpora import read_librivox_testdata
+from jrsv_stream.nn.whisper_weights import load_whisper
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(2)
+    return load_whisper("tiny.en")
+
+
+@pytest.fixture(scope="module")
+def librivox():
+    return [(torch.from_numpy(load_audio(p)), t) for p, t in read_librivox_testdata()]
+
+
+# ---------------------------------------------------------------------- streaming window encoder
+def test_window_encoder_streaming_equals_offline_and_is_causal(tiny, librivox):
+    from jrsv_stream.nn.whisper_ctc import HeadConfig, WhisperCTC, WhisperCTCConfig
+
+    torch.manual_seed(0)
+    m = WhisperCTC(WhisperCTCConfig(window_s=1.28, head=HeadConfig(hidden=32)), whisper=tiny).eval()
+    a = librivox[4][0][: 16000 * 2]
+    tracks = torch.tensor([1])
+    chunk = 2560
+    off_lp, off_enc = m(a[None], tracks, chunk_samples=chunk)
+    st = m.init_state(1, tracks=[1])
+    lps = []
+    for i in range(0, len(a), chunk):
+        x = torch.nn.functional.pad(a[i:i + chunk], (0, max(0, i + chunk - len(a))))
+        lp, _, st = m.step(x[None], st)
+        lps.append(lp)
+    stream = torch.cat(lps, 1)
+    assert stream.shape == off_lp.shape == (1, 104, 128)
+    assert torch.allclose(stream, off_lp, atol=1e-4)
+    # causality: changing audio after 1.28 s leaves every frame of the chunks before it unchanged
+    b = a.clone()
+    b[20480:] = torch.randn(len(b) - 20480) * 0.1
+    lp_b, _ = m(b[None], tracks, chunk_samples=chunk)
+    assert torch.allclose(lp_b[:, :64], off_lp[:, :64], atol=1e-5)
+    assert not torch.allclose(lp_b[:, 64:], off_lp[:, 64:], atol=1e-3)
+
+
+def test_window_encoder_bad_chunks_are_refused(tiny):
+    from jrsv_stream.nn.whisper_ctc import WhisperCTC, WhisperCTCConfig
+
+    m = WhisperCTC(WhisperCTCConfig(window_s=0.64), whisper=tiny)
+    st = m.init_state(2)
+    with pytest.raises(ValueError, match="320"):
+        m.step(torch.zeros(2, 1000), st)
+    with pytest.raises(ValueError, match="longer than the window"):
+        m.step(torch.zeros(2, 320 * 40), st)
+
+
+# ---------------------------------------------------------------------- hybrid final rules
+class _Pieces:
+    """Letters as CTC tokens: a=1..z=26, apostrophe 27, word start marked by +100 (▁x)."""
+
+    def encode(self, text):
+        out = []
+        for w in text.split():
+            for k, c in enumerate(w):
+                v = 27 if c == "'" else ord(c) - 96
+                out.append(v + 100 if k == 0 else v)
+        return out
+
+
+def _logp_for(tokens, frames_per=3, V=128, blank=0):
+    T = len(tokens) * frames_per + 4
+    lp = np.full((T, V), -12.0, dtype=np.float32)
+    lp[:, blank] = -0.01
+    for k, t in enumerate(tokens):
+        lp[2 + k * frames_per, :] = -12.0
+        lp[2 + k * frames_per, t] = -0.01
+    return lp
+
+
+def test_hybrid_prefers_ctc_consistent_text_and_rejects_loops():
+    from jrsv_stream.decode.hybrid import Candidate, choose_final, has_repetition_loop, normalize_text
+
+    tok = _Pieces()
+    lp = _logp_for(tok.encode("hello there"))
+    assert normalize_text("Hello, there!") == "hello there"
+    c = choose_final([Candidate("Yellow there.", -1.0, 3), Candidate("Hello there.", -1.5, 3)], lp, "hello there", tok)
+    assert c.text == "Hello there." and c.source == "attention"
+    loop = Candidate("hello there hello there hello there hello there", -0.5, 9)
+    assert has_repetition_loop(loop.text.split())
+    assert not has_repetition_loop("no no no way".split())
+    c = choose_final([loop], lp, "hello there", tok)
+    assert c.source == "ctc" and c.text == "hello there" and "loop" in c.rejected
+    long = Candidate(" ".join(["music"] * 2 + ["and", "words", "nobody", "said", "here", "at", "all"]), -0.1, 9)
+    assert "long" in choose_final([long], _logp_for(tok.encode("hi")), "hi", tok).rejected
+
+
+def test_display_words_are_timed_by_ctc_alignment():
+    from jrsv_stream.decode.hybrid import time_display_words
+
+    tok = _Pieces()
+    ids = tok.encode("hi yo")
+    lp = _logp_for(ids, frames_per=3)
+    words = time_display_words("Hi, -- yo.", lp, tok)
+    assert [w.word for w in words] == ["Hi,", "--", "yo."]
+    assert words[0].start_frame == 2 and words[0].end_frame == 6  # h at 2, i at 5
+    assert words[1].start_frame == words[1].end_frame == 6
+    assert words[2].start_frame == 8 and words[2].end_frame == 12
+
+
+def test_loop_inside_one_hyphenated_display_word_is_found():
+    from jrsv_stream.decode.hybrid import has_repetition_loop
+
+    # tiny.en's output on a LibriVox utterance padded by only 2 s
+    assert has_repetition_loop("He was not an old-s-y-y-y-y-y-y-y-y".split())
+    assert not has_repetition_loop("He was not an ill-disposed young man.".split())
