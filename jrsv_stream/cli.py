@@ -56,6 +56,26 @@ def _cmd_data_librivox_music(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_real_voices(a: argparse.Namespace) -> int:
+    from jrsv_stream.data.real_voices import SOURCES, build_real_voices, format_summary, real_voice_items
+
+    if a.list:
+        missing: dict[str, str] = {}
+        voices = real_voice_items(a.sources, min_words=a.min_words, missing=missing)
+        for name in a.sources or SOURCES:
+            n = sum(v.source == name for v in voices)
+            print(f"{name:10s} {n:4d} utterances  {SOURCES[name].package} ({SOURCES[name].licence})"
+                  + (f"  [skipped: {missing[name]}]" if name in missing else ""))
+        return 0
+    if a.out is None:
+        print("jrsv-stream data real-voices: error: --out is required (unless --list)", file=sys.stderr)
+        return 2
+    summary = build_real_voices(a.corpus, a.out, snrs_db=tuple(a.snr), seed=a.seed, sources=a.sources,
+                                min_words=a.min_words)
+    print(format_summary(summary, a.out))
+    return 0
+
+
 def _print_stats(stats: dict, root) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -124,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--snr", type=float, nargs="+", default=[-5.0, 0.0, 5.0], help="speech-to-music region SNRs (dB)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_cmd_data_librivox_music)
+
+    s = data.add_parser("real-voices", help="every real recording with a transcript that the installed packages ship "
+                                            "(LibriVox, cards, Asterisk prompts, ...), clean and over corpus test music")
+    s.add_argument("--corpus", default="data/corpus", help="built corpus whose test-split music is used")
+    s.add_argument("--out", help="output folder (test.jsonl, test_clean.jsonl, test_mixed.jsonl, summary.json, "
+                                 "mixtures/); required unless --list")
+    s.add_argument("--snr", type=float, nargs="*", default=[-5.0, 0.0, 5.0],
+                   help="speech-to-music region SNRs (dB), one mixed item per utterance each (none: clean only)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sources", nargs="+", default=None,
+                   help="only these sources (librivox cards goforward tidigits alsa asterisk; default: all installed)")
+    s.add_argument("--min-words", type=int, default=2, help="leave out utterances with fewer words (default 2)")
+    s.add_argument("--list", action="store_true", help="list the installed sources and their utterances; build nothing")
+    s.set_defaults(fn=_cmd_data_real_voices)
 
     from jrsv_stream.eval.system_eval import add_cli as add_eval_cli
     from jrsv_stream.separate import add_cli as add_separate_cli
