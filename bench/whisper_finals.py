@@ -30,8 +30,12 @@ from jrsv_stream.nn.whisper_decode import greedy_decode  # noqa: E402
 from jrsv_stream.nn.whisper_weights import load_whisper  # noqa: E402
 
 
-def sets(corpus: Path | None, items: int) -> dict[str, list[tuple[np.ndarray, str]]]:
+def sets(corpus: Path | None, items: int, real_voices: bool = False) -> dict[str, list[tuple[np.ndarray, str]]]:
     out = {"real_librivox": [(load_audio(p), t) for p, t in read_librivox_testdata()]}
+    if real_voices:  # every real recording with a transcript the installed packages ship (jrsv-stream data real-voices)
+        from jrsv_stream.data.real_voices import real_voice_items
+
+        out["real_voices_clean"] = [(v.load(), v.text) for v in real_voice_items()]
     if corpus is not None:
         for kind in ("speech", "singing"):
             rows = [json.loads(x) for x in (corpus / "sources" / f"{kind}.jsonl").read_text().splitlines()]
@@ -61,12 +65,13 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=["tiny.en"])
     ap.add_argument("--pads", nargs="+", type=float, default=[2.0, 30.0],
                     help="segment padded to max(dur + 2 s, PAD) seconds (<= 30)")
+    ap.add_argument("--real-voices", action="store_true", help="also every clean real recording (332 utterances)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     corpus = Path(a.corpus) if (Path(a.corpus) / "sources" / "speech.jsonl").is_file() else None
-    data = sets(corpus, a.items)
+    data = sets(corpus, a.items, a.real_voices)
     rows = []
     for name in a.models:
         model = load_whisper(name)
