@@ -25,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jrsv_stream.audio.io import load_audio  # noqa: E402
 from jrsv_stream.data.real_corpora import read_librivox_testdata  # noqa: E402
 from jrsv_stream.decode.hybrid import has_repetition_loop, normalize_text  # noqa: E402
-from jrsv_stream.nn.whisper import log_mel  # noqa: E402
-from jrsv_stream.nn.whisper_decode import greedy_decode  # noqa: E402
+from jrsv_stream.nn.whisper_decode import encode_segment, greedy_decode, segment_token_limit  # noqa: E402
 from jrsv_stream.nn.whisper_weights import load_whisper  # noqa: E402
 
 
@@ -46,13 +45,9 @@ def sets(corpus: Path | None, items: int, real_voices: bool = False) -> dict[str
 
 
 def decode(model, audio: np.ndarray, pad_s: float) -> tuple[str, float]:
-    a = torch.from_numpy(audio)
-    n = int(min(30.0, max(len(a) / 16000 + 2.0, pad_s)) * 16000)
-    a = torch.nn.functional.pad(a[:n], (0, max(0, n - len(a))))
     t0 = time.perf_counter()
-    mel = log_mel(a, model.dims.n_mels)
-    mel = mel[..., : mel.shape[-1] // 2 * 2]
-    ids = greedy_decode(model, model.encoder(mel), max_tokens=int(8 + 8 * len(audio) / 16000))[0]
+    feats = encode_segment(model, torch.from_numpy(audio), min_pad_s=2.0, pad_to_s=pad_s)
+    ids = greedy_decode(model, feats, max_tokens=segment_token_limit(len(audio) / 16000))[0]
     return model.tokenizer.decode(ids).strip(), 1000 * (time.perf_counter() - t0)
 
 

@@ -86,25 +86,16 @@ def ctc_align(logp: torch.Tensor | np.ndarray, tokens: Sequence[int], blank_id: 
     except RuntimeError:
         return None
     path = path[0].tolist()
-    spans: list[list[int]] = []
+    spans: list[list[int]] = []  # a token starts where the label changes to it (a repeat needs a blank between)
     prev = blank_id
     for f, lab in enumerate(path):
-        if lab != blank_id and (lab != prev or not spans):
+        if lab != blank_id and lab != prev:
             spans.append([f, f])
-        elif lab != blank_id and lab == prev:
+        elif lab != blank_id:
             spans[-1][1] = f
         prev = lab
-    if len(spans) != len(tokens):  # a repeated token split only by a blank starts a new span: recount
-        spans = []
-        prev = blank_id
-        for f, lab in enumerate(path):
-            if lab != blank_id and lab != prev:
-                spans.append([f, f])
-            elif lab != blank_id:
-                spans[-1][1] = f
-            prev = lab
-        if len(spans) != len(tokens):
-            return None
+    if len(spans) != len(tokens):
+        return None
     return [(a, b) for a, b in spans]
 
 

@@ -40,7 +40,7 @@ import yaml
 from torch import nn
 
 from jrsv_stream.config import config_from_dict
-from jrsv_stream.nn.whisper import mel_filters
+from jrsv_stream.nn.whisper import mel_filters, normalize_log_mel
 
 FRAME_SAMPLES = 320  # one Whisper encoder frame (2 mel hops of 10 ms)
 N_FFT, HOP = 400, 160
@@ -159,9 +159,7 @@ class WhisperCTC(nn.Module):
         frames = windows.unfold(-1, N_FFT, HOP)  # (N, F, 400)
         spec = torch.fft.rfft(frames * self.window_fn, dim=-1).abs().pow(2)  # (N, F, 201)
         mel = torch.clamp(spec @ self.mel_fb, min=1e-10).log10()  # (N, F, n_mels)
-        ref = mel.amax(dim=(1, 2), keepdim=True)
-        mel = (torch.maximum(mel, ref - 8.0) + 4.0) / 4.0
-        return mel.transpose(1, 2)
+        return normalize_log_mel(mel.transpose(1, 2))  # floor at the window's maximum - 8
 
     def encode_windows(self, windows: torch.Tensor, last_frames: int) -> torch.Tensor:
         """windows (N, history_samples) -> the last ``last_frames`` encoder frames of each
@@ -210,15 +208,21 @@ class WhisperCTC(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Offline = the streaming steps, batched over chunks: wav (B, T) -> ctc_logp
         (B, ceil(T / chunk) * chunk / 320, V) and encoder frames."""
-        n = chunk_samples // FRAME_SAMPLES
         outs_l, outs_e = [], []
         for b in range(wav.shape[0]):
-            win = self.all_windows(wav[b], chunk_samples)
-            encs = [self.encode_windows(win[i:i + batch_windows], n) for i in range(0, len(win), batch_windows)]
-            enc = torch.cat(encs).reshape(1, -1, self.d_model)
+            enc = self.encode_stream(wav[b], chunk_samples, batch_windows)[None]
             outs_e.append(enc)
             outs_l.append(self.ctc_logp(enc, tracks[b:b + 1]))
         return torch.cat(outs_l), torch.cat(outs_e)
+
+    @torch.no_grad()
+    def encode_stream(self, wav: torch.Tensor, chunk_samples: int, batch_windows: int = 64) -> torch.Tensor:
+        """Encoder frames of one stream wav (T,) as the steps compute them, the windows
+        batched: (ceil(T / chunk) * chunk / 320, d_model)."""
+        n = chunk_samples // FRAME_SAMPLES
+        win = self.all_windows(wav, chunk_samples)
+        encs = [self.encode_windows(win[i:i + batch_windows], n) for i in range(0, len(win), batch_windows)]
+        return torch.cat(encs).reshape(-1, self.d_model)
 
     # ------------------------------------------------------------------ finals
     @torch.no_grad()
@@ -226,20 +230,12 @@ class WhisperCTC(nn.Module):
                        ) -> list[tuple[str, float, int]]:
         """Whisper's decoder over the re-encoded segment audio (T,) at 16 kHz:
         [(display text, summed log-prob, tokens)], best first."""
-        from jrsv_stream.nn.whisper import log_mel
-        from jrsv_stream.nn.whisper_decode import beam_decode, greedy_decode
+        from jrsv_stream.nn.whisper_decode import beam_decode, encode_segment, greedy_decode, segment_token_limit
 
         fc = self.cfg.final
         a = torch.as_tensor(np.asarray(audio, dtype=np.float32)).to(self.mel_fb.device)
-        dur = a.shape[0] / 16000
-        total = max(dur + fc.min_pad_s, fc.pad_to_s)
-        total = min(30.0, total)
-        n = int(total * 16000) // FRAME_SAMPLES * FRAME_SAMPLES
-        a = F.pad(a[:n], (0, max(0, n - a.shape[0])))
-        mel = log_mel(a, self.n_mels)  # (1, n_mels, n/160)
-        mel = mel[..., : mel.shape[-1] // 2 * 2]
-        feats = self.whisper.encoder(mel)
-        limit = int(max_tokens or (8 + 8.0 * dur))
+        feats = encode_segment(self.whisper, a, fc.min_pad_s, fc.pad_to_s)
+        limit = int(max_tokens or segment_token_limit(a.shape[0] / 16000))
         tok = self.whisper.tokenizer
         b = beam if beam is not None else fc.beam
         if b <= 1:

@@ -138,3 +138,23 @@ def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5
 
     finished.sort(key=lambda ts: score(*ts), reverse=True)
     return [(t, float(s), float(s) / (len(t) + 1)) for t, s in finished[:beam]]
+
+
+def segment_token_limit(duration_s: float) -> int:
+    """Most tokens a segment of ``duration_s`` seconds may decode to (8 + 8 per second):
+    far above speech rates, a bound on looping output."""
+    return int(8 + 8.0 * duration_s)
+
+
+@torch.no_grad()
+def encode_segment(model: WhisperModel, audio: torch.Tensor, min_pad_s: float = 2.0, pad_to_s: float = 0.0) -> torch.Tensor:
+    """Encoder features of one segment (T,) at 16 kHz, as a final decodes it: the audio
+    followed by at least ``min_pad_s`` of silence and padded to at least ``pad_to_s``
+    seconds (30 s = Whisper's own window), never beyond 30 s -> (1, S, D)."""
+    from jrsv_stream.nn.whisper import log_mel
+
+    total = min(30.0, max(audio.shape[-1] / 16000 + min_pad_s, pad_to_s))
+    n = int(total * 16000) // 320 * 320
+    a = torch.nn.functional.pad(audio[:n], (0, max(0, n - audio.shape[-1])))
+    mel = log_mel(a, model.dims.n_mels)
+    return model.encoder(mel[..., : mel.shape[-1] // 2 * 2])

@@ -24,7 +24,7 @@ from jrsv_stream.audio.io import load_audio
 from jrsv_stream.decode.ctc_prefix_beam import ctc_greedy
 from jrsv_stream.decode.hybrid import normalize_text
 from jrsv_stream.decode.tokenizer import Tokenizer
-from jrsv_stream.nn.whisper_ctc import TRACKS, HeadConfig, WhisperCTC, WhisperCTCConfig
+from jrsv_stream.nn.whisper_ctc import HeadConfig, WhisperCTC, WhisperCTCConfig
 
 
 def sources(corpus: Path, split: str, per_kind: int, seed: int = 0) -> list[tuple[Path, str, int]]:
@@ -37,11 +37,8 @@ def sources(corpus: Path, split: str, per_kind: int, seed: int = 0) -> list[tupl
     return out
 
 
-@torch.no_grad()
 def features(model: WhisperCTC, wav: np.ndarray, chunk_samples: int) -> torch.Tensor:
-    win = model.all_windows(torch.from_numpy(wav), chunk_samples)
-    n = chunk_samples // model.frame_samples
-    return torch.cat([model.encode_windows(win[i:i + 32], n) for i in range(0, len(win), 32)]).reshape(-1, model.d_model)
+    return model.encode_stream(torch.from_numpy(wav), chunk_samples, batch_windows=32)
 
 
 def extract(model, items, chunk_samples: int, cache: Path, tag: str) -> list[tuple[torch.Tensor, list[int], int, str]]:
