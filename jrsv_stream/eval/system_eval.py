@@ -50,17 +50,22 @@ from jrsv_stream import SAMPLE_RATE
 TRACK_SOURCE = {"speech": "speech", "lyrics": "singing"}  # caption track -> manifest source
 SNR_BUCKETS = ("-5", "0", "5")
 _NON_WORD = re.compile(r"[^a-z0-9' ]+")
+_DIGITS = re.compile(r"\d+")
 
 
 # --- text and counts ----------------------------------------------------------------------------
 def normalize_text(text: str | None) -> str:
-    """Lowercase, punctuation removed (apostrophes inside words kept), single spaces.
+    """Lowercase, punctuation removed (apostrophes inside words kept), numbers in words
+    (Whisper's finals write "Press 1", references say "press one"), single spaces.
 
     ``None`` (track absent) gives ``""``.
     """
     if not text:
         return ""
+    from jrsv_stream.data.real_voices import number_words
+
     t = _NON_WORD.sub(" ", text.lower().replace("\u2019", "'"))
+    t = _DIGITS.sub(lambda m: f" {number_words(int(m.group()))} " if len(m.group()) < 10 else " ", t)
     return " ".join(w.strip("'") for w in t.split() if w.strip("'"))
 
 
@@ -137,22 +142,27 @@ def score_tracks(records: list[dict]) -> dict:
             ``snr_bucket`` None when its source is absent).
 
     Returns:
-        ``{track: {**ErrorCounts.to_json(), "by_snr": {bucket: {...}}, "by_scenario":
-        {scenario: {...}}}}`` with only the buckets / scenarios that occur.
+        ``{track: {**ErrorCounts.to_json(), "last_partial_wer", "by_snr": {bucket: {...}},
+        "by_scenario": {scenario: {...}}}}`` with only the buckets / scenarios that occur;
+        ``last_partial_wer``: WER of the last partial before each final (records with
+        ``last_partial``), the caption a viewer read before the final replaced it.
     """
     out = {}
     for track in TRACK_SOURCE:
-        total = ErrorCounts()
+        total, partial = ErrorCounts(), ErrorCounts()
         by_snr: dict[str, ErrorCounts] = {}
         by_scen: dict[str, ErrorCounts] = {}
         for rec in records:
             t = rec[track]
             c = count_errors(t["ref"], t["hyp"])
             total += c
+            if "last_partial" in t:
+                partial += count_errors(t["ref"], t["last_partial"])
             if t.get("snr_bucket") is not None:
                 by_snr.setdefault(str(t["snr_bucket"]), ErrorCounts()).__iadd__(c)
             by_scen.setdefault(str(rec.get("scenario")), ErrorCounts()).__iadd__(c)
         out[track] = {**total.to_json(),
+                      "last_partial_wer": partial.to_json()["wer"] if partial.items else None,
                       "by_snr": {b: by_snr[b].to_json() for b in sorted(by_snr, key=float)},
                       "by_scenario": {s: v.to_json() for s, v in sorted(by_scen.items())}}
     return out
@@ -178,8 +188,8 @@ def summarize_separation_by_scenario(scores: list[dict]) -> dict:
 class SystemEvalConfig:
     """What to evaluate.
 
-    pipeline: folder with ``separator/`` and ``asr/`` (used for whichever of the two is
-        not given). separator: a separator folder, or ``"none"`` for the pass-through.
+    pipeline: folder with ``pipeline.yaml`` or ``separator/`` and ``asr/`` (used for
+        whichever of the two is not given). separator: a separator folder, or ``"none"`` for the pass-through.
     asr: a recognizer folder. chunk_ms: audio per streaming step. max_items: first N items.
     streams: items run concurrently (the worker's max batch). label: stored in the JSON.
     device: ``cpu`` / ``cuda`` (default: CUDA when present). threads: torch CPU threads
@@ -210,13 +220,24 @@ class SystemEvalConfig:
         if self.max_items is not None and self.max_items < 1:
             raise ValueError(f"--max-items must be >= 1, got {self.max_items}")
 
+    def _pipeline_part(self, name: str) -> str:
+        """``name`` (separator / asr) of the pipeline folder: from its ``pipeline.yaml``
+        when it has one (``null`` separator: "none"), else the subfolder."""
+        import yaml
+
+        spec = Path(self.pipeline) / "pipeline.yaml"
+        if spec.is_file():
+            rel = (yaml.safe_load(spec.read_text()) or {}).get(name)
+            return "none" if rel is None else str(Path(self.pipeline) / rel)
+        return str(Path(self.pipeline) / name)
+
     @property
     def separator_path(self) -> str:
-        return self.separator or str(Path(self.pipeline) / "separator")
+        return self.separator or self._pipeline_part("separator")
 
     @property
     def asr_path(self) -> str:
-        return self.asr or str(Path(self.pipeline) / "asr")
+        return self.asr or self._pipeline_part("asr")
 
     @property
     def real_separator(self) -> bool:
@@ -260,13 +281,20 @@ def build_pipeline(cfg: SystemEvalConfig):
 
 
 # --- running ------------------------------------------------------------------------------------
-def _hypotheses(events, tracks) -> tuple[dict[str, str], list[str]]:
-    """Finals of each track joined in time order; the messages of any error events."""
-    from jrsv_stream.stream.events import Error, Final
+def _hypotheses(events, tracks) -> tuple[dict[str, str], list[str], dict[str, str]]:
+    """Finals of each track joined in time order; the messages of any error events; and
+    per track the last partial shown before each of those finals, joined the same way
+    (what a viewer read just before the final replaced it)."""
+    from jrsv_stream.stream.events import Error, Final, Partial
 
     finals = sorted((e for e in events if isinstance(e, Final) and e.text), key=lambda e: (e.start_s, e.seq))
+    last_partial: dict[tuple[str, str], str] = {}
+    for e in events:
+        if isinstance(e, Partial):
+            last_partial[(e.track, e.segment_id)] = e.text
     errors = [f"{e.code}: {e.message}" for e in events if isinstance(e, Error)]
-    return {t: " ".join(e.text for e in finals if e.track == t) for t in tracks}, errors
+    partials = {t: " ".join(last_partial.get((t, e.segment_id), "") for e in finals if e.track == t).strip() for t in tracks}
+    return {t: " ".join(e.text for e in finals if e.track == t) for t in tracks}, errors, partials
 
 
 def _run_item(worker, dataset, i: int, chunk_samples: int, score_separation: bool) -> dict:
@@ -284,12 +312,12 @@ def _run_item(worker, dataset, i: int, chunk_samples: int, score_separation: boo
         ex, audio = None, load_audio(item.path("mixture", dataset.root))
     t0 = time.perf_counter()
     events = transcribe(worker, audio, stream_id=item.id)
-    hyps, errors = _hypotheses(events, TRACK_SOURCE)
+    hyps, errors, partials = _hypotheses(events, TRACK_SOURCE)
     if errors:
         raise RuntimeError("; ".join(errors[:3]))
     rec = {"id": item.id, "scenario": item.extra.get("scenario"), "duration_s": round(len(audio) / SAMPLE_RATE, 3)}
     for track, src in TRACK_SOURCE.items():
-        rec[track] = {"ref": getattr(item, f"{src}_text"), "hyp": hyps[track],
+        rec[track] = {"ref": getattr(item, f"{src}_text"), "hyp": hyps[track], "last_partial": partials[track],
                       "snr_bucket": track_bucket(item.extra, src) if getattr(item, src) is not None else None}
     rec["asr_s"] = round(time.perf_counter() - t0, 3)
     if score_separation:
@@ -388,7 +416,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
         "rtf": round(seconds / audio_s, 4) if audio_s else None,
         "worker": {"batches": stats["batches"], "chunks": stats["chunks"], "mean_batch": round(stats["mean_batch"], 2)},
         "items": [{"id": r["id"], "scenario": r["scenario"],
-                   **{t: {"ref": r[t]["ref"], "hyp": r[t]["hyp"]} for t in TRACK_SOURCE},
+                   **{t: {"ref": r[t]["ref"], "hyp": r[t]["hyp"], "last_partial": r[t]["last_partial"]} for t in TRACK_SOURCE},
                    **({"si_sdri": r["separation"]["si_sdri"]} if "separation" in r else {})} for r in done],
     })
 
@@ -462,7 +490,9 @@ def print_table(res: dict) -> None:
 
 
 def _cmd(a: argparse.Namespace) -> int:
-    cfg = SystemEvalConfig(pipeline=a.pipeline, separator=a.separator, asr=a.asr, chunk_ms=a.chunk_ms, max_items=a.max_items,
+    from jrsv_stream.stream.pipeline_api import default_pipeline_spec
+
+    cfg = SystemEvalConfig(pipeline=a.pipeline or default_pipeline_spec(), separator=a.separator, asr=a.asr, chunk_ms=a.chunk_ms, max_items=a.max_items,
                            streams=a.streams, label=a.label, device=a.device, threads=a.threads, lm=not a.no_lm,
                            lm_weight=a.lm_weight, lm_bonus=a.lm_bonus)
     res = evaluate_system(a.manifest, cfg, progress=not a.quiet)
@@ -479,7 +509,8 @@ def add_cli(subparsers) -> None:
     s = subparsers.add_parser("eval", help="WER/CER per track and SI-SDRi per source through the streaming path")
     s.add_argument("manifest", help="manifest JSON Lines (e.g. data/corpus/test.jsonl)")
     s.add_argument("--json", help="write the results here")
-    s.add_argument("--pipeline", default="models", help="folder holding separator/ and asr/ (default: models)")
+    s.add_argument("--pipeline", default=None,
+                   help="pipeline folder: pipeline.yaml, or separator/ + asr/ (default: the shipped default pipeline)")
     s.add_argument("--separator", default=None, help="separator folder, or 'none' (mixture to both tracks); "
                                                      "default: PIPELINE/separator")
     s.add_argument("--asr", default=None, help="recognizer folder (default: PIPELINE/asr)")

@@ -35,6 +35,10 @@ SPEECH, SINGING = 0, 1  # separator source / activity order, and the recognizer'
 # 160/320/640 ms); bench/latency.py (cascade, 12 test items): partial p50/p95 150/600 ms at 320 ms,
 # 104/535 ms at 160 ms.
 DEFAULT_CHUNK_SAMPLES = 2560
+# Whisper-CTC: 320 ms chunks, the chunk its CTC heads were trained at (every chunk re-encodes
+# the recognizer's window, so the chunk sets the cost per second of audio).
+WHISPER_CHUNK_SAMPLES = 5120
+PIPELINE_FILE = "pipeline.yaml"
 
 
 class JRSVState(NamedTuple):
@@ -91,6 +95,11 @@ class JRSVPipeline(nn.Module):
         self.frame_offset_s = -separator.output_delay_samples / SAMPLE_RATE
         self.algorithmic_latency_ms = separator.algorithmic_latency_ms + 1000.0 * chunk_samples / SAMPLE_RATE
         self.last_stage_ms: dict[str, float] = {}
+        # finals: Whisper's decoder over the segment's track audio (Whisper-CTC recognizer),
+        # else attention rescoring of the CTC n-best over the encoder frames (from-scratch one)
+        self.whisper_finals = hasattr(asr, "finalize")
+        self.final_fn = self._final_fn if self.whisper_finals else None
+        self.rescore_fn = None if self.whisper_finals else self._rescore_fn
 
     @property
     def device(self) -> torch.device:
@@ -126,22 +135,31 @@ class JRSVPipeline(nn.Module):
         out = PipelineOutput(
             logp={"speech": logp[:B], "lyrics": logp[B:]},
             activity={"speech": act[:, SPEECH], "lyrics": act[:, SINGING]},
-            encoder_out={"speech": enc[:B], "lyrics": enc[B:]},
+            encoder_out=None if self.whisper_finals else {"speech": enc[:B], "lyrics": enc[B:]},
+            track_audio={"speech": tracks_audio[:B], "lyrics": tracks_audio[B:]} if self.whisper_finals else None,
         )
         return out, JRSVState(sep_state, speech_state, lyrics_state)
 
+    def _final_fn(self, track: str, audio, logp, ctc_text: str):
+        """The segment's final from its track audio (see :meth:`WhisperCTC.finalize`)."""
+        return self.asr.finalize(audio, logp, ctc_text, self.tokenizer)
+
     @torch.no_grad()
-    def rescore_fn(self, track: str, encoder_out: torch.Tensor, hyps: list[list[int]]):
+    def _rescore_fn(self, track: str, encoder_out: torch.Tensor, hyps: list[list[int]]):
         """Attention-decoder log p(hyp + <eos>) for each hypothesis, one batched call."""
         enc = encoder_out.to(self.device)[None]
         return self.asr.score(enc, torch.tensor([enc.shape[1]], device=self.device), hyps)
 
 
 def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_samples: int | None = None,
-                          device: str | None = None, left_chunks: int = 16, lm: bool = True) -> JRSVPipeline:
+                          device: str | None = None, left_chunks: int = 16, lm: bool = True,
+                          whisper_overrides: dict | None = None) -> JRSVPipeline:
     """A pipeline from a separator folder (or ``separator.pt``; None: the mixture passes
-    through to both tracks) and a recognizer folder, with the separator's output calibration
+    through to both tracks) and a recognizer folder (a Whisper-CTC folder, ``type:
+    whisper_ctc``, or the from-scratch baseline's), with the separator's output calibration
     (``calibration.json``) and the recognizer's LM (``lm.npz``, when ``lm`` and present).
+    ``whisper_overrides``: Whisper-CTC config fields to replace (e.g. ``{"whisper": "small"}``
+    for a model size the head was trained on).
 
     Raises:
         FileNotFoundError: a model folder is missing; ValueError: a checkpoint or LM is corrupt.
@@ -154,26 +172,50 @@ def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_s
         raise FileNotFoundError(f"recognizer folder {asr_dir} not found")
     if separator is not None and not Path(separator).exists():
         raise FileNotFoundError(f"separator folder {separator} not found")
+    from jrsv_stream.nn.whisper_ctc import WhisperCTC, is_whisper_ctc_folder
+
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if separator is None:
         sep, gain = PassThroughSeparator(), 1.0
     else:
         sep, gain = load_separator(separator, dev)[0], separator_track_gain(separator)
-    model = ASRModel.from_pretrained(asr_dir, dev)
+    if is_whisper_ctc_folder(asr_dir):
+        model = WhisperCTC.from_pretrained(asr_dir, dev, **(whisper_overrides or {}))
+        default_chunk = WHISPER_CHUNK_SAMPLES
+    else:
+        model = ASRModel.from_pretrained(asr_dir, dev)
+        default_chunk = DEFAULT_CHUNK_SAMPLES
     tok = Tokenizer(asr_dir / "tokenizer.model")
-    return JRSVPipeline(sep, model, tok, chunk_samples or DEFAULT_CHUNK_SAMPLES, left_chunks,
+    return JRSVPipeline(sep, model, tok, chunk_samples or default_chunk, left_chunks,
                         lm=load_model_lm(asr_dir) if lm else None, track_gain=gain).to(dev)
 
 
 def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
                             left_chunks: int = 16, lm: bool = True) -> JRSVPipeline:
-    """Load ``model_dir/separator`` and ``model_dir/asr`` (the shipped layout) as a pipeline
-    (:func:`pipeline_from_folders`).
+    """Load a pipeline folder (:func:`pipeline_from_folders`): one holding
+    ``pipeline.yaml`` (``separator:`` and ``asr:`` folders relative to it; ``separator:
+    null`` for none; optional ``chunk_ms``), or the plain layout ``model_dir/separator`` +
+    ``model_dir/asr``.
 
     Raises:
-        FileNotFoundError: a model folder is missing; ValueError: a checkpoint or LM is corrupt.
+        FileNotFoundError: a model folder is missing; ValueError: a checkpoint, LM or
+        ``pipeline.yaml`` is corrupt.
     """
     root = Path(model_dir)
+    spec = root / PIPELINE_FILE
+    if spec.is_file():
+        import yaml
+
+        try:
+            doc = yaml.safe_load(spec.read_text())
+            sep_rel, asr_rel = doc["separator"], doc["asr"]
+            chunk_ms = doc.get("chunk_ms")
+        except Exception as e:
+            raise ValueError(f"{spec}: not a pipeline file (needs separator: and asr:): {e}") from e
+        if chunk_samples is None and chunk_ms:
+            chunk_samples = int(round(float(chunk_ms) * SAMPLE_RATE / 1000))
+        return pipeline_from_folders(None if sep_rel is None else (root / sep_rel), root / asr_rel, chunk_samples, device,
+                                     left_chunks, lm)
     for sub in ("separator", "asr"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root / sub} not found: a pipeline folder holds separator/ and asr/ model folders")

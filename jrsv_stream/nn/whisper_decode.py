@@ -44,10 +44,12 @@ def _prompt(model: WhisperModel, language: str, task: str) -> list[int]:
 
 @torch.no_grad()
 def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens: int = 224,
-                  language: str = "en", task: str = "transcribe") -> list[list[int]]:
+                  language: str = "en", task: str = "transcribe", scores: list[float] | None = None) -> list[list[int]]:
     """Greedy decoding of a batch: audio_features (B, S, D) -> per row the tokens after the
     SOT sequence up to (not including) <|endoftext|>. Finished rows are dropped from the
-    batch (and the cache) as they end."""
+    batch (and the cache) as they end. ``scores``, when a list, receives per row the summed
+    log-probability of its tokens and <|endoftext|> (a row cut at the length limit: of its
+    tokens)."""
     tok = model.tokenizer
     prompt = _prompt(model, language, task)
     dev = audio_features.device
@@ -57,9 +59,15 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
     tokens = torch.tensor([prompt] * B, dtype=torch.long, device=dev)
     logits = model.decoder(tokens, audio_features, cache)[:, -1]
     out: list[list[int]] = [[] for _ in range(B)]
+    sums = [0.0] * B
     alive = list(range(B))  # batch row -> output index
     for step in range(_limit(model, len(prompt), max_tokens)):
-        nxt = logits.float().masked_fill(first if step == 0 else every, float("-inf")).argmax(-1)
+        masked = logits.float().masked_fill(first if step == 0 else every, float("-inf"))
+        nxt = masked.argmax(-1)
+        if scores is not None:
+            lp = (masked.gather(-1, nxt[:, None])[:, 0] - torch.logsumexp(masked, -1)).tolist()
+            for r, v in enumerate(lp):
+                sums[alive[r]] += v
         keep = []
         for r, t in enumerate(nxt.tolist()):
             if t == tok.eot:
@@ -73,6 +81,8 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
             alive = [alive[r] for r in keep]
             nxt = nxt[keep]
         logits = model.decoder(nxt[:, None], None, cache)[:, -1]
+    if scores is not None:
+        scores.extend(sums)
     return out
 
 

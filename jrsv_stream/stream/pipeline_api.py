@@ -34,11 +34,15 @@ class PipelineOutput(NamedTuple):
     activity: track -> (B, F) probability that the track's source is active.
     encoder_out: optional track -> (B, F, D) encoder frames, kept by sessions only when the
         pipeline has a ``rescore_fn`` (attention rescoring of finals needs them).
+    track_audio: optional track -> (B, chunk_samples) audio the recognizer heard this chunk
+        (the separated track), on the frames' time base; kept by sessions only when the
+        pipeline has a ``final_fn`` (finals decoded from the segment's audio need it).
     """
 
     logp: dict[str, torch.Tensor]
     activity: dict[str, torch.Tensor]
     encoder_out: dict[str, torch.Tensor] | None = None
+    track_audio: dict[str, torch.Tensor] | None = None
 
 
 @runtime_checkable
@@ -53,6 +57,16 @@ class Tokenizer(Protocol):
     def decode(self, ids: Sequence[int]) -> str: ...
 
     def is_word_start(self, token_id: int) -> bool: ...
+
+
+class FinalFn(Protocol):
+    def __call__(self, track: str, audio: Any, logp: Any, ctc_text: str) -> Any:
+        """The final of an endpointed segment from its track audio (N,) float32, its
+        (gated) CTC log-probs (F, V) and the CTC beam's best text: an object with ``text``
+        (display text), ``words`` (``(word, start_frame, end_frame)`` relative to the
+        segment) and ``source``, or None for no final (nothing was heard). Runs on the
+        worker's finals lane (:meth:`BatchWorker.call_final`)."""
+        ...
 
 
 class RescoreFn(Protocol):
@@ -82,6 +96,8 @@ class StreamingPipeline(Protocol):
     #     (e.g. {"separator": 2.1, "encoder": 3.4}); reported in stats and the latency
     #     benchmark. On CUDA the pipeline must synchronize to time stages (only if asked).
     # lm: TokenNgramLM | None - the recognizer's LM; sessions fuse it into their beam search.
+    # final_fn: FinalFn | None - finals from the segment's track audio (``track_audio`` in
+    #     the outputs); when set, sessions use it instead of ``rescore_fn``.
 
     def init_state(self, batch: int, device: torch.device | str) -> Any: ...
 
@@ -271,9 +287,9 @@ class TinyPipeline(nn.Module):
 
 
 def default_pipeline_spec(models_root: str | None = None) -> str:
-    """``$JRSV_PIPELINE`` if set, else the shipped default pipeline: ``models/jrsv/`` (the
-    jointly fine-tuned separator + recognizer, issue 6) when complete, else ``models/`` (the
-    separately trained separator and clean recognizer, i.e. the plain cascade), else
+    """``$JRSV_PIPELINE`` if set, else the shipped default pipeline: ``models/default/``
+    (``pipeline.yaml``: the separator -> Whisper-CTC recognizer on both tracks) when its
+    recognizer head is there, else ``models/jrsv/`` (the from-scratch baseline), else
     ``"tiny"`` (untrained: plumbing only). ``models_root``: another ``models/`` folder."""
     import os
     from pathlib import Path
@@ -282,6 +298,9 @@ def default_pipeline_spec(models_root: str | None = None) -> str:
     if env:
         return env
     shipped = Path(models_root) if models_root else Path(__file__).resolve().parents[2] / "models"
+    default = shipped / "default"
+    if (default / "pipeline.yaml").is_file() and (shipped / "whisper_ctc" / "ctc_head.pt").is_file():
+        return str(default)
     for folder in (shipped / "jrsv", shipped):
         if (folder / "separator" / "separator.pt").is_file() and (folder / "asr" / "asr.pt").is_file():
             return str(folder)

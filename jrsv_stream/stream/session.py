@@ -63,6 +63,7 @@ class SessionConfig:
         stats_every_s: audio seconds between Stats events.
         activity_events: emit an Activity event per chunk.
         max_samples_per_feed: largest single feed accepted (guards memory).
+        final_timeout_s: longest wait for the pipeline's ``final_fn`` (then the CTC final).
     """
 
     beam: PrefixBeamConfig = PrefixBeamConfig(beam=8, top_k=8, nbest=8)
@@ -74,6 +75,7 @@ class SessionConfig:
     stats_every_s: float = 1.0
     activity_events: bool = True
     max_samples_per_feed: int = 16000 * 10
+    final_timeout_s: float = 30.0
 
     def __post_init__(self):
         if not 0.0 <= self.gate_off <= self.gate_on <= 1.0:
@@ -103,6 +105,8 @@ class _Track:
     seg_start_frame: int = 0
     partial_text: str | None = None  # last partial sent for the open segment
     enc: list = field(default_factory=list)  # encoder frames of the open segment (rescoring only)
+    audio: list = field(default_factory=list)  # track audio of the open segment (final_fn only)
+    seg_logp: list = field(default_factory=list)  # gated CTC log-probs of the open segment (final_fn only)
     gate: bool = False
     activity: float = 0.0
 
@@ -149,7 +153,9 @@ class StreamSession:
         self.frame_offset_s = float(getattr(p, "frame_offset_s", 0.0))
         self.tracks = tuple(p.tracks)
         self.tokenizer = p.tokenizer
-        self.rescore_fn = p.rescore_fn if rescore else None
+        self.final_fn = getattr(p, "final_fn", None) if rescore else None
+        self.rescore_fn = p.rescore_fn if (rescore and self.final_fn is None) else None
+        self.frame_samples = int(round(self.frame_shift_s * self.sample_rate))
         self.config = dataclasses.replace(
             config, beam=dataclasses.replace(config.beam, blank_id=int(self.tokenizer.blank_id),
                                              lm=config.beam.lm if config.beam.lm is not None else getattr(p, "lm", None)),
@@ -244,11 +250,43 @@ class StreamSession:
                    text=text, words=words, start_s=start, end_s=end, audio_time_s=round(self.audio_time_s, 3),
                    emitted_at=now, latency_ms=round(1000.0 * (now - ready_at), 2), **kw)
 
+    def _final_from_audio(self, tr: _Track, tokens, now: float, ready_at: float) -> Final | None | bool:
+        """The pipeline's ``final_fn`` over the segment's track audio: a Final, None (no
+        final: the CTC path is empty), or False when it failed (the CTC final stands)."""
+        ctc_text = self.tokenizer.decode(list(tokens)).strip()
+        if not ctc_text or not tr.audio:
+            return None if tr.partial_text is None else False
+        audio = np.concatenate(tr.audio)
+        logp = np.concatenate(tr.seg_logp)
+        try:
+            res = self.worker.call_final(self.final_fn, tr.name, audio, logp, ctc_text).result(self.config.final_timeout_s)
+        except Exception:  # the Whisper final is an improvement; the CTC final stands without it
+            return False
+        if res is None:
+            return None if tr.partial_text is None else False
+        base = tr.seg_start_frame
+        off, t_max, fs = self.frame_offset_s, self.audio_time_s, self.frame_shift_s
+
+        def t(f: int) -> float:
+            return round(min(t_max, max(0.0, (base + f) * fs + off)), 3)
+
+        words = tuple((w, t(a), t(max(a, b))) for w, a, b in res.words)
+        start = words[0][1] if words else t(0)
+        end = words[-1][2] if words else start
+        return Final(stream_id=self.stream_id, track=tr.name, segment_id=f"{tr.name}-{tr.segment}", seq=self._next_seq(),
+                     text=res.text, words=words, start_s=start, end_s=end, audio_time_s=round(self.audio_time_s, 3),
+                     emitted_at=self.clock(), latency_ms=round(1000.0 * (self.clock() - ready_at), 2),
+                     rescored=res.source == "attention")
+
     def _final(self, tr: _Track, now: float, ready_at: float) -> Final | None:
         rescored = False
         hyps = nbest(tr.beam, None, self.config.beam)
         top = hyps[0]
         tokens, frames = top.tokens, top.token_frames
+        if self.final_fn is not None:
+            fin = self._final_from_audio(tr, tokens, now, ready_at)
+            if fin is not False:
+                return fin
         if self.rescore_fn is not None and tr.enc and any(h.tokens for h in hyps):
             import torch
 
@@ -277,7 +315,8 @@ class StreamSession:
         tr.gate = g
         return out
 
-    def _decode_track(self, tr: _Track, logp: np.ndarray, act: np.ndarray, enc, now: float, ready_at: float) -> list[Event]:
+    def _decode_track(self, tr: _Track, logp: np.ndarray, act: np.ndarray, enc, now: float, ready_at: float,
+                      audio: np.ndarray | None = None) -> list[Event]:
         events: list[Event] = []
         gate = self._gate(tr, act)
         if not gate.all():
@@ -293,6 +332,9 @@ class StreamSession:
             tr.beam = prefix_beam_step(tr.beam, logp[pos:pos + used], self.config.beam)
             if enc is not None:
                 tr.enc.append(enc[pos:pos + used])
+            if audio is not None:
+                tr.audio.append(audio[pos * self.frame_samples:(pos + used) * self.frame_samples])
+                tr.seg_logp.append(logp[pos:pos + used])
             pos += used
             if ended:
                 fin = self._final(tr, now, ready_at)
@@ -325,7 +367,9 @@ class StreamSession:
             logp = result.logp[t].numpy()[:valid_frames]
             act = result.activity[t].numpy()[:valid_frames].astype(np.float64)
             enc = result.encoder_out[t][:valid_frames] if (self.rescore_fn is not None and result.encoder_out) else None
-            events += self._decode_track(self._tracks[t], logp, act, enc, now, chunk.ready_at)
+            audio = (result.track_audio[t].numpy()[:valid_frames * self.frame_samples]
+                     if (self.final_fn is not None and result.track_audio) else None)
+            events += self._decode_track(self._tracks[t], logp, act, enc, now, chunk.ready_at, audio)
         decode_ms = 1000.0 * (time.perf_counter() - t0)
         self._timings.add("queue", result.queued_ms)
         self._timings.add("model", result.compute_ms)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -49,7 +49,8 @@ class StepResult:
     """One stream's share of a batched step (CPU tensors, copied once per batch).
 
     logp: track -> (F, V) log-probs.  activity: track -> (F,).  encoder_out: track -> (F, D)
-    or None.  queued_ms: submit -> batch start.  compute_ms: the batched step's wall time.
+    or None.  track_audio: track -> (chunk_samples,) audio the recognizer heard, or None.
+    queued_ms: submit -> batch start.  compute_ms: the batched step's wall time.
     """
 
     chunk_index: int
@@ -60,6 +61,7 @@ class StepResult:
     compute_ms: float
     batch_size: int
     stage_ms: dict[str, float] | None = None  # the pipeline's own per-stage times for the batch, if it reports them
+    track_audio: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -133,6 +135,7 @@ class BatchWorker:
         self._to_release: list[int] = []
         self._inflight: set[int] = set()  # slots of the batch being stepped
         self._calls: collections.deque[tuple[Callable, tuple, Future]] = collections.deque()
+        self._finals: ThreadPoolExecutor | None = None  # the finals lane (see call_final)
         self._queued = 0
         self._running = False
         self._thread: threading.Thread | None = None
@@ -152,6 +155,7 @@ class BatchWorker:
             self._running = True
         self._thread = threading.Thread(target=self._loop, name="jrsv-batch-worker", daemon=True)
         self._thread.start()
+        self._finals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jrsv-finals")
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -162,6 +166,9 @@ class BatchWorker:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        if self._finals is not None:
+            self._finals.shutdown(wait=True, cancel_futures=False)
+            self._finals = None
         with self._cond:  # anything left (stop timed out or raced) fails clearly
             for h in self._streams.values():
                 while h.pending:
@@ -268,6 +275,16 @@ class BatchWorker:
             self._calls.append((fn, args, fut))
             self._cond.notify_all()
         return fut
+
+    def call_final(self, fn: Callable, *args: Any) -> Future:
+        """Run ``fn(*args)`` on the worker's finals lane: one thread beside the batching
+        thread, for endpoint finals that take far longer than a chunk step (Whisper's
+        decoder over a segment), so live partials of every stream keep flowing while a
+        final decodes. Finals run one at a time, in submission order."""
+        with self._cond:
+            if not self._running or self._finals is None:
+                raise WorkerStopped("the batch worker is not running")
+            return self._finals.submit(fn, *args)
 
     # ------------------------------------------------------------------ statistics
     @property
@@ -388,6 +405,8 @@ class BatchWorker:
         logp = {t: out.logp[t].float().cpu() for t in tracks}  # one copy per batch
         act = {t: out.activity[t].float().cpu() for t in tracks}
         enc = {t: v.float().cpu() for t, v in out.encoder_out.items()} if out.encoder_out else None
+        ta = getattr(out, "track_audio", None)
+        ta = {t: v.float().cpu() for t, v in ta.items()} if ta else None
         ok = torch.ones(len(items), dtype=torch.bool)
         for t in tracks:
             ok &= torch.isfinite(logp[t]).flatten(1).all(1) & torch.isfinite(act[t]).flatten(1).all(1)
@@ -417,4 +436,5 @@ class BatchWorker:
                 logp={t: logp[t][i] for t in tracks},
                 activity={t: act[t][i] for t in tracks},
                 encoder_out={t: enc[t][i] for t in enc} if enc else None,
-                queued_ms=1000.0 * (t0 - it.submitted), compute_ms=compute_ms, batch_size=len(items), stage_ms=stage))
+                queued_ms=1000.0 * (t0 - it.submitted), compute_ms=compute_ms, batch_size=len(items), stage_ms=stage,
+                track_audio={t: ta[t][i] for t in ta} if ta else None))

@@ -3,10 +3,13 @@ Whisper encoder's streaming (windowed) features of the corpus's clean train-spli
 
 The features are exactly what the live steps compute (``all_windows`` + ``encode_windows``
 at the chosen chunk), extracted once per utterance and cached under ``--cache`` (not in
-git; rebuilt deterministically). Then the small heads train on them in minutes.
+git; rebuilt deterministically). Then the small heads train on them in minutes. Each cache file holds the last two chunks' frames of every window
+(:func:`features_two`), so one extraction serves both ``--lookahead-chunks 0`` and ``1``.
+The encoder runs under bfloat16 autocast, as live. The best head by valid-split CTC WER
+is kept; the report adds corpus test and every real recording (``data real-voices``).
 
-    .venv/bin/python -m jrsv_stream.train.whisper_ctc --corpus data/corpus --out models/variants/whisper_ctc_tiny \
-        --per-kind 400 --minutes 6 --json bench/results/whisper_ctc_train.json
+    .venv/bin/python -m jrsv_stream.train.whisper_ctc --whisper base --out models/whisper_ctc \
+        --minutes 10 --json bench/results/whisper_ctc_train_base.json
 """
 
 from __future__ import annotations
@@ -37,22 +40,27 @@ def sources(corpus: Path, split: str, per_kind: int, seed: int = 0) -> list[tupl
     return out
 
 
-def features(model: WhisperCTC, wav: np.ndarray, chunk_samples: int) -> torch.Tensor:
-    return model.encode_stream(torch.from_numpy(wav), chunk_samples, batch_windows=32)
+@torch.no_grad()
+def features_two(model: WhisperCTC, wav: np.ndarray, chunk_samples: int, batch_windows: int = 32) -> torch.Tensor:
+    """The last two chunks' encoder frames of every window of ``wav`` plus one window past
+    its end: (n_chunks + 1, 2 * n, D) float16. ``[:-1, n:]`` are the no-lookahead live
+    frames of each chunk, ``[1:, :n]`` the frames each chunk gets one chunk later
+    (``lookahead_chunks=1``)."""
+    n = chunk_samples // 320
+    x = torch.from_numpy(np.asarray(wav, dtype=np.float32))
+    T = x.shape[0]
+    x = torch.nn.functional.pad(x, (0, -(-T // chunk_samples) * chunk_samples - T + chunk_samples))
+    win = model.all_windows(x, chunk_samples)
+    enc = [model.encode_windows(win[i:i + batch_windows], 2 * n) for i in range(0, len(win), batch_windows)]
+    return torch.cat(enc).half()
 
 
-def extract(model, items, chunk_samples: int, cache: Path, tag: str) -> list[tuple[torch.Tensor, list[int], int, str]]:
-    cache.mkdir(parents=True, exist_ok=True)
-    out = []
-    for path, text, track in items:
-        f = cache / f"{tag}_{chunk_samples}_{path.stem}.pt"
-        if f.is_file():
-            x = torch.load(f, weights_only=True)
-        else:
-            x = features(model, load_audio(path), chunk_samples).half()
-            torch.save(x, f)
-        out.append((x, text, track))
-    return out
+def live_frames(x2: torch.Tensor, lookahead_chunks: int) -> torch.Tensor:
+    """(n_chunks + 1, 2n, D) from :func:`features_two` -> the frames the live steps emit
+    (n_chunks * n, D)."""
+    n = x2.shape[1] // 2
+    y = x2[:-1, n:] if lookahead_chunks == 0 else x2[1:, :n]
+    return y.reshape(-1, x2.shape[-1])
 
 
 def ctc_wer(model: WhisperCTC, data, tok: Tokenizer) -> float:
@@ -68,17 +76,55 @@ def ctc_wer(model: WhisperCTC, data, tok: Tokenizer) -> float:
     return 100 * jiwer.wer(refs, hyps)
 
 
+def load_cached(model: WhisperCTC, cache: Path, split: str, items, lookahead_chunks: int, chunk_samples: int
+                ) -> list[tuple[torch.Tensor, str, int]]:
+    """(live frames float16, text, track) of each item (key, load() -> audio, text, track),
+    from the ``features_two`` cache ``cache/<split>_<key>.pt``, extracted when missing."""
+    cache.mkdir(parents=True, exist_ok=True)
+    out = []
+    for key, load, text, track in items:
+        f = cache / f"{split}_{key}.pt"
+        if f.is_file():
+            x2 = torch.load(f, weights_only=True)
+        else:
+            x2 = features_two(model, load(), chunk_samples)
+            torch.save(x2, f.with_suffix(".part"))
+            f.with_suffix(".part").rename(f)
+        out.append((live_frames(x2, lookahead_chunks), text, track))
+    return out
+
+
+def corpus_items(corpus: Path, split: str, per_kind: int = 100000) -> list:
+    return [(p.stem, lambda p=p: load_audio(p), t, k) for p, t, k in sources(corpus, split, per_kind)]
+
+
+def time_mask(x: torch.Tensor, rng: random.Random, n: int = 2, width: int = 10) -> torch.Tensor:
+    """Zero ``n`` random spans of up to ``width`` frames of x (T, D) (SpecAugment-style,
+    on encoder features)."""
+    x = x.clone()
+    for _ in range(n):
+        w = rng.randint(0, width)
+        a = rng.randint(0, max(0, x.shape[0] - w))
+        x[a:a + w] = 0
+    return x
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="data/corpus")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--whisper", default="tiny.en")
+    ap.add_argument("--whisper", default="base")
     ap.add_argument("--window-s", type=float, default=2.56)
     ap.add_argument("--chunk-ms", type=int, default=320)
-    ap.add_argument("--per-kind", type=int, default=400)
-    ap.add_argument("--test-per-kind", type=int, default=30)
-    ap.add_argument("--minutes", type=float, default=6.0)
+    ap.add_argument("--lookahead-chunks", type=int, default=0)
+    ap.add_argument("--per-kind", type=int, default=100000)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--shared", type=int, default=1)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--tokenizer", default="models/asr/tokenizer.model")
     ap.add_argument("--cache", default="data/whisper_feats")
     ap.add_argument("--threads", type=int, default=2)
@@ -88,34 +134,44 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     tok = Tokenizer(a.tokenizer)
     cfg = WhisperCTCConfig(whisper=a.whisper, window_s=a.window_s, vocab_size=tok.vocab_size,
-                           head=HeadConfig(shared=bool(a.shared)))
+                           lookahead_chunks=a.lookahead_chunks,
+                           head=HeadConfig(shared=bool(a.shared), hidden=a.hidden, dropout=a.dropout))
     model = WhisperCTC(cfg)
     corpus = Path(a.corpus)
-    cs = a.chunk_ms * 16
+    cache = Path(a.cache) / f"{a.whisper}_w{a.window_s}_c{a.chunk_ms}_bf16_x2"
     t0 = time.time()
-    cache = Path(a.cache) / f"{a.whisper}_w{a.window_s}"
-    train = extract(model, sources(corpus, "train", a.per_kind), cs, cache, "train")
-    test = extract(model, sources(corpus, "test", a.test_per_kind), cs, cache, "test")
-    from jrsv_stream.data.real_corpora import read_librivox_testdata
+    L = a.lookahead_chunks
+    cs = a.chunk_ms * 16
+    train = load_cached(model, cache, "train", corpus_items(corpus, "train", a.per_kind), L, cs)
+    valid = load_cached(model, cache, "valid", corpus_items(corpus, "valid"), L, cs)
+    test = load_cached(model, cache, "test", corpus_items(corpus, "test"), L, cs)
+    from jrsv_stream.data.real_voices import real_voice_items
 
-    real = [(features(model, load_audio(p), cs), t, 0) for p, t in read_librivox_testdata()]
-    t_feat = time.time() - t0
-    print(f"features: {len(train)} train, {len(test)} test utterances in {t_feat:.0f} s", flush=True)
+    rv = real_voice_items()
+    real = load_cached(model, cache, "real", [(v.id, v.load, v.text, 0) for v in rv], L, cs)
+    print(f"features: {len(train)} train, {len(valid)} valid, {len(test)} test, {len(real)} real in {time.time() - t0:.0f} s",
+          flush=True)
     ys = [tok.encode(normalize_text(t)) for _, t, _ in train]
-    opt = torch.optim.AdamW(model.heads.parameters(), lr=2e-3, weight_decay=1e-2)
-    t1, step, losses = time.time(), 0, []
+    opt = torch.optim.AdamW(model.heads.parameters(), lr=a.lr, weight_decay=1e-2)
+    total_s = 60 * a.minutes
+    t1, step, losses, history = time.time(), 0, [], []
+    best = (float("inf"), None)
     order = list(range(len(train)))
     rng = random.Random(0)
-    while time.time() - t1 < 60 * a.minutes:
+    done = False
+    while not done:
         rng.shuffle(order)
-        for i in range(0, len(order), 16):
-            idx = order[i:i + 16]
-            xs = [train[k][0].float() for k in idx]
+        for i in range(0, len(order), a.batch):
+            idx = order[i:i + a.batch]
+            xs = [time_mask(train[k][0].float(), rng) for k in idx]
             lens = torch.tensor([len(x) for x in xs])
             x = torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)
             x = x + 0.05 * torch.randn_like(x) * x.std()  # light feature noise
             tr = torch.tensor([train[k][2] for k in idx])
             model.heads.train()
+            frac = min(1.0, (time.time() - t1) / total_s)
+            for g in opt.param_groups:  # linear warm-up then cosine decay over the time budget
+                g["lr"] = a.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + np.cos(np.pi * frac))
             lp = model.ctc_logp(x, tr)
             tg = [ys[k] for k in idx]
             loss = torch.nn.functional.ctc_loss(lp.transpose(0, 1), torch.tensor([t for y in tg for t in y]), lens,
@@ -123,22 +179,34 @@ def main(argv=None) -> int:
                                                 zero_infinity=True) / len(idx)
             opt.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.heads.parameters(), 5.0)
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
-            if step % 100 == 0:
-                print(f"step {step} loss {np.mean(losses[-100:]):.2f} {time.time() - t1:.0f}s", flush=True)
-            if time.time() - t1 >= 60 * a.minutes:
+            if step % a.eval_every == 0 or time.time() - t1 >= total_s:
+                v = ctc_wer(model, valid, tok)
+                history.append({"step": step, "s": round(time.time() - t1), "loss": round(float(np.mean(losses[-100:])), 2),
+                                "valid_wer": round(v, 2)})
+                print(history[-1], flush=True)
+                if v < best[0]:
+                    best = (v, {k: t.detach().clone() for k, t in model.heads.state_dict().items()})
+            if time.time() - t1 >= total_s:
+                done = True
                 break
-    res = {"whisper": a.whisper, "window_s": a.window_s, "chunk_ms": a.chunk_ms, "shared_head": bool(a.shared),
-           "train_utterances": len(train), "steps": step, "feature_s": round(t_feat, 1),
-           "train_s": round(time.time() - t1, 1), "final_loss": round(float(np.mean(losses[-50:])), 3),
+    model.heads.load_state_dict(best[1])
+    by_source: dict[str, list] = {}
+    for v, d in zip(rv, real):
+        by_source.setdefault(v.source, []).append(d)
+    res = {"whisper": a.whisper, "window_s": a.window_s, "chunk_ms": a.chunk_ms, "lookahead_chunks": L,
+           "shared_head": bool(a.shared), "hidden": a.hidden, "train_utterances": len(train), "steps": step,
+           "train_s": round(time.time() - t1, 1), "best_valid_wer": round(best[0], 2), "history": history,
            "ctc_greedy_wer": {
                "corpus_test_speech_clean": round(ctc_wer(model, [d for d in test if d[2] == 0], tok), 2),
                "corpus_test_singing_clean": round(ctc_wer(model, [d for d in test if d[2] == 1], tok), 2),
-               "real_librivox": round(ctc_wer(model, real, tok), 2)}}
-    print(json.dumps(res), flush=True)
-    model.save_pretrained(a.out, a.tokenizer, extra=res)
+               "real_voices_clean_all": round(ctc_wer(model, real, tok), 2),
+               **{f"real_{k}": round(ctc_wer(model, d, tok), 2) for k, d in by_source.items()}}}
+    print(json.dumps(res["ctc_greedy_wer"]), flush=True)
+    model.save_pretrained(a.out, a.tokenizer, extra={k: v for k, v in res.items() if k != "history"})
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=1))
     return 0

@@ -1,0 +1,93 @@
+"""Sessions with a pipeline ``final_fn`` (Whisper finals from the segment's track audio):
+the final gets the segment's exact audio and gated CTC log-probs on the worker's finals
+lane, its text and word times (frames -> audio time) replace the CTC text, a failing or
+empty final_fn leaves the CTC final, and nothing is asked where the CTC path is empty."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from jrsv_stream.nn.whisper_ctc import SegmentFinal
+from jrsv_stream.stream.events import Final
+from jrsv_stream.stream.pipeline_api import PipelineOutput
+from jrsv_stream.stream.session import StreamSession
+from jrsv_stream.stream.worker import BatchWorker
+from tests.test_stream_session import CHUNK, LYRICS, N, ON, SPEECH, ScriptedPipeline, ScriptState
+
+torch.set_num_threads(1)
+SILENT = torch.log_softmax(torch.tensor([[9.0] + [0.0] * (SPEECH.shape[1] - 1)]).repeat(N, 1), -1)
+
+
+class AudioPipeline(ScriptedPipeline):
+    """The scripted pipeline, with the chunk's own audio as both tracks' audio and a final_fn."""
+
+    def __init__(self, logp, activity, final_fn):
+        super().__init__(logp, activity)
+        self.final_fn = final_fn
+
+    def step(self, audio, state):
+        out, st = super().step(audio, state)
+        return PipelineOutput(out.logp, out.activity, None, {t: audio.clone() for t in self.tracks}), ScriptState(st.pos)
+
+
+def _run(final_fn, logp=None):
+    audio = (np.arange(N * 640) % 1000 / 1000.0).astype(np.float32)  # every sample tells its position
+    p = AudioPipeline(logp or {"speech": SPEECH, "lyrics": LYRICS}, {"speech": ON, "lyrics": ON}, final_fn)
+    with BatchWorker(p, max_wait_ms=1) as w:
+        s = StreamSession(w, "t")
+        ev = s.process(audio) + s.finish()
+        s.close()
+    return audio, [e for e in ev if isinstance(e, Final)]
+
+
+def test_final_fn_text_and_word_times_replace_the_ctc_final():
+    calls = []
+
+    def final_fn(track, audio, logp, ctc_text):
+        calls.append((track, audio.copy(), logp.copy(), ctc_text, threading.current_thread().name))
+        if ctc_text == "hi yo":
+            return SegmentFinal("Hi, you.", (("Hi,", 2, 4), ("you.", 6, 8)), "attention")
+        return SegmentFinal(ctc_text.upper(), tuple((w, 0, 1) for w in ctc_text.split()), "ctc")
+
+    audio, finals = _run(final_fn)
+    sp = [f for f in finals if f.track == "speech"]
+    assert [f.text for f in sp] == ["Hi, you.", "OK"]
+    assert sp[0].words == (("Hi,", 0.08, 0.16), ("you.", 0.24, 0.32))
+    assert sp[0].rescored is True and sp[1].rescored is False  # "ctc" source: not the attention decoder's text
+    # the second segment starts where the first ended: its frame 0 is the endpoint frame
+    first = [c for c in calls if c[3] == "hi yo"][0]
+    seg0_frames = first[2].shape[0]
+    assert sp[1].words[0][1] == round(seg0_frames * 0.04, 3)
+    # the segment's exact audio and log-probs, frame for frame
+    assert first[1].shape == (seg0_frames * 640,)
+    np.testing.assert_array_equal(first[1], audio[:seg0_frames * 640])
+    np.testing.assert_allclose(first[2], SPEECH[:seg0_frames].numpy(), atol=1e-6)
+    ok = [c for c in calls if c[3] == "ok"][0]
+    np.testing.assert_array_equal(ok[1], audio[seg0_frames * 640:seg0_frames * 640 + len(ok[1])])
+    assert all(c[4].startswith("jrsv-finals") for c in calls)  # the finals lane, not the batching thread
+    assert [f.text for f in finals if f.track == "lyrics"] == ["LA LA"]
+
+
+def test_failing_or_empty_final_fn_leaves_the_ctc_final():
+    def boom(track, audio, logp, ctc_text):
+        raise RuntimeError("decoder exploded")
+
+    _, finals = _run(boom)
+    assert [f.text for f in finals if f.track == "speech"] == ["hi yo", "ok"]
+    _, finals = _run(lambda *a: None)  # "nothing heard" after a partial was shown: the CTC final closes it
+    assert [f.text for f in finals if f.track == "speech"] == ["hi yo", "ok"]
+
+
+def test_no_final_fn_call_where_the_ctc_path_is_empty():
+    calls = []
+
+    def final_fn(track, audio, logp, ctc_text):
+        calls.append(track)
+        return SegmentFinal(ctc_text, (), "ctc")
+
+    _, finals = _run(final_fn, {"speech": SILENT, "lyrics": LYRICS})
+    assert [f.track for f in finals] == ["lyrics"]
+    assert calls == ["lyrics"]
