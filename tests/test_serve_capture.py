@@ -95,13 +95,13 @@ def test_demo_without_viewer(tmp_path):
 
 
 def test_demo_on_the_shipped_models_recognizes_the_bundled_audio(monkeypatch):
-    """The README's main job: the shipped default pipeline (models/jrsv, the jointly
-    fine-tuned separator + recognizer) on the bundled demo mix, through the live path,
-    scored against the demo's transcript."""
+    """The README's main job: the shipped default pipeline (models/default: the separator
+    -> Whisper-CTC recognizer) on the bundled demo mix, through the live path, scored
+    against the demo's transcript."""
     from jrsv_stream.stream.pipeline_api import default_pipeline_spec
 
     monkeypatch.delenv("JRSV_PIPELINE", raising=False)
-    assert default_pipeline_spec(str(REPO / "models")) == str(REPO / "models" / "jrsv")
+    assert default_pipeline_spec(str(REPO / "models")) == str(REPO / "models" / "default")
     r = subprocess.run([sys.executable, "-m", "jrsv_stream.serve.cli", "demo", "--no-viewer", "--fast", "--threads", "2"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

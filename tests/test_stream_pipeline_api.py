@@ -125,7 +125,7 @@ def test_load_pipeline():
         load_pipeline("/nonexistent/model")
 
 
-def test_default_pipeline_prefers_the_joint_pair_then_the_cascade_then_tiny(tmp_path, monkeypatch):
+def test_default_pipeline_prefers_whisper_then_the_joint_pair_then_the_cascade_then_tiny(tmp_path, monkeypatch):
     from jrsv_stream.stream.pipeline_api import default_pipeline_spec
 
     monkeypatch.delenv("JRSV_PIPELINE", raising=False)
@@ -143,5 +143,11 @@ def test_default_pipeline_prefers_the_joint_pair_then_the_cascade_then_tiny(tmp_
     assert default_pipeline_spec(str(root)) == str(root)
     ship(root / "jrsv")
     assert default_pipeline_spec(str(root)) == str(root / "jrsv")
+    (root / "default").mkdir()
+    (root / "default" / "pipeline.yaml").write_text("separator: ../separator\nasr: ../whisper_ctc\n")
+    assert default_pipeline_spec(str(root)) == str(root / "jrsv")  # no trained head yet
+    (root / "whisper_ctc").mkdir()
+    (root / "whisper_ctc" / "ctc_head.pt").write_bytes(b"x")
+    assert default_pipeline_spec(str(root)) == str(root / "default")
     monkeypatch.setenv("JRSV_PIPELINE", "elsewhere")
     assert default_pipeline_spec(str(root)) == "elsewhere"

@@ -91,3 +91,29 @@ def test_no_final_fn_call_where_the_ctc_path_is_empty():
     _, finals = _run(final_fn, {"speech": SILENT, "lyrics": LYRICS})
     assert [f.track for f in finals] == ["lyrics"]
     assert calls == ["lyrics"]
+
+
+def test_partials_of_the_next_segment_flow_while_a_final_decodes():
+    """The final of "hi yo" is held on the finals lane; the stream goes on: the partial of
+    "ok" (next segment) is emitted before that final, which comes out once done, in order."""
+    release = threading.Event()
+
+    def slow(track, audio, logp, ctc_text):
+        if ctc_text == "hi yo":
+            assert release.wait(30)
+        return SegmentFinal(ctc_text.upper(), tuple((w, 0, 1) for w in ctc_text.split()), "attention")
+
+    audio = np.zeros(N * 640, dtype=np.float32)
+    p = AudioPipeline({"speech": SPEECH, "lyrics": LYRICS}, {"speech": ON, "lyrics": ON}, slow)
+    with BatchWorker(p, max_wait_ms=1) as w:
+        s = StreamSession(w, "t")
+        ev = s.process(audio[:55 * 640])  # past "ok" (frames 50-51)
+        assert [e.text for e in ev if isinstance(e, Final) and e.track == "speech"] == []
+        assert any(e.track == "speech" and e.segment_id == "speech-1" and e.text == "ok"
+                   for e in ev if type(e).__name__ == "Partial")
+        release.set()
+        ev += s.process(audio[55 * 640:]) + s.finish()
+        s.close()
+    sp = [e for e in ev if isinstance(e, Final) and e.track == "speech"]
+    assert [f.text for f in sp] == ["HI YO", "OK"] and sp[0].seq < sp[1].seq
+    assert [e.seq for e in ev] == sorted(e.seq for e in ev)

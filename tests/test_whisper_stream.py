@@ -24,11 +24,15 @@ def librivox():
 
 
 # ---------------------------------------------------------------------- streaming window encoder
-def test_window_encoder_streaming_equals_offline_and_is_causal(tiny, librivox):
+@pytest.mark.parametrize("lookahead,rnn", [(0, 0), (1, 16)])
+def test_window_encoder_streaming_equals_offline_and_is_causal(tiny, librivox, lookahead, rnn):
+    """Also with one chunk of lookahead (frames of chunk k come from step k + 1: still
+    causal in the input, lagged by a chunk) and an LSTM head carried in the state."""
     from jrsv_stream.nn.whisper_ctc import HeadConfig, WhisperCTC, WhisperCTCConfig
 
     torch.manual_seed(0)
-    m = WhisperCTC(WhisperCTCConfig(window_s=1.28, head=HeadConfig(hidden=32)), whisper=tiny).eval()
+    m = WhisperCTC(WhisperCTCConfig(window_s=1.28, lookahead_chunks=lookahead, head=HeadConfig(hidden=32, rnn=rnn)),
+                   whisper=tiny).eval()
     a = librivox[4][0][: 16000 * 2]
     tracks = torch.tensor([1])
     chunk = 2560
@@ -42,6 +46,9 @@ def test_window_encoder_streaming_equals_offline_and_is_causal(tiny, librivox):
     stream = torch.cat(lps, 1)
     assert stream.shape == off_lp.shape == (1, 104, 128)
     assert torch.allclose(stream, off_lp, atol=1e-4)
+    if lookahead:  # step k emits the frames of chunk k - 1: the ones the window ends one chunk after
+        win = m.all_windows(a, chunk)
+        np.testing.assert_allclose(off_enc[0, 8:16].numpy(), m.encode_windows(win[1:2], 16)[0, :8].numpy(), atol=1e-4)
     # causality: changing audio after 1.28 s leaves every frame of the chunks before it unchanged
     b = a.clone()
     b[20480:] = torch.randn(len(b) - 20480) * 0.1
@@ -57,7 +64,7 @@ def test_window_encoder_bad_chunks_are_refused(tiny):
     st = m.init_state(2)
     with pytest.raises(ValueError, match="320"):
         m.step(torch.zeros(2, 1000), st)
-    with pytest.raises(ValueError, match="longer than the window"):
+    with pytest.raises(ValueError, match="does not fit the window"):
         m.step(torch.zeros(2, 320 * 40), st)
 
 

@@ -98,6 +98,11 @@ class JRSVPipeline(nn.Module):
         # finals: Whisper's decoder over the segment's track audio (Whisper-CTC recognizer),
         # else attention rescoring of the CTC n-best over the encoder frames (from-scratch one)
         self.whisper_finals = hasattr(asr, "finalize")
+        # a recognizer with lookahead emits each chunk's frames one step later: outputs
+        # (frames and track audio) describe audio lag_chunks chunks older than the input
+        self.lag_chunks = asr.lag_samples(chunk_samples) // chunk_samples if hasattr(asr, "lag_samples") else 0
+        self.frame_offset_s -= self.lag_chunks * chunk_samples / SAMPLE_RATE
+        self.algorithmic_latency_ms += 1000.0 * self.lag_chunks * chunk_samples / SAMPLE_RATE
         self.final_fn = self._final_fn if self.whisper_finals else None
         self.rescore_fn = None if self.whisper_finals else self._rescore_fn
 
@@ -136,9 +141,19 @@ class JRSVPipeline(nn.Module):
             logp={"speech": logp[:B], "lyrics": logp[B:]},
             activity={"speech": act[:, SPEECH], "lyrics": act[:, SINGING]},
             encoder_out=None if self.whisper_finals else {"speech": enc[:B], "lyrics": enc[B:]},
-            track_audio={"speech": tracks_audio[:B], "lyrics": tracks_audio[B:]} if self.whisper_finals else None,
+            track_audio=self._track_audio(tracks_audio, asr_state, B) if self.whisper_finals else None,
         )
         return out, JRSVState(sep_state, speech_state, lyrics_state)
+
+    def _track_audio(self, tracks_audio: torch.Tensor, asr_state, B: int) -> dict[str, torch.Tensor]:
+        """The track audio of the frames this step emits (the chunk itself, or with
+        lookahead the chunk before it, still in the recognizer's window)."""
+        if self.lag_chunks:
+            cs = self.chunk_samples
+            a = asr_state.history[:, -(self.lag_chunks + 1) * cs: asr_state.history.shape[1] - self.lag_chunks * cs]
+        else:
+            a = tracks_audio
+        return {"speech": a[:B], "lyrics": a[B:]}
 
     def _final_fn(self, track: str, audio, logp, ctc_text: str):
         """The segment's final from its track audio (see :meth:`WhisperCTC.finalize`)."""

@@ -44,12 +44,14 @@ def _prompt(model: WhisperModel, language: str, task: str) -> list[int]:
 
 @torch.no_grad()
 def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens: int = 224,
-                  language: str = "en", task: str = "transcribe", scores: list[float] | None = None) -> list[list[int]]:
+                  language: str = "en", task: str = "transcribe", scores: list[float] | None = None,
+                  no_speech: list[float] | None = None) -> list[list[int]]:
     """Greedy decoding of a batch: audio_features (B, S, D) -> per row the tokens after the
     SOT sequence up to (not including) <|endoftext|>. Finished rows are dropped from the
     batch (and the cache) as they end. ``scores``, when a list, receives per row the summed
     log-probability of its tokens and <|endoftext|> (a row cut at the length limit: of its
-    tokens)."""
+    tokens). ``no_speech``, when a list, receives per row the probability of
+    <|nospeech|> at the <|startoftranscript|> position (Whisper's no-speech detection)."""
     tok = model.tokenizer
     prompt = _prompt(model, language, task)
     dev = audio_features.device
@@ -57,7 +59,11 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
     every, first = suppress_masks(model, dev)
     cache = DecoderCache()
     tokens = torch.tensor([prompt] * B, dtype=torch.long, device=dev)
-    logits = model.decoder(tokens, audio_features, cache)[:, -1]
+    all_logits = model.decoder(tokens, audio_features, cache)
+    if no_speech is not None:
+        sot = prompt.index(tok.sot)
+        no_speech.extend(torch.softmax(all_logits[:, sot].float(), -1)[:, tok.no_speech].tolist())
+    logits = all_logits[:, -1]
     out: list[list[int]] = [[] for _ in range(B)]
     sums = [0.0] * B
     alive = list(range(B))  # batch row -> output index

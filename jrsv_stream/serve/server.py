@@ -535,8 +535,7 @@ class CaptionServer:
         hub.finishing = loop.create_future()
         s = hub.session
         try:
-            c = s.flush()
-            if c is not None:
+            for c in s.final_chunks():
                 await hub.chunks.put(c)
             await hub.chunks.put(None)
             if hub.proc_task is not None:

@@ -111,6 +111,20 @@ class _Track:
     activity: float = 0.0
 
 
+@dataclass
+class _PendingFinal:
+    """A closed segment whose final decodes on the worker's finals lane."""
+
+    tr: _Track
+    tokens: tuple
+    frames: tuple
+    future: Future
+    ready_at: float
+
+
+_PENDING = object()  # _final's answer when the segment's final is decoding on the finals lane
+
+
 class _Timings:
     def __init__(self, n: int = 500):
         self.d: dict[str, collections.deque[float]] = collections.defaultdict(lambda: collections.deque(maxlen=n))
@@ -156,6 +170,12 @@ class StreamSession:
         self.final_fn = getattr(p, "final_fn", None) if rescore else None
         self.rescore_fn = p.rescore_fn if (rescore and self.final_fn is None) else None
         self.frame_samples = int(round(self.frame_shift_s * self.sample_rate))
+        # a pipeline whose outputs lag its input by lag_chunks chunks (a recognizer with
+        # lookahead): the frames of chunk k describe chunk k - lag; the end of the stream
+        # feeds lag silent chunks so the last real frames come out
+        self.lag_chunks = int(getattr(p, "lag_chunks", 0))
+        self._frames_valid = collections.deque([self.chunk_samples] * self.lag_chunks)
+        self._finals_pending: collections.deque[_PendingFinal] = collections.deque()  # finals decoding on the finals lane
         self.config = dataclasses.replace(
             config, beam=dataclasses.replace(config.beam, blank_id=int(self.tokenizer.blank_id),
                                              lm=config.beam.lm if config.beam.lm is not None else getattr(p, "lm", None)),
@@ -227,6 +247,15 @@ class StreamSession:
         self._pending = np.zeros(0, dtype=np.float32)
         return c
 
+    def final_chunks(self) -> list[Chunk]:
+        """End of stream: the padded last chunk (if any) and the pipeline's ``lag_chunks``
+        silent chunks that bring out the frames of the last real audio."""
+        out = [c for c in (self.flush(),) if c is not None]
+        for _ in range(self.lag_chunks):
+            out.append(Chunk(self._chunks_made, np.zeros(self.chunk_samples, dtype=np.float32), 0, self.clock()))
+            self._chunks_made += 1
+        return out
+
     def submit(self, chunk: Chunk) -> Future:
         """Queue the chunk on the worker (see :meth:`BatchWorker.submit`)."""
         return self.handle.submit(chunk.audio)
@@ -250,20 +279,52 @@ class StreamSession:
                    text=text, words=words, start_s=start, end_s=end, audio_time_s=round(self.audio_time_s, 3),
                    emitted_at=now, latency_ms=round(1000.0 * (now - ready_at), 2), **kw)
 
-    def _final_from_audio(self, tr: _Track, tokens, now: float, ready_at: float) -> Final | None | bool:
-        """The pipeline's ``final_fn`` over the segment's track audio: a Final, None (no
-        final: the CTC path is empty), or False when it failed (the CTC final stands)."""
+    def _submit_final(self, tr: _Track, tokens, frames, ready_at: float) -> bool:
+        """Queue the pipeline's ``final_fn`` over the closed segment's track audio on the
+        worker's finals lane; True when queued (its Final comes out of :meth:`_drain_finals`
+        later, in order, while the next segment's partials already flow). False when there
+        is nothing to decode (the CTC path is empty) or the lane refused."""
         ctc_text = self.tokenizer.decode(list(tokens)).strip()
         if not ctc_text or not tr.audio:
-            return None if tr.partial_text is None else False
+            return False
         audio = np.concatenate(tr.audio)
         logp = np.concatenate(tr.seg_logp)
+        tr.audio, tr.seg_logp = [], []
         try:
-            res = self.worker.call_final(self.final_fn, tr.name, audio, logp, ctc_text).result(self.config.final_timeout_s)
-        except Exception:  # the Whisper final is an improvement; the CTC final stands without it
+            fut = self.worker.call_final(self.final_fn, tr.name, audio, logp, ctc_text)
+        except Exception:  # worker stopping: the CTC final stands
             return False
-        if res is None:
-            return None if tr.partial_text is None else False
+        self._finals_pending.append(_PendingFinal(tr, tuple(tokens), tuple(frames), fut, ready_at))
+        return True
+
+    def _drain_finals(self, block: bool) -> list[Event]:
+        """The Finals of queued segments whose decoding is done (all of them, waiting up to
+        ``final_timeout_s`` each, when ``block``), in the order the segments ended. A failed
+        decode gives the segment's CTC final; "nothing heard" gives the CTC final only if a
+        partial was shown (it must be closed), else no event."""
+        out: list[Event] = []
+        while self._finals_pending:
+            p = self._finals_pending[0]
+            if not block and not p.future.done():
+                break
+            self._finals_pending.popleft()
+            try:
+                res = p.future.result(self.config.final_timeout_s)
+            except Exception:  # the Whisper final is an improvement; the CTC final stands without it
+                res = False
+            now = self.clock()
+            if res is None or res is False:
+                if res is None and p.tr.partial_text is None:
+                    continue
+                out.append(self._caption(Final, p.tr, p.tokens, p.frames, now, p.ready_at, rescored=False))
+                continue
+            if not res.text.strip() and p.tr.partial_text is None:
+                continue  # nothing said, nothing shown
+            out.append(self._final_event(p.tr, res, now, p.ready_at))
+        return out
+
+    def _final_event(self, tr: _Track, res, now: float, ready_at: float) -> Final:
+        """A Final from a ``final_fn`` result (text, words with frames relative to the segment)."""
         base = tr.seg_start_frame
         off, t_max, fs = self.frame_offset_s, self.audio_time_s, self.frame_shift_s
 
@@ -275,18 +336,20 @@ class StreamSession:
         end = words[-1][2] if words else start
         return Final(stream_id=self.stream_id, track=tr.name, segment_id=f"{tr.name}-{tr.segment}", seq=self._next_seq(),
                      text=res.text, words=words, start_s=start, end_s=end, audio_time_s=round(self.audio_time_s, 3),
-                     emitted_at=self.clock(), latency_ms=round(1000.0 * (self.clock() - ready_at), 2),
-                     rescored=res.source == "attention")
+                     emitted_at=now, latency_ms=round(1000.0 * (now - ready_at), 2), rescored=res.source == "attention")
 
-    def _final(self, tr: _Track, now: float, ready_at: float) -> Final | None:
+    def _final(self, tr: _Track, now: float, ready_at: float) -> Final | None | object:
+        """The segment's Final now (CTC, or attention-rescored), None for none, or
+        ``_PENDING`` when its final decodes on the finals lane (see :meth:`_submit_final`)."""
         rescored = False
         hyps = nbest(tr.beam, None, self.config.beam)
         top = hyps[0]
         tokens, frames = top.tokens, top.token_frames
         if self.final_fn is not None:
-            fin = self._final_from_audio(tr, tokens, now, ready_at)
-            if fin is not False:
-                return fin
+            if self._submit_final(tr, tokens, frames, ready_at):
+                return _PENDING
+            if not self.tokenizer.decode(list(tokens)).strip() and tr.partial_text is None:
+                return None
         if self.rescore_fn is not None and tr.enc and any(h.tokens for h in hyps):
             import torch
 
@@ -338,7 +401,7 @@ class StreamSession:
             pos += used
             if ended:
                 fin = self._final(tr, now, ready_at)
-                if fin is not None:
+                if isinstance(fin, Final):
                     events.append(fin)
                 nxt = tr.segment + (1 if fin is not None else 0)
                 g = tr.gate
@@ -357,9 +420,11 @@ class StreamSession:
         self._chunks_done += 1
         n_frames = result.logp[self.tracks[0]].shape[0]
         valid_frames = n_frames
-        if chunk.valid_samples < self.chunk_samples and n_frames:
+        self._frames_valid.append(chunk.valid_samples)
+        frames_valid = self._frames_valid.popleft()  # real samples of the chunk these frames describe
+        if frames_valid < self.chunk_samples and n_frames:
             # padded last chunk: frames beyond the real audio are not decoded
-            valid_frames = int(np.ceil(chunk.valid_samples / self.chunk_samples * n_frames))
+            valid_frames = int(np.ceil(frames_valid / self.chunk_samples * n_frames))
         self.audio_time_s += chunk.valid_samples / self.sample_rate
         now = self.clock()
         events: list[Event] = []
@@ -370,6 +435,8 @@ class StreamSession:
             audio = (result.track_audio[t].numpy()[:valid_frames * self.frame_samples]
                      if (self.final_fn is not None and result.track_audio) else None)
             events += self._decode_track(self._tracks[t], logp, act, enc, now, chunk.ready_at, audio)
+        if self._finals_pending:
+            events += self._drain_finals(block=False)
         decode_ms = 1000.0 * (time.perf_counter() - t0)
         self._timings.add("queue", result.queued_ms)
         self._timings.add("model", result.compute_ms)
@@ -389,8 +456,10 @@ class StreamSession:
     def on_failure(self, chunk: Chunk, exc: BaseException) -> list[Event]:
         """The worker could not process ``chunk``: its audio time still passes; an error event."""
         self._chunks_done += 1
+        self._frames_valid.append(chunk.valid_samples)
+        self._frames_valid.popleft()
         self.audio_time_s += chunk.valid_samples / self.sample_rate
-        return [self.error("model_error", str(exc), fatal=False)]
+        return [self.error("model_error", str(exc), fatal=False)] + self._drain_finals(block=False)
 
     def end(self) -> list[Event]:
         """End of stream: finalize every open segment (finals for anything shown)."""
@@ -399,9 +468,11 @@ class StreamSession:
         for t in self.tracks:
             tr = self._tracks[t]
             fin = self._final(tr, now, now)
-            if fin is not None:
+            if isinstance(fin, Final):
                 events.append(fin)
             self._tracks[t] = self._new_track(t, tr.beam.num_frames, tr.segment + (1 if fin is not None else 0))
+        events = self._drain_finals(block=True) + events
+        events.sort(key=lambda e: e.seq)
         events.append(self.stats())
         return events
 
@@ -439,8 +510,7 @@ class StreamSession:
     def finish(self, timeout_s: float = 60.0) -> list[Event]:
         """Flush the padded last chunk through the model, then :meth:`end`."""
         events: list[Event] = []
-        c = self.flush()
-        if c is not None:
+        for c in self.final_chunks():
             events += self.run_chunk(c, timeout_s)
         return events + self.end()
 

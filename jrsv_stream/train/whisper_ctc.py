@@ -123,6 +123,8 @@ def main(argv=None) -> int:
     ap.add_argument("--shared", type=int, default=1)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--rnn", type=int, default=0, help="causal LSTM size in the head (0: per-frame MLP)")
+    ap.add_argument("--init", default=None, help="start from this model folder's head (resume / fine-tune)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--tokenizer", default="models/asr/tokenizer.model")
@@ -135,8 +137,10 @@ def main(argv=None) -> int:
     tok = Tokenizer(a.tokenizer)
     cfg = WhisperCTCConfig(whisper=a.whisper, window_s=a.window_s, vocab_size=tok.vocab_size,
                            lookahead_chunks=a.lookahead_chunks,
-                           head=HeadConfig(shared=bool(a.shared), hidden=a.hidden, dropout=a.dropout))
+                           head=HeadConfig(shared=bool(a.shared), hidden=a.hidden, dropout=a.dropout, rnn=a.rnn))
     model = WhisperCTC(cfg)
+    if a.init:
+        model.heads.load_state_dict(torch.load(Path(a.init) / "ctc_head.pt", weights_only=True))
     corpus = Path(a.corpus)
     cache = Path(a.cache) / f"{a.whisper}_w{a.window_s}_c{a.chunk_ms}_bf16_x2"
     t0 = time.time()
@@ -198,7 +202,7 @@ def main(argv=None) -> int:
     for v, d in zip(rv, real):
         by_source.setdefault(v.source, []).append(d)
     res = {"whisper": a.whisper, "window_s": a.window_s, "chunk_ms": a.chunk_ms, "lookahead_chunks": L,
-           "shared_head": bool(a.shared), "hidden": a.hidden, "train_utterances": len(train), "steps": step,
+           "shared_head": bool(a.shared), "hidden": a.hidden, "rnn": a.rnn, "train_utterances": len(train), "steps": step,
            "train_s": round(time.time() - t1, 1), "best_valid_wer": round(best[0], 2), "history": history,
            "ctc_greedy_wer": {
                "corpus_test_speech_clean": round(ctc_wer(model, [d for d in test if d[2] == 0], tok), 2),

@@ -1,0 +1,61 @@
+"""The shipped default pipeline (separator -> Whisper-CTC recognizer, ``models/default``)
+through the live path on real read speech: CTC partials, Whisper finals (cased, punctuated,
+word times from the CTC alignment inside the audio), nothing over silence or music only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jrsv_stream.data.real_corpora import read_librivox_testdata
+from jrsv_stream.audio.io import load_audio
+from jrsv_stream.eval.system_eval import count_errors
+from jrsv_stream.stream.events import Final, Partial
+from jrsv_stream.stream.session import transcribe
+from jrsv_stream.stream.worker import BatchWorker
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "models" / "default"
+
+
+@pytest.fixture(scope="module")
+def worker():
+    from jrsv_stream.nn.pipeline import load_streaming_pipeline
+
+    torch.set_num_threads(2)
+    p = load_streaming_pipeline(DEFAULT)
+    with BatchWorker(p, max_wait_ms=1) as w:
+        yield w
+
+
+def test_default_pipeline_is_the_whisper_one():
+    from jrsv_stream.stream.pipeline_api import default_pipeline_spec
+
+    assert default_pipeline_spec(str(REPO / "models")) == str(DEFAULT)
+
+
+def test_real_read_speech_finals_are_whisper_text_timed_by_ctc(worker):
+    (path, ref), = [x for x in read_librivox_testdata()][:1]
+    audio = load_audio(path)
+    ev = transcribe(worker, audio)
+    finals = [e for e in ev if isinstance(e, Final) and e.track == "speech" and e.text]
+    partials = [e for e in ev if isinstance(e, Partial) and e.track == "speech"]
+    assert finals and partials
+    hyp = " ".join(f.text for f in finals)
+    c = count_errors(ref, hyp)
+    assert c.word_errors / c.ref_words <= 0.15, hyp
+    assert any(ch.isupper() for ch in hyp) and any(ch in ".,;" for ch in hyp)  # Whisper's casing and punctuation
+    assert all(f.rescored for f in finals)  # the attention decoder's text, not the CTC fallback
+    dur = len(audio) / 16000
+    for f in finals:
+        starts = [w[1] for w in f.words]
+        assert starts == sorted(starts) and all(0 <= w[1] <= w[2] <= dur + 1e-6 for w in f.words)
+        assert len(f.words) == len(f.text.split())
+
+
+def test_nothing_is_captioned_over_silence(worker):
+    ev = transcribe(worker, np.zeros(16000 * 6, dtype=np.float32))
+    assert not [e for e in ev if isinstance(e, (Final, Partial)) and e.text]
