@@ -138,17 +138,24 @@ def main(argv=None) -> int:
     ap.add_argument("--streams", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ceiling", default="base", help="faster-whisper model for the ceiling ('' to skip)")
+    ap.add_argument("--separator", default=None, help="'none': the recognizer hears the mixture (no separator)")
+    ap.add_argument("--final-whisper", default=None, help="Whisper model of the finals (tiny.en, base, small)")
     ap.add_argument("--label", default=None)
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
     from jrsv_stream.stream.pipeline_api import default_pipeline_spec
 
     pipeline = a.pipeline or default_pipeline_spec()
+    if a.final_whisper:
+        import os
+
+        os.environ["JRSV_FINAL_WHISPER"] = a.final_whisper
     tmp = Path(tempfile.mkdtemp(prefix="real_voices_eval_"))
-    res = {"pipeline": pipeline, "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
+    res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
     for name in a.sets:
         m = set_manifest(name, Path(a.real_voices), Path(a.corpus), a.per_set, tmp)
-        cfg = SystemEvalConfig(pipeline=pipeline, streams=a.streams, threads=a.threads, label=name, score_separation=False)
+        cfg = SystemEvalConfig(pipeline=pipeline, separator=a.separator, streams=a.streams, threads=a.threads, label=name,
+                               score_separation=False)
         ev = evaluate_system(m, cfg)
         row = {"n_items": ev["n_items"], "audio_s": ev["audio_s"], "rtf": ev["rtf"], "failed": len(ev["failed_items"]),
                "tracks": {t: {"wer": v["wer"], "last_partial_wer": v["last_partial_wer"], "n_ref_words": v["n_ref_words"],

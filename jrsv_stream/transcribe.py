@@ -35,6 +35,9 @@ def transcribe_file(path: str | Path, pipeline: str | None = None, chunk_ms: flo
 
 
 def _cmd(a: argparse.Namespace) -> int:
+    from jrsv_stream.serve.cli import set_final_whisper
+
+    set_final_whisper(a.final_whisper)
     result = transcribe_file(a.input, a.pipeline, a.chunk_ms)
     finals = [{"track": t, "text": s["text"], "words": s["words"], "start_s": s["start"], "end_s": s["end"]}
               for t, segs in result.items() for s in segs]
@@ -60,5 +63,7 @@ def add_cli(subparsers) -> None:
     s.add_argument("--vtt", help="WebVTT per track, named like --srt")
     s.add_argument("--lrc", help="LRC of the lyrics track")
     s.add_argument("--pipeline", default=None, help="model folder (default: shipped models) or 'tiny'")
-    s.add_argument("--chunk-ms", type=float, default=None, help="audio per step (default 160 ms)")
+    s.add_argument("--chunk-ms", type=float, default=None, help="audio per step (default: the pipeline's)")
+    s.add_argument("--final-whisper", default=None, choices=("tiny.en", "base", "small"),
+                   help="Whisper model of the finals (default: the recognizer's own)")
     s.set_defaults(fn=_cmd)

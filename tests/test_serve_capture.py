@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 ALSA_TOOL = REPO.parent / "shared" / "tools" / "alsa-file-device.sh"
 # (WER, CER) % bounds for the shipped models on the bundled demo: measured + a margin for
 # thread-count / batching differences (see the test below and README "Serving")
-DEMO_MAX = {"speech": (100.0, 80.0), "lyrics": (100.0, 80.0)}  # measured 100.0 / 70.1 and 92.7 / 68.2
+DEMO_MAX = {"speech": (130.0, 70.0), "lyrics": (120.0, 85.0)}  # measured (Whisper-CTC default) 111.1 / 54.6 and 100.0 / 70.7
 
 
 def _speechy(seconds: float, seed: int = 0) -> np.ndarray:

@@ -127,3 +127,17 @@ def test_loop_inside_one_hyphenated_display_word_is_found():
     # tiny.en's output on a LibriVox utterance padded by only 2 s
     assert has_repetition_loop("He was not an old-s-y-y-y-y-y-y-y-y".split())
     assert not has_repetition_loop("He was not an ill-disposed young man.".split())
+
+
+def test_digit_finals_are_scored_and_timed_as_spoken_words():
+    """Whisper writes "5 5" / "10 of clubs" where the CTC head spells the words: the digits
+    are spelled for scoring and timing, so such a final is not dropped for the CTC text."""
+    from jrsv_stream.decode.hybrid import Candidate, choose_final, normalize_text, time_display_words
+
+    tok = _Pieces()
+    assert normalize_text("4 Queen, 3D 10") == "four queen three d ten"
+    lp = _logp_for(tok.encode("five five"))
+    c = choose_final([Candidate("5 5", -0.5, 2)], lp, "fiveve f", tok)
+    assert c.source == "attention" and c.text == "5 5"
+    words = time_display_words("5 5", lp, tok)
+    assert [w.word for w in words] == ["5", "5"] and words[0].end_frame <= words[1].start_frame

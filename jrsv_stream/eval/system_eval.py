@@ -490,8 +490,10 @@ def print_table(res: dict) -> None:
 
 
 def _cmd(a: argparse.Namespace) -> int:
+    from jrsv_stream.serve.cli import set_final_whisper
     from jrsv_stream.stream.pipeline_api import default_pipeline_spec
 
+    set_final_whisper(a.final_whisper)
     cfg = SystemEvalConfig(pipeline=a.pipeline or default_pipeline_spec(), separator=a.separator, asr=a.asr, chunk_ms=a.chunk_ms, max_items=a.max_items,
                            streams=a.streams, label=a.label, device=a.device, threads=a.threads, lm=not a.no_lm,
                            lm_weight=a.lm_weight, lm_bonus=a.lm_bonus)
@@ -524,4 +526,6 @@ def add_cli(subparsers) -> None:
     s.add_argument("--lm-weight", type=float, default=None, help="LM fusion weight (default: the one in asr/lm.npz)")
     s.add_argument("--lm-bonus", type=float, default=None, help="per-token bonus with the LM (default: the one in asr/lm.npz)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--final-whisper", default=None, choices=("tiny.en", "base", "small"),
+                   help="Whisper model of a Whisper-CTC pipeline's finals (default: the recognizer's own)")
     s.set_defaults(fn=_cmd)

@@ -173,8 +173,8 @@ def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_s
     through to both tracks) and a recognizer folder (a Whisper-CTC folder, ``type:
     whisper_ctc``, or the from-scratch baseline's), with the separator's output calibration
     (``calibration.json``) and the recognizer's LM (``lm.npz``, when ``lm`` and present).
-    ``whisper_overrides``: Whisper-CTC config fields to replace (e.g. ``{"whisper": "small"}``
-    for a model size the head was trained on).
+    ``whisper_overrides``: Whisper-CTC config fields to replace (e.g. ``{"final_whisper":
+    "small"}``: finals from Whisper small); ``$JRSV_FINAL_WHISPER`` sets ``final_whisper``.
 
     Raises:
         FileNotFoundError: a model folder is missing; ValueError: a checkpoint or LM is corrupt.
@@ -195,7 +195,12 @@ def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_s
     else:
         sep, gain = load_separator(separator, dev)[0], separator_track_gain(separator)
     if is_whisper_ctc_folder(asr_dir):
-        model = WhisperCTC.from_pretrained(asr_dir, dev, **(whisper_overrides or {}))
+        import os
+
+        over = dict(whisper_overrides or {})
+        if os.environ.get("JRSV_FINAL_WHISPER"):
+            over.setdefault("final_whisper", os.environ["JRSV_FINAL_WHISPER"])
+        model = WhisperCTC.from_pretrained(asr_dir, dev, **over)
         default_chunk = WHISPER_CHUNK_SAMPLES
     else:
         model = ASRModel.from_pretrained(asr_dir, dev)

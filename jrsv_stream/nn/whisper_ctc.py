@@ -84,6 +84,9 @@ class WhisperCTCConfig:
     # AVX512-BF16/AMX, features within ~3 % of float32; "float32": no autocast)
     compute_dtype: str = "bfloat16"
     lookahead_chunks: int = 0  # 1: each chunk's frames come from the next chunk's window (see the chunk)
+    # Whisper model of the finals ("": the encoder's own; "tiny.en" / "base" / "small" / a path:
+    # loaded on the first final). $JRSV_FINAL_WHISPER or --final-whisper set it at load time.
+    final_whisper: str = ""
     vocab_size: int = 128
     head: HeadConfig = field(default_factory=HeadConfig)
     final: FinalConfig = field(default_factory=FinalConfig)
@@ -193,6 +196,9 @@ class WhisperCTC(nn.Module):
         self.blank_id = 0
         self.heads = CTCHeads(d, cfg.vocab_size, cfg.head)
         self.last_no_speech = 0.0  # p(<|nospeech|>) of the last decode_segment (greedy)
+        # a plain attribute (not a submodule): the finals' own Whisper is loaded when first used
+        object.__setattr__(self, "_final_model",
+                           None if cfg.final_whisper and cfg.final_whisper != cfg.whisper else self.whisper)
         self.register_buffer("mel_fb", mel_filters(self.n_mels).clone(), persistent=False)
         self.register_buffer("window_fn", torch.hann_window(N_FFT), persistent=False)
 
@@ -308,21 +314,34 @@ class WhisperCTC(nn.Module):
         fc = self.cfg.final
         a = torch.as_tensor(np.asarray(audio, dtype=np.float32)).to(self.mel_fb.device)
         limit = int(max_tokens or segment_token_limit(a.shape[0] / 16000))
-        tok = self.whisper.tokenizer
+        wm = self.final_model()
+        tok = wm.tokenizer
         b = beam if beam is not None else fc.beam
         with self._autocast(a.device, fc.compute_dtype):  # the encoder: the bulk of a final's cost
-            feats = encode_segment(self.whisper, a, fc.min_pad_s, fc.pad_to_s).float()
+            feats = encode_segment(wm, a, fc.min_pad_s, fc.pad_to_s).float()
         # the decoder in float32: per-token autocast would recast the 51k-word output
         # projection at every step (measured: twice as slow)
         if b <= 1:
             sc: list[float] = []
             ns: list[float] = []
-            ids = greedy_decode(self.whisper, feats, max_tokens=limit, scores=sc, no_speech=ns)[0]
+            ids = greedy_decode(wm, feats, max_tokens=limit, scores=sc, no_speech=ns)[0]
             self.last_no_speech = float(ns[0])
             return [(tok.decode(ids).strip(), float(sc[0]), len(ids))]
         self.last_no_speech = 0.0
-        res = beam_decode(self.whisper, feats, beam=b, max_tokens=limit)
+        res = beam_decode(wm, feats, beam=b, max_tokens=limit)
         return [(tok.decode(list(t)).strip(), float(s), len(t)) for t, s, _ in res]
+
+    def final_model(self):
+        """The Whisper model the finals decode with (``final_whisper``, loaded on first use,
+        frozen, on the recognizer's device; else the streaming encoder's own)."""
+        if self._final_model is None:
+            from jrsv_stream.nn.whisper_weights import load_whisper
+
+            m = load_whisper(self.cfg.final_whisper).eval().to(self.mel_fb.device)
+            for p in m.parameters():
+                p.requires_grad_(False)
+            object.__setattr__(self, "_final_model", m)
+        return self._final_model
 
     @torch.no_grad()
     def finalize(self, audio: np.ndarray, logp: np.ndarray, ctc_text: str, tokenizer) -> SegmentFinal | None:

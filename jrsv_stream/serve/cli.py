@@ -23,10 +23,19 @@ DEMO_AUDIO_CANDIDATES = ("models/demo/demo.flac", "models/demo/demo.wav")
 DEMO_CACHE = Path("out/demo")
 
 
+def set_final_whisper(size: str | None) -> None:
+    """``--final-whisper``: the Whisper model the Whisper-CTC pipeline's finals use
+    (``$JRSV_FINAL_WHISPER``, read when the pipeline loads)."""
+    if size:
+        os.environ["JRSV_FINAL_WHISPER"] = size
+
+
 def _add_server_args(p: argparse.ArgumentParser, port: int = 8765) -> None:
     p.add_argument("--pipeline", default=default_pipeline_spec(),
                    help="'tiny' (random plumbing model) or a model folder (default: $JRSV_PIPELINE, else models/jrsv, else models, else tiny)")
     p.add_argument("--chunk-ms", type=float, default=None, help="audio per model step (default: the pipeline's)")
+    p.add_argument("--final-whisper", default=None, choices=("tiny.en", "base", "small"),
+                   help="Whisper model of the finals (default: the recognizer's own, base; small needs pip install .[small])")
     p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 to accept remote clients)")
     p.add_argument("--port", type=int, default=port)
     p.add_argument("--publish-token", default=os.environ.get("JRSV_PUBLISH_TOKEN"), help="required from publishers ($JRSV_PUBLISH_TOKEN)")
@@ -52,6 +61,7 @@ def _build(a: argparse.Namespace):
     if a.threads:
         torch.set_num_threads(a.threads)
     chunk = int(round(a.chunk_ms * 16)) if a.chunk_ms else None
+    set_final_whisper(a.final_whisper)
     pipeline = load_pipeline(a.pipeline, chunk)
     cfg = ServerConfig(host=a.host, port=a.port, publish_token=a.publish_token, subscribe_token=a.subscribe_token,
                        allowed_origins=tuple(a.allowed_origin) if a.allowed_origin else None, max_streams=a.max_streams,
@@ -170,6 +180,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     audio, refs = (Path(a.audio), []) if a.audio else ensure_demo_audio()
+    set_final_whisper(a.final_whisper)
     pipeline = load_pipeline(a.pipeline, int(round(a.chunk_ms * 16)) if a.chunk_ms else None)
     if a.pipeline == "tiny":
         print("demo: TinyPipeline (random weights, plumbing only): captions are random letters", file=sys.stderr, flush=True)
@@ -232,6 +243,8 @@ def add_cli(subparsers) -> None:
     s.add_argument("--audio", default=None, help="audio file to play (default: the bundled / generated demo recording)")
     s.add_argument("--pipeline", default=default_pipeline_spec(), help="'tiny' or a model folder")
     s.add_argument("--chunk-ms", type=float, default=None)
+    s.add_argument("--final-whisper", default=None, choices=("tiny.en", "base", "small"),
+                   help="Whisper model of the finals (default: the recognizer's own, base; small needs pip install .[small])")
     s.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     s.add_argument("--no-viewer", action="store_true", help="print finals as lines instead of the live viewer")
     s.add_argument("--fast", action="store_true", help="send the audio as fast as possible instead of real time")
