@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--match", choices=("auto", "text", "time"), default="auto")
     ap.add_argument("--tolerance-s", type=float, default=1.0, help="text match: caption word end within this of the reference")
     ap.add_argument("--chunk-ms", type=float, default=None)
+    ap.add_argument("--trailing-silence-s", type=float, default=None,
+                    help="endpoint after this much trailing blank (default: EndpointConfig's 0.8 s)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = ap.parse_args(argv)
     if a.threads:
@@ -167,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     if not items:
         raise SystemExit(f"no item with word timings in {a.manifest}")
     pipeline = load_pipeline(a.pipeline, int(round(a.chunk_ms * 16)) if a.chunk_ms else None)
-    st = ServerThread(pipeline, ServerConfig(host="127.0.0.1", port=0)).start()
+    from jrsv_stream.decode.endpoint import EndpointConfig
+    from jrsv_stream.stream.session import SessionConfig
+
+    scfg = SessionConfig()
+    if a.trailing_silence_s is not None:  # the endpoint's trailing blank after decoded tokens (rule 2)
+        scfg = SessionConfig(endpoint=EndpointConfig(rule2_trailing_silence_s=a.trailing_silence_s))
+    st = ServerThread(pipeline, ServerConfig(host="127.0.0.1", port=0), scfg).start()
     received_by_item = []
     audio_s = 0.0
     try:
@@ -194,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"benchmark": "latency", "pipeline": a.pipeline, "plumbing_only": a.pipeline == "tiny",
            "commit": git_commit(), **device_info(device),
            "config": {"manifest": str(a.manifest), "items": len(items), "audio_s": round(audio_s, 1), "match": mode,
-                      "tolerance_s": a.tolerance_s, "frame_ms": 20, "transport": "websocket on 127.0.0.1, real-time pacing"},
+                      "tolerance_s": a.tolerance_s, "frame_ms": 20, "trailing_silence_s": scfg.endpoint.rule2_trailing_silence_s, "transport": "websocket on 127.0.0.1, real-time pacing"},
            "algorithmic_latency_ms": pipeline.algorithmic_latency_ms,
            "partial_latency_ms": {**pct(m["partial"]), "n": m["n_partial"]},
            "final_latency_ms": {**pct(m["final"]), "n": m["n_final"]},

@@ -232,6 +232,18 @@ class SystemEvalConfig:
         return str(Path(self.pipeline) / name)
 
     @property
+    def lm_dir(self) -> str | None:
+        """The LM folder named by the pipeline's ``pipeline.yaml`` (``lm:``), when the
+        recognizer is the pipeline's own; None: the recognizer folder's ``lm.npz``."""
+        import yaml
+
+        spec = Path(self.pipeline) / "pipeline.yaml"
+        if self.asr is not None or not spec.is_file():
+            return None
+        rel = (yaml.safe_load(spec.read_text()) or {}).get("lm")
+        return None if rel is None else str(Path(self.pipeline) / rel)
+
+    @property
     def separator_path(self) -> str:
         return self.separator or self._pipeline_part("separator")
 
@@ -266,7 +278,8 @@ def build_pipeline(cfg: SystemEvalConfig):
 
     real = cfg.real_separator
     try:
-        p = pipeline_from_folders(cfg.separator_path if real else None, cfg.asr_path, cfg.chunk_samples, "cpu", lm=cfg.lm)
+        p = pipeline_from_folders(cfg.separator_path if real else None, cfg.asr_path, cfg.chunk_samples, "cpu", lm=cfg.lm,
+                                  lm_dir=cfg.lm_dir)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e} (give --asr DIR and --separator DIR|none, or a --pipeline folder holding "
                                 f"asr/ and separator/)") from e

@@ -168,13 +168,14 @@ class JRSVPipeline(nn.Module):
 
 def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_samples: int | None = None,
                           device: str | None = None, left_chunks: int = 16, lm: bool = True,
-                          whisper_overrides: dict | None = None) -> JRSVPipeline:
+                          whisper_overrides: dict | None = None, lm_dir: str | Path | None = None) -> JRSVPipeline:
     """A pipeline from a separator folder (or ``separator.pt``; None: the mixture passes
     through to both tracks) and a recognizer folder (a Whisper-CTC folder, ``type:
     whisper_ctc``, or the from-scratch baseline's), with the separator's output calibration
     (``calibration.json``) and the recognizer's LM (``lm.npz``, when ``lm`` and present).
     ``whisper_overrides``: Whisper-CTC config fields to replace (e.g. ``{"final_whisper":
     "small"}``: finals from Whisper small); ``$JRSV_FINAL_WHISPER`` sets ``final_whisper``.
+    ``lm_dir``: take the LM (``lm.npz``) from this folder instead of the recognizer's.
 
     Raises:
         FileNotFoundError: a model folder is missing; ValueError: a checkpoint or LM is corrupt.
@@ -207,14 +208,15 @@ def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_s
         default_chunk = DEFAULT_CHUNK_SAMPLES
     tok = Tokenizer(asr_dir / "tokenizer.model")
     return JRSVPipeline(sep, model, tok, chunk_samples or default_chunk, left_chunks,
-                        lm=load_model_lm(asr_dir) if lm else None, track_gain=gain).to(dev)
+                        lm=load_model_lm(lm_dir or asr_dir) if lm else None, track_gain=gain).to(dev)
 
 
 def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
                             left_chunks: int = 16, lm: bool = True) -> JRSVPipeline:
     """Load a pipeline folder (:func:`pipeline_from_folders`): one holding
     ``pipeline.yaml`` (``separator:`` and ``asr:`` folders relative to it; ``separator:
-    null`` for none; optional ``chunk_ms``), or the plain layout ``model_dir/separator`` +
+    null`` for none; optional ``chunk_ms``, and ``lm:`` a folder whose ``lm.npz`` the CTC
+    partials fuse), or the plain layout ``model_dir/separator`` +
     ``model_dir/asr``.
 
     Raises:
@@ -229,13 +231,13 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
         try:
             doc = yaml.safe_load(spec.read_text())
             sep_rel, asr_rel = doc["separator"], doc["asr"]
-            chunk_ms = doc.get("chunk_ms")
+            chunk_ms, lm_rel = doc.get("chunk_ms"), doc.get("lm")
         except Exception as e:
             raise ValueError(f"{spec}: not a pipeline file (needs separator: and asr:): {e}") from e
         if chunk_samples is None and chunk_ms:
             chunk_samples = int(round(float(chunk_ms) * SAMPLE_RATE / 1000))
         return pipeline_from_folders(None if sep_rel is None else (root / sep_rel), root / asr_rel, chunk_samples, device,
-                                     left_chunks, lm)
+                                     left_chunks, lm, lm_dir=None if lm_rel is None else root / lm_rel)
     for sub in ("separator", "asr"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root / sub} not found: a pipeline folder holds separator/ and asr/ model folders")
