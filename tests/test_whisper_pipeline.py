@@ -59,3 +59,46 @@ def test_real_read_speech_finals_are_whisper_text_timed_by_ctc(worker):
 def test_nothing_is_captioned_over_silence(worker):
     ev = transcribe(worker, np.zeros(16000 * 6, dtype=np.float32))
     assert not [e for e in ev if isinstance(e, (Final, Partial)) and e.text]
+
+
+def test_no_final_over_silence_or_noise_even_when_the_ctc_path_is_not_empty():
+    """Whisper's failure modes on such input: "you" on silence, invented sentences on
+    noise. The no-speech rule leaves an empty final (it closes a partial, captions nothing)."""
+    from jrsv_stream.decode.tokenizer import Tokenizer
+    from jrsv_stream.nn.whisper_ctc import WhisperCTC
+
+    m = WhisperCTC.from_pretrained(REPO / "models" / "whisper_ctc")
+    tok = Tokenizer(REPO / "models" / "whisper_ctc" / "tokenizer.model")
+    lp = np.log(np.full((100, 128), 1 / 128, np.float32))
+    rng = np.random.default_rng(0)
+    for audio in (np.zeros(32000, np.float32), (rng.standard_normal(48000) * 0.01).astype(np.float32)):
+        res = m.finalize(audio, lp, "hello there", tok)
+        assert res.text == "" and res.source == "no_speech"
+    assert m.finalize(np.zeros(16000, np.float32), lp, "", tok) is None  # empty CTC path: not even decoded
+
+
+def test_finals_from_another_whisper_size(monkeypatch):
+    """--final-whisper / $JRSV_FINAL_WHISPER: the finals decode with tiny.en while the
+    partials keep the base encoder and its head."""
+    from jrsv_stream.nn.pipeline import load_streaming_pipeline
+
+    monkeypatch.setenv("JRSV_FINAL_WHISPER", "tiny.en")
+    p = load_streaming_pipeline(DEFAULT)
+    assert p.asr.whisper.dims.n_audio_state == 512
+    fm = p.asr.final_model()
+    assert fm.dims.n_audio_state == 384 and fm is not p.asr.whisper
+    (path, ref), = read_librivox_testdata()[:1]
+    text = p.asr.decode_segment(load_audio(path))[0][0]
+    c = count_errors(ref, text)
+    assert c.word_errors / c.ref_words <= 0.15, text
+
+
+def test_corrupt_pipeline_file_is_a_clear_error(tmp_path):
+    from jrsv_stream.nn.pipeline import load_streaming_pipeline
+
+    (tmp_path / "pipeline.yaml").write_text("asr: [unclosed\n")
+    with pytest.raises(ValueError, match="pipeline.yaml"):
+        load_streaming_pipeline(tmp_path)
+    (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\n")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_streaming_pipeline(tmp_path)

@@ -73,6 +73,8 @@ class FinalConfig:
     # p(<|nospeech|>) > no_speech_threshold and the text's mean log-prob < logprob_threshold
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
+    # and whatever the text's log-prob above this (Whisper's "you" on silence: p = 0.93)
+    no_speech_alone: float = 0.9
     enabled: bool = True
 
 
@@ -357,7 +359,8 @@ class WhisperCTC(nn.Module):
         cands = [Candidate(t, lp, n) for t, lp, n in self.decode_segment(audio)]
         fc = self.cfg.final
         c0 = cands[0]
-        if self.last_no_speech > fc.no_speech_threshold and c0.att_logp / (c0.n_tokens + 1) < fc.logprob_threshold:
+        ns = self.last_no_speech
+        if ns > fc.no_speech_alone or (ns > fc.no_speech_threshold and c0.att_logp / (c0.n_tokens + 1) < fc.logprob_threshold):
             # Whisper's own silence rule: likely no speech and a low-confidence text -> nothing
             # ("Thank you." over music); an empty final closes a partial that was shown
             return SegmentFinal("", (), "no_speech", ("no_speech",))
