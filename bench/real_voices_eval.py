@@ -187,7 +187,7 @@ def plot(res: dict, out: Path) -> None:
             names.append(f"{name}\n{t}")
             ours.append(v["wer"])
             part.append(v["last_partial_wer"] or 0)
-            ceil.append(row.get("faster_whisper", {}).get("wer", {}).get(t, 0) if t == "speech" or "singing" in name else 0)
+            ceil.append((row.get("faster_whisper") or {}).get("wer", {}).get(t, 0))
     x = range(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
     ax.bar([i - 0.27 for i in x], ours, 0.27, label="final (live path)")
