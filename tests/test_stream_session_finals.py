@@ -117,3 +117,25 @@ def test_partials_of_the_next_segment_flow_while_a_final_decodes():
     sp = [e for e in ev if isinstance(e, Final) and e.track == "speech"]
     assert [f.text for f in sp] == ["HI YO", "OK"] and sp[0].seq < sp[1].seq
     assert [e.seq for e in ev] == sorted(e.seq for e in ev)
+
+
+def test_a_full_finals_lane_refuses_and_the_ctc_final_stands():
+    """max_pending_finals: when the lane cannot keep up, the segment keeps its CTC final at
+    once instead of every stream's finals falling further behind."""
+    release = threading.Event()
+
+    def slow(track, audio, logp, ctc_text):
+        assert release.wait(30)
+        return SegmentFinal(ctc_text.upper(), tuple((w, 0, 1) for w in ctc_text.split()), "attention")
+
+    audio = np.zeros(N * 640, dtype=np.float32)
+    p = AudioPipeline({"speech": SPEECH, "lyrics": LYRICS}, {"speech": ON, "lyrics": ON}, slow)
+    with BatchWorker(p, max_wait_ms=1, max_pending_finals=1) as w:
+        s = StreamSession(w, "t")
+        ev = s.process(audio)  # "hi yo" takes the lane's one place; "la la" (lyrics) is refused
+        release.set()
+        ev += s.finish()
+        s.close()
+        assert w.finals_refused >= 1
+    texts = {f.text for f in ev if isinstance(f, Final)}
+    assert "HI YO" in texts and "la la" in texts

@@ -112,11 +112,13 @@ class BatchWorker:
         max_queue_chunks: total chunks waiting (all streams) before submit raises QueueFull.
         max_pending_per_stream: chunks one stream may have waiting.
         device: override the device choice.
+        max_pending_finals: finals queued or running on the finals lane before
+            :meth:`call_final` refuses more (see there).
     """
 
     def __init__(self, pipeline: StreamingPipeline, max_batch: int = 32, max_wait_ms: float = 10.0, max_streams: int = 64,
                  max_queue_chunks: int | None = None, max_pending_per_stream: int = 16,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, max_pending_finals: int = 8):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if hasattr(pipeline, "to"):
             pipeline = pipeline.to(self.device)
@@ -136,6 +138,9 @@ class BatchWorker:
         self._inflight: set[int] = set()  # slots of the batch being stepped
         self._calls: collections.deque[tuple[Callable, tuple, Future]] = collections.deque()
         self._finals: ThreadPoolExecutor | None = None  # the finals lane (see call_final)
+        self.max_pending_finals = int(max_pending_finals)
+        self._finals_waiting = 0
+        self.finals_refused = 0
         self._queued = 0
         self._running = False
         self._thread: threading.Thread | None = None
@@ -280,11 +285,27 @@ class BatchWorker:
         """Run ``fn(*args)`` on the worker's finals lane: one thread beside the batching
         thread, for endpoint finals that take far longer than a chunk step (Whisper's
         decoder over a segment), so live partials of every stream keep flowing while a
-        final decodes. Finals run one at a time, in submission order."""
+        final decodes. Finals run one at a time, in submission order.
+
+        Raises:
+            WorkerStopped: not running. QueueFull: ``max_pending_finals`` finals are
+                already waiting (the lane cannot keep up: the caller keeps its CTC final
+                rather than let every stream's finals fall further behind).
+        """
         with self._cond:
             if not self._running or self._finals is None:
                 raise WorkerStopped("the batch worker is not running")
-            return self._finals.submit(fn, *args)
+            if self._finals_waiting >= self.max_pending_finals:
+                self.finals_refused += 1
+                raise QueueFull(f"{self._finals_waiting} finals already waiting on the finals lane")
+            self._finals_waiting += 1
+            fut = self._finals.submit(fn, *args)
+        fut.add_done_callback(self._final_done)
+        return fut
+
+    def _final_done(self, _fut: Future) -> None:
+        with self._cond:
+            self._finals_waiting -= 1
 
     # ------------------------------------------------------------------ statistics
     @property
@@ -299,6 +320,7 @@ class BatchWorker:
         return {
             "device": str(self.device), "streams": self.streams, "queue_depth": self._queued,
             "batches": self.batches, "chunks": self.chunks, "failed_chunks": self.failed_chunks,
+            "finals_refused": self.finals_refused,
             "mean_batch": float(np.mean(self._batch_sizes)) if self._batch_sizes else 0.0,
             "compute_ms": _percentiles(list(self._compute_ms)),
             "chunk_latency_ms": _percentiles(list(self._chunk_latency_ms)),
