@@ -358,3 +358,24 @@ def test_fusion_grid_replay_equals_direct_evals_and_saves_the_best(models, corpu
     rp.rewind()
     with pytest.raises(RuntimeError, match="differs"):
         rp.step(torch.ones(1, 640), st)
+
+
+def test_cli_real_voices_beside_the_main_manifest(models, corpus, tmp_path):
+    """--real-voices DIR: DIR's test_clean / test_mixed manifests through the same
+    configuration, in the same JSON (here two copies of the test manifest stand in)."""
+    rv = tmp_path / "rv"
+    rv.mkdir()
+    for name in ("test_clean", "test_mixed"):
+        (rv / f"{name}.jsonl").write_text((corpus / "test.jsonl").read_text())
+    for entry in corpus.iterdir():
+        if entry.is_dir():
+            (rv / entry.name).symlink_to(entry)
+    out = tmp_path / "rv.json"
+    rc = cli_main(["eval", str(corpus / "test.jsonl"), "--separator", "none", "--asr", str(models / "asr"), "--json", str(out),
+                   "--max-items", "1", "--streams", "1", "--chunk-ms", "640", "--quiet", "--real-voices", str(rv)])
+    r = json.loads(out.read_text())
+    assert rc == 0 and set(r["real_voices"]) == {"test_clean", "test_mixed"}
+    for sub in r["real_voices"].values():
+        assert sub["n_items"] == 1 and sub["failed_items"] == [] and sub["tracks"]["speech"] == r["tracks"]["speech"]
+    assert cli_main(["eval", str(corpus / "test.jsonl"), "--separator", "none", "--asr", str(models / "asr"), "--quiet",
+                     "--max-items", "1", "--real-voices", str(tmp_path / "missing")]) == 2

@@ -35,6 +35,7 @@ and left out of the figures; the other items still run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -511,11 +512,24 @@ def _cmd(a: argparse.Namespace) -> int:
                            streams=a.streams, label=a.label, device=a.device, threads=a.threads, lm=not a.no_lm,
                            lm_weight=a.lm_weight, lm_bonus=a.lm_bonus)
     res = evaluate_system(a.manifest, cfg, progress=not a.quiet)
+    if a.real_voices:
+        # beside the main manifest, through the same configuration: every real recording
+        # with a transcript (jrsv-stream data real-voices), clean and over test music
+        res["real_voices"] = {}
+        for name in ("test_clean", "test_mixed"):
+            m = Path(a.real_voices) / f"{name}.jsonl"
+            if not m.is_file():
+                raise FileNotFoundError(f"{m} not found: build it with jrsv-stream data real-voices --out {a.real_voices}")
+            r = evaluate_system(m, dataclasses.replace(cfg, score_separation=False), progress=not a.quiet)
+            res["real_voices"][name] = r
     if a.json:
         out = Path(a.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=1))
     print_table(res)
+    for name, r in (res.get("real_voices") or {}).items():
+        print(f"real voices, {name} ({r['n_items']} items):")
+        print_table(r)
     return 0
 
 
@@ -531,6 +545,9 @@ def add_cli(subparsers) -> None:
     s.add_argument("--asr", default=None, help="recognizer folder (default: PIPELINE/asr)")
     s.add_argument("--chunk-ms", type=float, default=320.0, help="audio per streaming step (default 320)")
     s.add_argument("--max-items", type=int, default=None, help="first N items only")
+    s.add_argument("--real-voices", default=None, metavar="DIR",
+                   help="also evaluate DIR/test_clean.jsonl and DIR/test_mixed.jsonl (jrsv-stream data real-voices) "
+                        "with the same configuration; results under 'real_voices' in the JSON")
     s.add_argument("--streams", type=int, default=8, help="items run concurrently through one batching worker (default 8)")
     s.add_argument("--label", default=None, help="name stored in the JSON")
     s.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when present")
