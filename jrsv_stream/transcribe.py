@@ -35,7 +35,7 @@ def transcribe_file(path: str | Path, pipeline: str | None = None, chunk_ms: flo
 
 
 def _cmd(a: argparse.Namespace) -> int:
-    from jrsv_stream.serve.cli import set_final_whisper
+    from jrsv_stream.nn.pipeline import set_final_whisper
 
     set_final_whisper(a.final_whisper)
     result = transcribe_file(a.input, a.pipeline, a.chunk_ms)

@@ -81,6 +81,7 @@ from jrsv_stream.audio.io import AudioError, load_audio
 from jrsv_stream.data.manifest import ManifestItem, write_manifest
 from jrsv_stream.data.mixing import MixError, mix_stems, quantize_pcm16, snr_bucket
 from jrsv_stream.data.real_corpora import CorpusError
+from jrsv_stream.decode.numbers import number_words  # noqa: F401 (part of this module's API)
 
 log = logging.getLogger(__name__)
 
@@ -120,26 +121,6 @@ ASTERISK_SPOKEN = {r"\bwww\.asterisk\.org\b": "w w w dot asterisk dot org"}
 
 
 # --- text ----------------------------------------------------------------------------------------
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-         "sixteen seventeen eighteen nineteen").split()
-_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
-
-
-def number_words(n: int) -> str:
-    """Cardinal number in words, 0 <= n < 10**9 (``162`` -> "one hundred sixty two")."""
-    if n < 0 or n >= 10**9:
-        raise ValueError(f"number out of range: {n}")
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    for size, name in ((10**6, "million"), (1000, "thousand"), (100, "hundred")):
-        if n >= size:
-            head, rest = divmod(n, size)
-            return f"{number_words(head)} {name}" + ("" if rest == 0 else " " + number_words(rest))
-    raise AssertionError(n)  # unreachable
-
-
 _NOTE_RE = re.compile(r"\[[^\]]*\]|\([^)]*\)|<[^>]*>")
 _DIGIT_LETTER_RE = re.compile(r"(?<=[0-9])(?=[A-Za-z])|(?<=[A-Za-z])(?=[0-9])")
 _NUMBER_RE = re.compile(r"\d+")

@@ -18,23 +18,16 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
+from jrsv_stream.decode.numbers import spell_digits
+
 _KEEP = re.compile(r"[^a-z']+")
-
-
-_DIGITS = re.compile(r"\d+")
-
-
-def _spell_digits(w: str) -> str:
-    from jrsv_stream.data.real_voices import number_words
-
-    return _DIGITS.sub(lambda m: f" {number_words(int(m.group()))} " if len(m.group()) < 10 else " ", w)
 
 
 def normalize_word(word: str) -> str:
     """Lowercase letters a-z and apostrophes of ``word`` ("Don't," -> "don't"); a hyphen
     splits ("cold-hearted" -> "cold hearted"); numbers are spelled ("10" -> "ten", "3D"
     -> "three d": Whisper writes digits where the CTC head spells the words)."""
-    w = _spell_digits(word.lower().replace("\u2019", "'").replace("\u2018", "'").replace("-", " "))
+    w = spell_digits(word.lower().replace("\u2019", "'").replace("\u2018", "'").replace("-", " "))
     return " ".join(p.strip("'") for p in _KEEP.sub(lambda m: " " if " " in m.group() else "", w).split() if p.strip("'"))
 
 

@@ -51,7 +51,6 @@ from jrsv_stream import SAMPLE_RATE
 TRACK_SOURCE = {"speech": "speech", "lyrics": "singing"}  # caption track -> manifest source
 SNR_BUCKETS = ("-5", "0", "5")
 _NON_WORD = re.compile(r"[^a-z0-9' ]+")
-_DIGITS = re.compile(r"\d+")
 
 
 # --- text and counts ----------------------------------------------------------------------------
@@ -63,10 +62,9 @@ def normalize_text(text: str | None) -> str:
     """
     if not text:
         return ""
-    from jrsv_stream.data.real_voices import number_words
+    from jrsv_stream.decode.numbers import spell_digits
 
-    t = _NON_WORD.sub(" ", text.lower().replace("\u2019", "'"))
-    t = _DIGITS.sub(lambda m: f" {number_words(int(m.group()))} " if len(m.group()) < 10 else " ", t)
+    t = spell_digits(_NON_WORD.sub(" ", text.lower().replace("\u2019", "'")))
     return " ".join(w.strip("'") for w in t.split() if w.strip("'"))
 
 
@@ -504,7 +502,7 @@ def print_table(res: dict) -> None:
 
 
 def _cmd(a: argparse.Namespace) -> int:
-    from jrsv_stream.serve.cli import set_final_whisper
+    from jrsv_stream.nn.pipeline import set_final_whisper
     from jrsv_stream.stream.pipeline_api import default_pipeline_spec
 
     set_final_whisper(a.final_whisper)

@@ -199,8 +199,8 @@ def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_s
         import os
 
         over = dict(whisper_overrides or {})
-        if os.environ.get("JRSV_FINAL_WHISPER"):
-            over.setdefault("final_whisper", os.environ["JRSV_FINAL_WHISPER"])
+        if os.environ.get(FINAL_WHISPER_ENV):
+            over.setdefault("final_whisper", os.environ[FINAL_WHISPER_ENV])
         model = WhisperCTC.from_pretrained(asr_dir, dev, **over)
         default_chunk = WHISPER_CHUNK_SAMPLES
     else:
@@ -209,6 +209,18 @@ def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_s
     tok = Tokenizer(asr_dir / "tokenizer.model")
     return JRSVPipeline(sep, model, tok, chunk_samples or default_chunk, left_chunks,
                         lm=load_model_lm(lm_dir or asr_dir) if lm else None, track_gain=gain).to(dev)
+
+
+FINAL_WHISPER_ENV = "JRSV_FINAL_WHISPER"
+
+
+def set_final_whisper(size: str | None) -> None:
+    """``--final-whisper``: the Whisper model the Whisper-CTC pipeline's finals use
+    (``$JRSV_FINAL_WHISPER``, read by :func:`pipeline_from_folders` when it loads)."""
+    import os
+
+    if size:
+        os.environ[FINAL_WHISPER_ENV] = size
 
 
 def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,

@@ -17,17 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+from jrsv_stream.nn.pipeline import set_final_whisper
 from jrsv_stream.stream.pipeline_api import default_pipeline_spec
 
 DEMO_AUDIO_CANDIDATES = ("models/demo/demo.flac", "models/demo/demo.wav")
 DEMO_CACHE = Path("out/demo")
-
-
-def set_final_whisper(size: str | None) -> None:
-    """``--final-whisper``: the Whisper model the Whisper-CTC pipeline's finals use
-    (``$JRSV_FINAL_WHISPER``, read when the pipeline loads)."""
-    if size:
-        os.environ["JRSV_FINAL_WHISPER"] = size
 
 
 def _add_server_args(p: argparse.ArgumentParser, port: int = 8765) -> None:
