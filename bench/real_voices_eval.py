@@ -140,6 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ceiling", default="base", help="faster-whisper model for the ceiling ('' to skip)")
     ap.add_argument("--separator", default=None, help="'none': the recognizer hears the mixture (no separator)")
     ap.add_argument("--final-whisper", default=None, help="Whisper model of the finals (tiny.en, base, small)")
+    ap.add_argument("--track-margin", type=float, default=None, help="the sessions' cross-track rule (default: off)")
     ap.add_argument("--label", default=None)
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
@@ -151,11 +152,11 @@ def main(argv=None) -> int:
 
         os.environ["JRSV_FINAL_WHISPER"] = a.final_whisper
     tmp = Path(tempfile.mkdtemp(prefix="real_voices_eval_"))
-    res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
+    res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "track_margin": a.track_margin, "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
     for name in a.sets:
         m = set_manifest(name, Path(a.real_voices), Path(a.corpus), a.per_set, tmp)
         cfg = SystemEvalConfig(pipeline=pipeline, separator=a.separator, streams=a.streams, threads=a.threads, label=name,
-                               score_separation=False)
+                               score_separation=False, track_margin=a.track_margin)
         ev = evaluate_system(m, cfg)
         row = {"n_items": ev["n_items"], "audio_s": ev["audio_s"], "rtf": ev["rtf"], "failed": len(ev["failed_items"]),
                "tracks": {t: {"wer": v["wer"], "last_partial_wer": v["last_partial_wer"], "n_ref_words": v["n_ref_words"],

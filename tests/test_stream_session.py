@@ -187,3 +187,15 @@ def test_transcribe_tiny_pipeline_end_to_end():
         assert 0.0 <= f.start_s <= f.end_s <= 2.5
         assert all(not (1.1 < s and e < 1.9) for _, s, e in f.words)
     assert ev[-1].type == "stats" and ev[-1].audio_time_s == 2.5
+
+
+def test_track_margin_drops_a_segment_the_other_track_dominates():
+    """SessionConfig.track_margin: "la la" decoded on the lyrics track while the speech
+    track is far more active (a separator leak) gets no final; without the rule it does."""
+    weak = torch.full((N,), 0.55)
+    p = ScriptedPipeline({"speech": SPEECH, "lyrics": LYRICS}, {"speech": ON, "lyrics": weak})
+    on = _run(p, 5120, SessionConfig(track_margin=0.15))
+    assert [f.text for f in on if isinstance(f, Final) and f.track == "lyrics"] in ([], [""])
+    assert [f.text for f in on if isinstance(f, Final) and f.track == "speech"] == ["hi yo", "ok"]
+    off = _run(p, 5120, SessionConfig())
+    assert [f.text for f in off if isinstance(f, Final) and f.track == "lyrics"] == ["la la"]

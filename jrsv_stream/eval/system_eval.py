@@ -210,6 +210,7 @@ class SystemEvalConfig:
     lm_weight: float | None = None
     lm_bonus: float | None = None
     score_separation: bool = True
+    track_margin: float | None = None  # the sessions' cross-track rule (SessionConfig.track_margin)
 
     def __post_init__(self):
         if self.streams < 1:
@@ -309,7 +310,7 @@ def _hypotheses(events, tracks) -> tuple[dict[str, str], list[str], dict[str, st
     return {t: " ".join(e.text for e in finals if e.track == t) for t in tracks}, errors, partials
 
 
-def _run_item(worker, dataset, i: int, chunk_samples: int, score_separation: bool) -> dict:
+def _run_item(worker, dataset, i: int, chunk_samples: int, score_separation: bool, session_config=None) -> dict:
     """Transcribe item ``i`` through the live path (and score its separation when asked)."""
     import torch
 
@@ -323,7 +324,9 @@ def _run_item(worker, dataset, i: int, chunk_samples: int, score_separation: boo
     else:  # no stems needed
         ex, audio = None, load_audio(item.path("mixture", dataset.root))
     t0 = time.perf_counter()
-    events = transcribe(worker, audio, stream_id=item.id)
+    from jrsv_stream.stream.session import SessionConfig
+
+    events = transcribe(worker, audio, session_config or SessionConfig(), stream_id=item.id)
     hyps, errors, partials = _hypotheses(events, TRACK_SOURCE)
     if errors:
         raise RuntimeError("; ".join(errors[:3]))
@@ -374,6 +377,9 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
         raise ValueError(f"{manifest} has no items")
     worker = BatchWorker(pipeline, max_batch=cfg.streams, max_wait_ms=cfg.max_wait_ms, max_streams=cfg.streams,
                          device=pick_device(cfg.device or "auto"))
+    from jrsv_stream.stream.session import SessionConfig
+
+    session_config = SessionConfig(track_margin=cfg.track_margin)
     records: list[dict | None] = [None] * len(dataset)
     failed: list[dict] = []
     lock = threading.Lock()
@@ -387,7 +393,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
             if i is None:
                 return
             try:
-                records[i] = _run_item(worker, dataset, i, cfg.chunk_samples, real and cfg.score_separation)
+                records[i] = _run_item(worker, dataset, i, cfg.chunk_samples, real and cfg.score_separation, session_config)
             except Exception as e:  # one bad item never stops the others
                 with lock:
                     failed.append({"id": dataset.items[i].id, "error": f"{type(e).__name__}: {e}"})
@@ -414,7 +420,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     return _json_safe({
         "label": cfg.label,
         "config": {"pipeline": None if cfg.separator and cfg.asr else cfg.pipeline, "separator": cfg.separator_path, "asr": cfg.asr_path,
-                   "chunk_ms": cfg.chunk_ms, "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
+                   "chunk_ms": cfg.chunk_ms, "track_margin": cfg.track_margin, "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
                    "streams": cfg.streams, "device": str(worker.device), "max_items": cfg.max_items,
                    "lm": None if pipeline.lm is None else {"order": pipeline.lm.order, "weight": pipeline.lm.weight,
                                                            "token_bonus": pipeline.lm.token_bonus}},

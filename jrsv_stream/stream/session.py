@@ -64,6 +64,10 @@ class SessionConfig:
         activity_events: emit an Activity event per chunk.
         max_samples_per_feed: largest single feed accepted (guards memory).
         final_timeout_s: longest wait for the pipeline's ``final_fn`` (then the CTC final).
+        track_margin: cross-track rule (None: off): a segment gets no text when, over its
+            frames, another track's mean activity exceeds its own by more than this (the
+            voice is the other track's, leaked by the separator); a partial it showed is
+            closed by an empty final.
     """
 
     beam: PrefixBeamConfig = PrefixBeamConfig(beam=8, top_k=8, nbest=8)
@@ -76,6 +80,7 @@ class SessionConfig:
     activity_events: bool = True
     max_samples_per_feed: int = 16000 * 10
     final_timeout_s: float = 30.0
+    track_margin: float | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.gate_off <= self.gate_on <= 1.0:
@@ -109,6 +114,9 @@ class _Track:
     seg_logp: list = field(default_factory=list)  # gated CTC log-probs of the open segment (final_fn only)
     gate: bool = False
     activity: float = 0.0
+    act_sum: float = 0.0  # the segment's own activity, summed over its frames
+    other_sum: float = 0.0  # the most active other track's activity over the same frames
+    act_frames: int = 0
 
 
 @dataclass
@@ -345,6 +353,12 @@ class StreamSession:
         hyps = nbest(tr.beam, None, self.config.beam)
         top = hyps[0]
         tokens, frames = top.tokens, top.token_frames
+        m = self.config.track_margin
+        if m is not None and tr.act_frames and (tr.other_sum - tr.act_sum) / tr.act_frames > m:
+            # the other track's source dominates this segment: its words are a leak
+            if tr.partial_text is None:
+                return None
+            return self._caption(Final, tr, (), (), now, ready_at, rescored=False)
         if self.final_fn is not None:
             if self._submit_final(tr, tokens, frames, ready_at):
                 return _PENDING
@@ -379,7 +393,7 @@ class StreamSession:
         return out
 
     def _decode_track(self, tr: _Track, logp: np.ndarray, act: np.ndarray, enc, now: float, ready_at: float,
-                      audio: np.ndarray | None = None) -> list[Event]:
+                      audio: np.ndarray | None = None, other_act: np.ndarray | None = None) -> list[Event]:
         events: list[Event] = []
         gate = self._gate(tr, act)
         if not gate.all():
@@ -398,6 +412,10 @@ class StreamSession:
             if audio is not None:
                 tr.audio.append(audio[pos * self.frame_samples:(pos + used) * self.frame_samples])
                 tr.seg_logp.append(logp[pos:pos + used])
+            if other_act is not None:
+                tr.act_sum += float(act[pos:pos + used].sum())
+                tr.other_sum += float(other_act[pos:pos + used].sum())
+                tr.act_frames += used
             pos += used
             if ended:
                 fin = self._final(tr, now, ready_at)
@@ -428,13 +446,16 @@ class StreamSession:
         self.audio_time_s += chunk.valid_samples / self.sample_rate
         now = self.clock()
         events: list[Event] = []
+        acts = {t: result.activity[t].numpy()[:valid_frames].astype(np.float64) for t in self.tracks}
         for t in self.tracks:
             logp = result.logp[t].numpy()[:valid_frames]
-            act = result.activity[t].numpy()[:valid_frames].astype(np.float64)
+            act = acts[t]
+            others = [acts[o] for o in self.tracks if o != t]
+            other_act = np.max(others, axis=0) if (others and self.config.track_margin is not None) else None
             enc = result.encoder_out[t][:valid_frames] if (self.rescore_fn is not None and result.encoder_out) else None
             audio = (result.track_audio[t].numpy()[:valid_frames * self.frame_samples]
                      if (self.final_fn is not None and result.track_audio) else None)
-            events += self._decode_track(self._tracks[t], logp, act, enc, now, chunk.ready_at, audio)
+            events += self._decode_track(self._tracks[t], logp, act, enc, now, chunk.ready_at, audio, other_act)
         if self._finals_pending:
             events += self._drain_finals(block=False)
         decode_ms = 1000.0 * (time.perf_counter() - t0)
