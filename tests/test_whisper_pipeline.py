@@ -102,3 +102,30 @@ def test_corrupt_pipeline_file_is_a_clear_error(tmp_path):
     (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\n")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_streaming_pipeline(tmp_path)
+
+
+def test_speech_finals_from_the_mixture_are_aligned_with_the_emitted_frames():
+    """speech_final_audio="mixture": the speech track's final audio is the mixture input
+    delayed by the separator's output delay and the recognizer's one-chunk lag, sample for
+    sample (so a segment's words and its audio line up); lyrics keep the separated track."""
+    from jrsv_stream.nn.pipeline import JRSVPipeline
+    from jrsv_stream.nn.separator import load_separator
+    from jrsv_stream.nn.whisper_ctc import WhisperCTC, WhisperCTCConfig
+    from jrsv_stream.decode.tokenizer import Tokenizer
+
+    sep = load_separator(REPO / "models" / "separator", "cpu")[0]
+    asr = WhisperCTC(WhisperCTCConfig(whisper="tiny.en", lookahead_chunks=1))
+    tok = Tokenizer(REPO / "models" / "whisper_ctc" / "tokenizer.model")
+    p = JRSVPipeline(sep, asr, tok, 5120, speech_final_audio="mixture")
+    x = torch.randn(2, 5120 * 4) * 0.1
+    st = p.init_state(2)
+    outs = []
+    for k in range(4):
+        o, st = p.step(x[:, k * 5120:(k + 1) * 5120], st)
+        outs.append(o)
+    got = torch.cat([o.track_audio["speech"] for o in outs], 1)
+    d = sep.output_delay_samples + 5120
+    assert torch.equal(got[:, d:], x[:, : 4 * 5120 - d]) and not got[:, :d].any()
+    assert not torch.equal(outs[3].track_audio["lyrics"], outs[3].track_audio["speech"])
+    with pytest.raises(ValueError, match="speech_final_audio"):
+        JRSVPipeline(sep, asr, tok, 5120, speech_final_audio="both")

@@ -244,6 +244,16 @@ class SystemEvalConfig:
         return None if rel is None else str(Path(self.pipeline) / rel)
 
     @property
+    def speech_final_audio(self) -> str:
+        """``speech_final_audio`` of the pipeline's ``pipeline.yaml`` ("separated" when none)."""
+        import yaml
+
+        spec = Path(self.pipeline) / "pipeline.yaml"
+        if not spec.is_file():
+            return "separated"
+        return str((yaml.safe_load(spec.read_text()) or {}).get("speech_final_audio", "separated"))
+
+    @property
     def separator_path(self) -> str:
         return self.separator or self._pipeline_part("separator")
 
@@ -279,7 +289,7 @@ def build_pipeline(cfg: SystemEvalConfig):
     real = cfg.real_separator
     try:
         p = pipeline_from_folders(cfg.separator_path if real else None, cfg.asr_path, cfg.chunk_samples, "cpu", lm=cfg.lm,
-                                  lm_dir=cfg.lm_dir)
+                                  lm_dir=cfg.lm_dir, speech_final_audio=cfg.speech_final_audio if real else "separated")
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e} (give --asr DIR and --separator DIR|none, or a --pipeline folder holding "
                                 f"asr/ and separator/)") from e

@@ -43,11 +43,13 @@ PIPELINE_FILE = "pipeline.yaml"
 
 class JRSVState(NamedTuple):
     """sep: the separator's state (B, ...); speech / lyrics: :class:`ASRState` (B, ...) of
-    the recognizer on each separated track."""
+    the recognizer on each separated track; mix: past mixture input, kept only when the
+    speech finals decode the mixture (``speech_final_audio="mixture"``)."""
 
     sep: Any
     speech: ASRState
     lyrics: ASRState
+    mix: torch.Tensor | None = None  # (B, delay + (lag + 1) * chunk) past mixture samples (finals from the mixture)
 
 
 def _tree_cat(a: Any, b: Any) -> Any:
@@ -79,7 +81,7 @@ class JRSVPipeline(nn.Module):
     sample_rate = SAMPLE_RATE
 
     def __init__(self, separator: nn.Module, asr: ASRModel, tokenizer, chunk_samples: int = DEFAULT_CHUNK_SAMPLES, left_chunks: int = 16,
-                 lm=None, track_gain: float = 1.0):
+                 lm=None, track_gain: float = 1.0, speech_final_audio: str = "separated"):
         super().__init__()
         if chunk_samples % asr.frame_samples or chunk_samples % separator.hop_samples:
             raise ValueError(f"chunk_samples={chunk_samples} must be a multiple of {asr.frame_samples} (recognizer frame) "
@@ -102,6 +104,13 @@ class JRSVPipeline(nn.Module):
         # (frames and track audio) describe audio lag_chunks chunks older than the input
         self.lag_chunks = asr.lag_samples(chunk_samples) // chunk_samples if hasattr(asr, "lag_samples") else 0
         self.frame_offset_s -= self.lag_chunks * chunk_samples / SAMPLE_RATE
+        if speech_final_audio not in ("separated", "mixture"):
+            raise ValueError(f"speech_final_audio must be 'separated' or 'mixture', got {speech_final_audio!r}")
+        # "mixture": the speech track's finals decode the mixture over the segment (Whisper is
+        # robust to music; the separator's artifacts cost more on real voices), aligned to
+        # the separated output by the separator's delay and the recognizer's lag
+        self.speech_final_audio = speech_final_audio if self.whisper_finals else "separated"
+        self.mix_samples = separator.output_delay_samples + (self.lag_chunks + 1) * chunk_samples
         self.algorithmic_latency_ms += 1000.0 * self.lag_chunks * chunk_samples / SAMPLE_RATE
         self.final_fn = self._final_fn if self.whisper_finals else None
         self.rescore_fn = None if self.whisper_finals else self._rescore_fn
@@ -116,6 +125,7 @@ class JRSVPipeline(nn.Module):
             self.separator.init_state(batch, device),
             self.asr.init_state(batch, device, tracks=[SPEECH] * batch, cache_frames=cache),
             self.asr.init_state(batch, device, tracks=[SINGING] * batch, cache_frames=cache),
+            torch.zeros(batch, self.mix_samples, device=device) if self.speech_final_audio == "mixture" else None,
         )
 
     @torch.no_grad()
@@ -143,7 +153,11 @@ class JRSVPipeline(nn.Module):
             encoder_out=None if self.whisper_finals else {"speech": enc[:B], "lyrics": enc[B:]},
             track_audio=self._track_audio(tracks_audio, asr_state, B) if self.whisper_finals else None,
         )
-        return out, JRSVState(sep_state, speech_state, lyrics_state)
+        mix = None
+        if state.mix is not None:
+            mix = torch.cat([state.mix, audio.to(state.mix.dtype)], 1)[:, -self.mix_samples:]
+            out.track_audio["speech"] = mix[:, :self.chunk_samples]  # the input the emitted frames describe
+        return out, JRSVState(sep_state, speech_state, lyrics_state, mix)
 
     def _track_audio(self, tracks_audio: torch.Tensor, asr_state, B: int) -> dict[str, torch.Tensor]:
         """The track audio of the frames this step emits (the chunk itself, or with
@@ -168,7 +182,8 @@ class JRSVPipeline(nn.Module):
 
 def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_samples: int | None = None,
                           device: str | None = None, left_chunks: int = 16, lm: bool = True,
-                          whisper_overrides: dict | None = None, lm_dir: str | Path | None = None) -> JRSVPipeline:
+                          whisper_overrides: dict | None = None, lm_dir: str | Path | None = None,
+                          speech_final_audio: str = "separated") -> JRSVPipeline:
     """A pipeline from a separator folder (or ``separator.pt``; None: the mixture passes
     through to both tracks) and a recognizer folder (a Whisper-CTC folder, ``type:
     whisper_ctc``, or the from-scratch baseline's), with the separator's output calibration
@@ -176,6 +191,8 @@ def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_s
     ``whisper_overrides``: Whisper-CTC config fields to replace (e.g. ``{"final_whisper":
     "small"}``: finals from Whisper small); ``$JRSV_FINAL_WHISPER`` sets ``final_whisper``.
     ``lm_dir``: take the LM (``lm.npz``) from this folder instead of the recognizer's.
+    ``speech_final_audio``: what the speech track's Whisper finals decode: the separated
+    speech (default) or the mixture (see :class:`JRSVPipeline`).
 
     Raises:
         FileNotFoundError: a model folder is missing; ValueError: a checkpoint or LM is corrupt.
@@ -208,7 +225,8 @@ def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_s
         default_chunk = DEFAULT_CHUNK_SAMPLES
     tok = Tokenizer(asr_dir / "tokenizer.model")
     return JRSVPipeline(sep, model, tok, chunk_samples or default_chunk, left_chunks,
-                        lm=load_model_lm(lm_dir or asr_dir) if lm else None, track_gain=gain).to(dev)
+                        lm=load_model_lm(lm_dir or asr_dir) if lm else None, track_gain=gain,
+                        speech_final_audio=speech_final_audio).to(dev)
 
 
 FINAL_WHISPER_ENV = "JRSV_FINAL_WHISPER"
@@ -244,12 +262,15 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
             doc = yaml.safe_load(spec.read_text())
             sep_rel, asr_rel = doc["separator"], doc["asr"]
             chunk_ms, lm_rel = doc.get("chunk_ms"), doc.get("lm")
+            speech_final_audio = doc.get("speech_final_audio", "separated")
         except Exception as e:
             raise ValueError(f"{spec}: not a pipeline file (needs separator: and asr:): {e}") from e
         if chunk_samples is None and chunk_ms:
             chunk_samples = int(round(float(chunk_ms) * SAMPLE_RATE / 1000))
-        return pipeline_from_folders(None if sep_rel is None else (root / sep_rel), root / asr_rel, chunk_samples, device,
-                                     left_chunks, lm, lm_dir=None if lm_rel is None else root / lm_rel)
+        p = pipeline_from_folders(None if sep_rel is None else (root / sep_rel), root / asr_rel, chunk_samples, device,
+                                  left_chunks, lm, lm_dir=None if lm_rel is None else root / lm_rel,
+                                  speech_final_audio=speech_final_audio)
+        return p
     for sub in ("separator", "asr"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root / sub} not found: a pipeline folder holds separator/ and asr/ model folders")
