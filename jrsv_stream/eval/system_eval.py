@@ -220,38 +220,33 @@ class SystemEvalConfig:
         if self.max_items is not None and self.max_items < 1:
             raise ValueError(f"--max-items must be >= 1, got {self.max_items}")
 
+    def _spec(self) -> dict | None:
+        from jrsv_stream.nn.pipeline import read_pipeline_file
+
+        return read_pipeline_file(self.pipeline)
+
     def _pipeline_part(self, name: str) -> str:
         """``name`` (separator / asr) of the pipeline folder: from its ``pipeline.yaml``
         when it has one (``null`` separator: "none"), else the subfolder."""
-        import yaml
-
-        spec = Path(self.pipeline) / "pipeline.yaml"
-        if spec.is_file():
-            rel = (yaml.safe_load(spec.read_text()) or {}).get(name)
-            return "none" if rel is None else str(Path(self.pipeline) / rel)
+        spec = self._spec()
+        if spec is not None:
+            return "none" if spec[name] is None else str(spec[name])
         return str(Path(self.pipeline) / name)
 
     @property
     def lm_dir(self) -> str | None:
         """The LM folder named by the pipeline's ``pipeline.yaml`` (``lm:``), when the
         recognizer is the pipeline's own; None: the recognizer folder's ``lm.npz``."""
-        import yaml
-
-        spec = Path(self.pipeline) / "pipeline.yaml"
-        if self.asr is not None or not spec.is_file():
+        spec = self._spec()
+        if self.asr is not None or spec is None or spec["lm"] is None:
             return None
-        rel = (yaml.safe_load(spec.read_text()) or {}).get("lm")
-        return None if rel is None else str(Path(self.pipeline) / rel)
+        return str(spec["lm"])
 
     @property
     def speech_final_audio(self) -> str:
         """``speech_final_audio`` of the pipeline's ``pipeline.yaml`` ("separated" when none)."""
-        import yaml
-
-        spec = Path(self.pipeline) / "pipeline.yaml"
-        if not spec.is_file():
-            return "separated"
-        return str((yaml.safe_load(spec.read_text()) or {}).get("speech_final_audio", "separated"))
+        spec = self._spec()
+        return "separated" if spec is None else spec["speech_final_audio"]
 
     @property
     def separator_path(self) -> str:

@@ -241,6 +241,32 @@ def set_final_whisper(size: str | None) -> None:
         os.environ[FINAL_WHISPER_ENV] = size
 
 
+def read_pipeline_file(model_dir: str | Path) -> dict | None:
+    """``model_dir/pipeline.yaml`` resolved: ``{"separator": Path | None, "asr": Path,
+    "lm": Path | None, "chunk_ms": float | None, "speech_final_audio": str}`` (folders
+    relative to the file), or None when the folder has no such file.
+
+    Raises:
+        ValueError: the file is unreadable or lacks ``separator:`` / ``asr:``.
+    """
+    import yaml
+
+    root = Path(model_dir)
+    spec = root / PIPELINE_FILE
+    if not spec.is_file():
+        return None
+    try:
+        doc = yaml.safe_load(spec.read_text())
+        sep_rel, asr_rel = doc["separator"], doc["asr"]
+        chunk_ms, lm_rel = doc.get("chunk_ms"), doc.get("lm")
+        speech_final_audio = str(doc.get("speech_final_audio", "separated"))
+    except Exception as e:
+        raise ValueError(f"{spec}: not a pipeline file (needs separator: and asr:): {e}") from e
+    return {"separator": None if sep_rel is None else root / sep_rel, "asr": root / asr_rel,
+            "lm": None if lm_rel is None else root / lm_rel, "chunk_ms": None if chunk_ms is None else float(chunk_ms),
+            "speech_final_audio": speech_final_audio}
+
+
 def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
                             left_chunks: int = 16, lm: bool = True) -> JRSVPipeline:
     """Load a pipeline folder (:func:`pipeline_from_folders`): one holding
@@ -254,23 +280,12 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
         ``pipeline.yaml`` is corrupt.
     """
     root = Path(model_dir)
-    spec = root / PIPELINE_FILE
-    if spec.is_file():
-        import yaml
-
-        try:
-            doc = yaml.safe_load(spec.read_text())
-            sep_rel, asr_rel = doc["separator"], doc["asr"]
-            chunk_ms, lm_rel = doc.get("chunk_ms"), doc.get("lm")
-            speech_final_audio = doc.get("speech_final_audio", "separated")
-        except Exception as e:
-            raise ValueError(f"{spec}: not a pipeline file (needs separator: and asr:): {e}") from e
-        if chunk_samples is None and chunk_ms:
-            chunk_samples = int(round(float(chunk_ms) * SAMPLE_RATE / 1000))
-        p = pipeline_from_folders(None if sep_rel is None else (root / sep_rel), root / asr_rel, chunk_samples, device,
-                                  left_chunks, lm, lm_dir=None if lm_rel is None else root / lm_rel,
-                                  speech_final_audio=speech_final_audio)
-        return p
+    spec = read_pipeline_file(root)
+    if spec is not None:
+        if chunk_samples is None and spec["chunk_ms"]:
+            chunk_samples = int(round(spec["chunk_ms"] * SAMPLE_RATE / 1000))
+        return pipeline_from_folders(spec["separator"], spec["asr"], chunk_samples, device, left_chunks, lm,
+                                     lm_dir=spec["lm"], speech_final_audio=spec["speech_final_audio"])
     for sub in ("separator", "asr"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root / sub} not found: a pipeline folder holds separator/ and asr/ model folders")
