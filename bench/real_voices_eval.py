@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jrsv_stream.eval.system_eval import SystemEvalConfig, count_errors, evaluate_system  # noqa: E402
+from jrsv_stream.eval.system_eval import ErrorCounts, SystemEvalConfig, count_errors, evaluate_system  # noqa: E402
 
 SETS = ("real_clean", "real_m5", "real_0", "real_p5", "corpus_speech", "corpus_singing", "corpus_mix")
 
@@ -106,7 +106,7 @@ def faster_whisper_wer(manifest: Path, folder: Path, threads: int) -> dict:
 
     fw = WhisperModel(str(folder), device="cpu", compute_type="float32", cpu_threads=threads)
     rows = _rows(manifest)
-    errs: dict[str, object] = {}
+    errs: dict[str, ErrorCounts] = {}
     t0, audio_s = time.perf_counter(), 0.0
     texts = []
     for r in rows:
@@ -117,14 +117,9 @@ def faster_whisper_wer(manifest: Path, folder: Path, threads: int) -> dict:
         hyp = " ".join(s.text.strip() for s in segs)
         track = "speech" if r.get("speech_text") else "lyrics"
         ref = r.get("speech_text") or r.get("singing_text")
-        c = count_errors(ref, hyp)
-        errs.setdefault(track, []).append(c)
+        errs.setdefault(track, ErrorCounts()).__iadd__(count_errors(ref, hyp))
         texts.append({"id": r["id"], "hyp": hyp})
-    out = {}
-    for track, cs in errs.items():
-        e = sum(c.word_errors for c in cs)
-        n = sum(c.ref_words for c in cs)
-        out[track] = round(100.0 * e / max(1, n), 2)
+    out = {t: round(100.0 * c.word_errors / max(1, c.ref_words), 2) for t, c in errs.items()}
     return {"wer": out, "rtf": round((time.perf_counter() - t0) / max(audio_s, 1e-9), 4), "items": texts}
 
 

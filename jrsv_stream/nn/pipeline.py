@@ -147,27 +147,26 @@ class JRSVPipeline(nn.Module):
         self.last_stage_ms = {"separator": 1000 * (t1 - t0), "encoder": 1000 * (t2 - t1)}
         speech_state = map_state(lambda x: x[:B], asr_state)
         lyrics_state = map_state(lambda x: x[B:], asr_state)
+        mix = None if state.mix is None else torch.cat([state.mix, audio.to(state.mix.dtype)], 1)[:, -self.mix_samples:]
         out = PipelineOutput(
             logp={"speech": logp[:B], "lyrics": logp[B:]},
             activity={"speech": act[:, SPEECH], "lyrics": act[:, SINGING]},
             encoder_out=None if self.whisper_finals else {"speech": enc[:B], "lyrics": enc[B:]},
-            track_audio=self._track_audio(tracks_audio, asr_state, B) if self.whisper_finals else None,
+            track_audio=self._track_audio(tracks_audio, asr_state, B, mix) if self.whisper_finals else None,
         )
-        mix = None
-        if state.mix is not None:
-            mix = torch.cat([state.mix, audio.to(state.mix.dtype)], 1)[:, -self.mix_samples:]
-            out.track_audio["speech"] = mix[:, :self.chunk_samples]  # the input the emitted frames describe
         return out, JRSVState(sep_state, speech_state, lyrics_state, mix)
 
-    def _track_audio(self, tracks_audio: torch.Tensor, asr_state, B: int) -> dict[str, torch.Tensor]:
+    def _track_audio(self, tracks_audio: torch.Tensor, asr_state, B: int, mix: torch.Tensor | None
+                     ) -> dict[str, torch.Tensor]:
         """The track audio of the frames this step emits (the chunk itself, or with
-        lookahead the chunk before it, still in the recognizer's window)."""
+        lookahead the chunk before it, still in the recognizer's window); with ``mix`` (the
+        mixture history) the speech track's is the mixture those frames describe."""
         if self.lag_chunks:
             cs = self.chunk_samples
             a = asr_state.history[:, -(self.lag_chunks + 1) * cs: asr_state.history.shape[1] - self.lag_chunks * cs]
         else:
             a = tracks_audio
-        return {"speech": a[:B], "lyrics": a[B:]}
+        return {"speech": a[:B] if mix is None else mix[:, :self.chunk_samples], "lyrics": a[B:]}
 
     def _final_fn(self, track: str, audio, logp, ctc_text: str):
         """The segment's final from its track audio (see :meth:`WhisperCTC.finalize`)."""

@@ -197,7 +197,6 @@ class WhisperCTC(nn.Module):
         self.vocab_size = cfg.vocab_size
         self.blank_id = 0
         self.heads = CTCHeads(d, cfg.vocab_size, cfg.head)
-        self.last_no_speech = 0.0  # p(<|nospeech|>) of the last decode_segment (greedy)
         # a plain attribute (not a submodule): the finals' own Whisper is loaded when first used
         object.__setattr__(self, "_final_model",
                            None if cfg.final_whisper and cfg.final_whisper != cfg.whisper else self.whisper)
@@ -311,6 +310,11 @@ class WhisperCTC(nn.Module):
                        ) -> list[tuple[str, float, int]]:
         """Whisper's decoder over the re-encoded segment audio (T,) at 16 kHz:
         [(display text, summed log-prob incl. <|endoftext|>, tokens)], best first."""
+        return self._decode(audio, beam, max_tokens)[0]
+
+    def _decode(self, audio, beam: int | None = None, max_tokens: int | None = None
+                ) -> tuple[list[tuple[str, float, int]], float]:
+        """:meth:`decode_segment`'s n-best and p(<|nospeech|>) (greedy; 0.0 with a beam)."""
         from jrsv_stream.nn.whisper_decode import beam_decode, encode_segment, greedy_decode, segment_token_limit
 
         fc = self.cfg.final
@@ -327,11 +331,9 @@ class WhisperCTC(nn.Module):
             sc: list[float] = []
             ns: list[float] = []
             ids = greedy_decode(wm, feats, max_tokens=limit, scores=sc, no_speech=ns)[0]
-            self.last_no_speech = float(ns[0])
-            return [(tok.decode(ids).strip(), float(sc[0]), len(ids))]
-        self.last_no_speech = 0.0
+            return [(tok.decode(ids).strip(), float(sc[0]), len(ids))], float(ns[0])
         res = beam_decode(wm, feats, beam=b, max_tokens=limit)
-        return [(tok.decode(list(t)).strip(), float(s), len(t)) for t, s, _ in res]
+        return [(tok.decode(list(t)).strip(), float(s), len(t)) for t, s, _ in res], 0.0
 
     def final_model(self):
         """The Whisper model the finals decode with (``final_whisper``, loaded on first use,
@@ -356,10 +358,10 @@ class WhisperCTC(nn.Module):
 
         if not ctc_text.strip() or not self.cfg.final.enabled:
             return None
-        cands = [Candidate(t, lp, n) for t, lp, n in self.decode_segment(audio)]
+        nbest, ns = self._decode(audio)
+        cands = [Candidate(t, lp, n) for t, lp, n in nbest]
         fc = self.cfg.final
         c0 = cands[0]
-        ns = self.last_no_speech
         if ns > fc.no_speech_alone or (ns > fc.no_speech_threshold and c0.att_logp / (c0.n_tokens + 1) < fc.logprob_threshold):
             # Whisper's own silence rule: likely no speech and a low-confidence text -> nothing
             # ("Thank you." over music); an empty final closes a partial that was shown

@@ -272,20 +272,27 @@ class StreamSession:
     def _next_seq(self) -> int:
         return next(self._seq)
 
+    def _audio_time(self, model_s: float) -> float:
+        """A time on the model's frame clock -> audio time, within [0, audio decoded so far]
+        (a padded last frame ends after the audio)."""
+        return round(min(self.audio_time_s, max(0.0, model_s + self.frame_offset_s)), 3)
+
     def _words(self, tokens, frames) -> tuple[tuple[str, float, float], ...]:
         ws = words_with_times(tokens, frames, self.tokenizer, self.frame_shift_s)
-        off, t_max = self.frame_offset_s, self.audio_time_s  # a padded last frame ends after the audio
-        return tuple((w.word, round(min(t_max, max(0.0, w.start_s + off)), 3), round(min(t_max, max(0.0, w.end_s + off)), 3))
-                     for w in ws)
+        return tuple((w.word, self._audio_time(w.start_s), self._audio_time(w.end_s)) for w in ws)
 
-    def _caption(self, cls, tr: _Track, tokens, frames, now: float, ready_at: float, **kw):
-        words = self._words(tokens, frames)
-        text = self.tokenizer.decode(list(tokens)).strip()
-        start = words[0][1] if words else max(0.0, tr.seg_start_frame * self.frame_shift_s + self.frame_offset_s)
+    def _emit(self, cls, tr: _Track, text: str, words, empty_start: float, now: float, ready_at: float, **kw):
+        """A caption event of segment ``tr``: its start / end from ``words`` (``empty_start``
+        when there are none)."""
+        start = words[0][1] if words else empty_start
         end = words[-1][2] if words else start
         return cls(stream_id=self.stream_id, track=tr.name, segment_id=f"{tr.name}-{tr.segment}", seq=self._next_seq(),
                    text=text, words=words, start_s=start, end_s=end, audio_time_s=round(self.audio_time_s, 3),
                    emitted_at=now, latency_ms=round(1000.0 * (now - ready_at), 2), **kw)
+
+    def _caption(self, cls, tr: _Track, tokens, frames, now: float, ready_at: float, **kw):
+        return self._emit(cls, tr, self.tokenizer.decode(list(tokens)).strip(), self._words(tokens, frames),
+                          max(0.0, tr.seg_start_frame * self.frame_shift_s + self.frame_offset_s), now, ready_at, **kw)
 
     def _submit_final(self, tr: _Track, tokens, frames, ready_at: float) -> bool:
         """Queue the pipeline's ``final_fn`` over the closed segment's track audio on the
@@ -333,18 +340,12 @@ class StreamSession:
 
     def _final_event(self, tr: _Track, res, now: float, ready_at: float) -> Final:
         """A Final from a ``final_fn`` result (text, words with frames relative to the segment)."""
-        base = tr.seg_start_frame
-        off, t_max, fs = self.frame_offset_s, self.audio_time_s, self.frame_shift_s
 
         def t(f: int) -> float:
-            return round(min(t_max, max(0.0, (base + f) * fs + off)), 3)
+            return self._audio_time((tr.seg_start_frame + f) * self.frame_shift_s)
 
         words = tuple((w, t(a), t(max(a, b))) for w, a, b in res.words)
-        start = words[0][1] if words else t(0)
-        end = words[-1][2] if words else start
-        return Final(stream_id=self.stream_id, track=tr.name, segment_id=f"{tr.name}-{tr.segment}", seq=self._next_seq(),
-                     text=res.text, words=words, start_s=start, end_s=end, audio_time_s=round(self.audio_time_s, 3),
-                     emitted_at=now, latency_ms=round(1000.0 * (now - ready_at), 2), rescored=res.source == "attention")
+        return self._emit(Final, tr, res.text, words, t(0), now, ready_at, rescored=res.source == "attention")
 
     def _final(self, tr: _Track, now: float, ready_at: float) -> Final | None | object:
         """The segment's Final now (CTC, or attention-rescored), None for none, or
