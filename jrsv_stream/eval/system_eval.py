@@ -249,6 +249,19 @@ class SystemEvalConfig:
         return "separated" if spec is None else spec["speech_final_audio"]
 
     @property
+    def voice_gate(self) -> bool:
+        """``voice_gate`` of the pipeline's ``pipeline.yaml`` (False when none)."""
+        spec = self._spec()
+        return False if spec is None else spec["voice_gate"]
+
+    @property
+    def voice_bias(self) -> float:
+        from jrsv_stream.nn.pipeline import VOICE_BIAS
+
+        spec = self._spec()
+        return VOICE_BIAS if spec is None else spec["voice_bias"]
+
+    @property
     def separator_path(self) -> str:
         return self.separator or self._pipeline_part("separator")
 
@@ -284,7 +297,8 @@ def build_pipeline(cfg: SystemEvalConfig):
     real = cfg.real_separator
     try:
         p = pipeline_from_folders(cfg.separator_path if real else None, cfg.asr_path, cfg.chunk_samples, "cpu", lm=cfg.lm,
-                                  lm_dir=cfg.lm_dir, speech_final_audio=cfg.speech_final_audio if real else "separated")
+                                  lm_dir=cfg.lm_dir, speech_final_audio=cfg.speech_final_audio if real else "separated",
+                                  voice_gate=cfg.voice_gate and real, voice_bias=cfg.voice_bias)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e} (give --asr DIR and --separator DIR|none, or a --pipeline folder holding "
                                 f"asr/ and separator/)") from e

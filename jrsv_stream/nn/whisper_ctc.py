@@ -197,6 +197,7 @@ class WhisperCTC(nn.Module):
         self.vocab_size = cfg.vocab_size
         self.blank_id = 0
         self.heads = CTCHeads(d, cfg.vocab_size, cfg.head)
+        self.voice_type = None  # optional VoiceTypeHead (voice_type.pt in the folder): p(singing) per frame
         # a plain attribute (not a submodule): the finals' own Whisper is loaded when first used
         object.__setattr__(self, "_final_model",
                            None if cfg.final_whisper and cfg.final_whisper != cfg.whisper else self.whisper)
@@ -416,6 +417,10 @@ class WhisperCTC(nn.Module):
             model.heads.load_state_dict(sd)
         except Exception as e:
             raise ValueError(f"cannot read {d / 'ctc_head.pt'}: {type(e).__name__}: {e}") from e
+        from jrsv_stream.nn.voice_type import VOICE_TYPE_FILE, load_voice_type
+
+        if (d / VOICE_TYPE_FILE).is_file():
+            model.voice_type = load_voice_type(d / VOICE_TYPE_FILE, model.d_model)
         return model.to(device).eval()
 
 
