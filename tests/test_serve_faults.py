@@ -59,24 +59,31 @@ async def publish(base: str, sid: str, x: np.ndarray, realtime: bool = True) -> 
     ``errors``, ``ended`` (the message or None), ``close_code``."""
     out = {"errors": [], "ended": None, "close_code": None}
     ws = await connect(url(base, "publish", sid), proxy=None)
+    await ws.send('{"type": "start"}')
+    assert (await recv(ws))["type"] == "ready"
+
+    async def read():
+        try:
+            async for raw in ws:
+                m = decode_server_message(raw)
+                if isinstance(m, Error):
+                    out["errors"].append(m)
+                elif isinstance(m, dict) and m["type"] == "ended":
+                    out["ended"] = m
+        except ConnectionClosed:
+            pass
+
+    reader = asyncio.ensure_future(read())
     try:
-        await ws.send('{"type": "start"}')
-        assert (await recv(ws))["type"] == "ready"
         t0 = time.monotonic()
         for i, a in enumerate(range(0, len(x), 320)):
             await ws.send(encode_pcm(x[a:a + 320]))
             if realtime:
                 await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - time.monotonic()))
         await ws.send('{"type": "end"}')
-        while True:
-            m = await recv(ws)
-            if isinstance(m, Error):
-                out["errors"].append(m)
-            elif isinstance(m, dict) and m["type"] == "ended":
-                out["ended"] = m
     except ConnectionClosed:
         pass
-    await ws.wait_closed()
+    await asyncio.wait_for(reader, 30)
     out["close_code"] = ws.close_code
     return out
 

@@ -500,6 +500,8 @@ class CaptionServer:
                 await ws.close(CloseCode.NORMAL, "stream ended")
             except ConnectionClosed:
                 pass
+        elif self._stopping:  # left the loop for the shutdown (returning would close with 1000)
+            await ws.close(CloseCode.GOING_AWAY, "server shutting down")
 
     async def _feed(self, hub: _Hub, x) -> None:
         s = hub.session
