@@ -1,11 +1,10 @@
 """Audio sources: streaming resampler, file / array pacing, ffmpeg, real sounddevice capture
-through an ALSA device that plays a file (shared/tools/alsa-file-device.sh)."""
+through an ALSA device that plays a file (tests/tools/alsa-file-device.sh)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,11 +16,11 @@ import torch
 import torchaudio.functional as AF
 
 from jrsv_stream.audio.io import save_audio
+from tests.prereq import ALSA_TOOL, require_tools
 from jrsv_stream.audio.sources import (ArraySource, FfmpegSource, FileSource, SourceError,
                                        StreamingResampler, open_source, parse_device)
 
 REPO = Path(__file__).resolve().parents[1]
-ALSA_TOOL = REPO.parent / "shared" / "tools" / "alsa-file-device.sh"
 
 
 def _test_signal(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
@@ -100,8 +99,7 @@ def test_file_source_resamples_and_downmixes(tmp_path):
 
 
 def test_ffmpeg_source_decodes_compressed_file(tmp_path):
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
+    require_tools("ffmpeg")
     x = _test_signal(2.0)
     save_audio(tmp_path / "a.wav", x)
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(tmp_path / "a.wav"), "-ar", "44100", "-ac", "2",
@@ -114,8 +112,7 @@ def test_ffmpeg_source_decodes_compressed_file(tmp_path):
 
 
 def test_ffmpeg_source_reports_bad_input(tmp_path):
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
+    require_tools("ffmpeg")
     with pytest.raises(SourceError, match="ffmpeg exited"):
         list(FfmpegSource(str(tmp_path / "missing.wav")))
 
@@ -145,8 +142,7 @@ print(json.dumps({"rate": src.native_rate, "channels": src.channels, "overrun_fr
 
 
 def _alsa_env(wav: Path) -> dict:
-    if not ALSA_TOOL.is_file() or shutil.which("sox") is None:
-        pytest.skip("needs shared/tools/alsa-file-device.sh and sox")
+    require_tools("sox")
     out = subprocess.run(["bash", str(ALSA_TOOL), str(wav), "16000"], check=True, capture_output=True, text=True).stdout
     env = dict(os.environ)
     for part in out.strip().removeprefix("export ").split():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -21,6 +20,7 @@ from jrsv_stream.audio.sources import ArraySource
 from jrsv_stream.serve.protocol import stream_url
 from jrsv_stream.serve.server import CaptionServer, ServerConfig, ServerThread
 from jrsv_stream.stream.pipeline_api import TinyPipeline
+from tests.prereq import require_tools
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -58,8 +58,7 @@ def test_broadcast_and_live_subtitles(tmp_path):
 
 
 def test_broadcast_cli_with_ffmpeg_source_and_tokens(tmp_path):
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
+    require_tools("ffmpeg")
     save_audio(tmp_path / "a.wav", _audio())
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(tmp_path / "a.wav"), "-c:a", "libvorbis",
                     str(tmp_path / "a.ogg")], check=True)

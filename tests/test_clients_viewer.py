@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from rich.console import Console
 
@@ -23,6 +21,7 @@ from jrsv_stream.serve.protocol import message
 from jrsv_stream.serve.server import CaptionServer, ServerConfig
 from jrsv_stream.stream.events import Activity, Error, Final, Partial, Stats
 from jrsv_stream.stream.pipeline_api import TinyPipeline
+from tests.prereq import needs
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +117,7 @@ def test_viewer_reconnects_when_the_server_comes_up_later():
     assert "Speech" in text
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed (apt-get install tmux)")
+@needs("tmux")
 def test_demo_in_tmux_shows_both_panes(tmp_path):
     audio = tmp_path / "demo.wav"
     from jrsv_stream.audio.io import save_audio

@@ -5,18 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
-import shutil
 
 import numpy as np
 import pytest
 
 from jrsv_stream.data import music
 from jrsv_stream.data.music import MusicPiece, list_loops, synth_music
+from tests.prereq import needs, require_files
 
 SR = 16000
-HAVE_SYNTH = shutil.which("fluidsynth") is not None and music.SOUNDFONT.is_file()
-needs_synth = pytest.mark.skipif(not HAVE_SYNTH, reason="fluidsynth / FluidR3_GM.sf2 missing")
-HAVE_SAMPLES = music.SAMPLES_DIR.is_dir()
+needs_synth = needs("fluidsynth", files=(music.SOUNDFONT,))
 VOCAL_WORDS = ("choir", "voice", "aahs", "oohs", "vox")
 META_KEYS = {"seed", "tempo_bpm", "key", "meter", "instruments", "drums", "loops", "kind"}
 
@@ -72,8 +70,8 @@ def test_other_sample_rate_length():
 @pytest.mark.parametrize("split", ["train", "test"])
 @pytest.mark.parametrize("kind", ["midi", "midi+loop", "loop"])
 def test_never_silent_and_meta(kind, split):
-    if kind != "midi" and not HAVE_SAMPLES:
-        pytest.skip("sonic-pi-samples missing")
+    if kind != "midi":
+        require_files(music.SAMPLES_DIR)
     seed = _seed_of_kind(kind, split)
     p = synth_music(seed, 4.0, split)
     assert _min_window_rms(p.audio) >= 0.01
@@ -105,7 +103,7 @@ def test_arrangements_never_use_vocal_programs():
             assert music._allowed(style[pool]), (pool, style)
 
 
-@pytest.mark.skipif(not HAVE_SAMPLES, reason="sonic-pi-samples missing")
+@needs(files=(music.SAMPLES_DIR,))
 def test_list_loops_splits_disjoint_and_cover_all_usable():
     splits = {s: list_loops(s) for s in ("train", "valid", "test")}
     names = {s: {p.name for p in v} for s, v in splits.items()}
@@ -128,7 +126,7 @@ def test_list_loops_splits_disjoint_and_cover_all_usable():
         assert any(music._sample_role(p.stem) == "loop" for p in splits[s]), s
 
 
-@pytest.mark.skipif(not HAVE_SAMPLES, reason="sonic-pi-samples missing")
+@needs(files=(music.SAMPLES_DIR,))
 def test_vocal_like_and_noise_samples_excluded():
     every = {p.stem for s in ("train", "valid", "test") for p in list_loops(s)}
     for stem in ("ambi_choir", "bass_voxy_c", "bass_voxy_hit_c", "misc_burp", "misc_crow",
@@ -170,9 +168,9 @@ def _worker(seed):
 @needs_synth
 def test_fork_workers_after_parent_used_torch():
     """torchaudio resampling hangs in forked children; the music source must not."""
-    torch = pytest.importorskip("torch")
+    import torch
     torch.nn.functional.conv1d(torch.randn(1, 1, 40000), torch.randn(1, 1, 64))  # warm pool
-    seed = _seed_of_kind("midi+loop", "train") if HAVE_SAMPLES else 1
+    seed = _seed_of_kind("midi+loop", "train")
     ref = _worker(seed)
     pool = mp.get_context("fork").Pool(1)
     try:

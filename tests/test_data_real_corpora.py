@@ -17,6 +17,7 @@ from jrsv_stream.audio.io import load_audio
 from jrsv_stream.data.compose import VocalSource, MusicSource, plan_items, render_item
 from jrsv_stream.data.manifest import read_manifest
 from jrsv_stream.data.mixing import region_snr_db
+from tests.prereq import needs, require_tools
 from jrsv_stream.data.real_corpora import (
     MUSDB_VALID_TRACKS,
     CorpusError,
@@ -28,7 +29,6 @@ from jrsv_stream.data.real_corpora import (
     opensinger_split_of,
 )
 
-HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 HANZI = "而对楼市成交抑制作用最大的限购我们今天唱歌后来小幸运月亮代表心"
 VOCAL_TONE_HZ = 3000.0  # the MUSDB vocals stem: must never reach the music
 BASS_HZ = 110.0
@@ -124,8 +124,8 @@ def _make_musdb(root: Path, rng) -> None:
             for stem, x in _musdb_stems(rng).items():
                 (root / subset / name).mkdir(parents=True, exist_ok=True)
                 sf.write(root / subset / name / f"{stem}.wav", x, 44100, subtype="PCM_16")
-    if HAVE_FFMPEG:
-        _make_stem_mp4(root / "test" / "Delta - Fourth.stem.mp4", _musdb_stems(rng), root.parent / "mp4src")
+    require_tools("ffmpeg", "ffprobe")
+    _make_stem_mp4(root / "test" / "Delta - Fourth.stem.mp4", _musdb_stems(rng), root.parent / "mp4src")
 
 
 def _make_stem_mp4(path: Path, stems: dict[str, np.ndarray], tmp: Path) -> None:
@@ -245,7 +245,7 @@ def test_musdb_hq_splits_and_music_excludes_vocals(corpora):
     assert _amp_at(src.audio, BASS_HZ) == pytest.approx(0.2, rel=0.1)
 
 
-@pytest.mark.skipif(not HAVE_FFMPEG, reason="ffmpeg/ffprobe not installed")
+@needs("ffmpeg", "ffprobe")
 def test_musdb_stem_mp4(corpora):
     m = next(m for m in load_musdb(corpora["musdb"], "test") if m.meta["track"] == "Delta - Fourth")
     assert m.meta["corpus"] == "musdb18" and m.path.name.endswith(".stem.mp4")
@@ -336,7 +336,7 @@ def test_build_dtssv(corpora, tmp_path):
             assert set(it.extra["singing_voices"]) <= test_singers
         assert it.extra["music_source"].startswith("musdb/test/")
         musics.add(it.extra["music_meta"]["corpus"])
-    assert musics == ({"musdb18hq", "musdb18"} if HAVE_FFMPEG else {"musdb18hq"})
+    assert musics == {"musdb18hq", "musdb18"}
     raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert all("speech_words" not in d for d in raw)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,12 +13,13 @@ import soundfile as sf
 
 from jrsv_stream.data.melody import Note, WordNotes, beats_to_seconds, count_syllables, make_melody
 from jrsv_stream.data.world_sing import sing_with_world
+from tests.prereq import needs, require_tools
 
 LYRICS = "the night is dark and full of stars, I walk alone beneath the silver moon".split()
 TEMPO = 100.0
 KEY, LOW, HIGH = 60, 55, 72
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+needs_espeak = needs("espeak-ng")
 
 
 # --- melody ---------------------------------------------------------------------------------
@@ -106,8 +106,7 @@ def _espeak_words(words: list[str], tmp: Path) -> tuple[np.ndarray, int, list[tu
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed")
+    require_tools("espeak-ng")
     return _espeak_words(LYRICS, tmp_path_factory.mktemp("espeak"))
 
 

@@ -6,23 +6,21 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from jrsv_stream.audio.io import save_audio
 from jrsv_stream.serve.protocol import CloseCode, decode_server_message
 from jrsv_stream.stream.events import Activity, Final, Stats
+from tests.prereq import ALSA_TOOL, require_tools
 
 REPO = Path(__file__).resolve().parents[1]
-ALSA_TOOL = REPO.parent / "shared" / "tools" / "alsa-file-device.sh"
 # (WER, CER) % bounds for the shipped models on the bundled demo: measured + a margin for
 # thread-count / batching differences (see the test below and README "Serving")
 DEMO_MAX = {"speech": (130.0, 70.0), "lyrics": (120.0, 85.0)}  # measured (Whisper-CTC default) 111.1 / 54.6 and 100.0 / 70.7
@@ -46,8 +44,7 @@ def _wait_for_url(proc: subprocess.Popen, timeout_s: float = 60) -> str:
 
 
 def test_capture_device_into_server(tmp_path):
-    if not ALSA_TOOL.is_file() or shutil.which("sox") is None:
-        pytest.skip("needs shared/tools/alsa-file-device.sh and sox")
+    require_tools("sox")
     save_audio(tmp_path / "in.wav", _speechy(4.0))
     out = subprocess.run(["bash", str(ALSA_TOOL), str(tmp_path / "in.wav"), "16000"], check=True, capture_output=True, text=True).stdout
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -437,7 +437,8 @@ def test_stop_flushes_finals_and_closes_1001():
 
     msgs, sub_code, pub_code = run(main())
     assert [m for m in msgs if isinstance(m, Final)]
-    assert msgs[-1] == {"v": 1, "type": "stream", "stream_id": "a", "state": "ended"}
+    finals = [m for m in msgs if isinstance(m, Final)]
+    assert msgs[-1] == {"v": 1, "type": "stream", "stream_id": "a", "state": "ended", "finals": len(finals)}
     assert sub_code == CloseCode.GOING_AWAY and pub_code == CloseCode.GOING_AWAY
 
 

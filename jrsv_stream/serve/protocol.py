@@ -168,7 +168,7 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         if extra:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown field(s) in start: {sorted(extra)}")
         sr, dt, ch = d.get("sample_rate", SAMPLE_RATE), d.get("dtype", "s16le"), d.get("channels", 1)
-        if dt not in DTYPES:
+        if not isinstance(dt, str) or dt not in DTYPES:
             raise ProtocolError(ErrorCode.BAD_FORMAT, f"unsupported dtype {dt!r}: send {' or '.join(DTYPES)}")
         if isinstance(sr, bool) or sr != SAMPLE_RATE:
             raise ProtocolError(ErrorCode.BAD_FORMAT, f"unsupported sample_rate {sr!r}: send {SAMPLE_RATE} Hz (resample on the client)")
@@ -238,10 +238,11 @@ def decode_server_message(text: str | bytes) -> Event | dict:
         d = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EventDecodeError(f"not JSON: {e}") from e
-    if isinstance(d, dict) and d.get("type") in CONTROL_TYPES:
+    t = d.get("type") if isinstance(d, dict) else None
+    if isinstance(t, str) and t in CONTROL_TYPES:
         if d.get("v") != PROTOCOL_VERSION:
             raise EventDecodeError(f"unsupported protocol version {d.get('v')!r}")
         return d
-    if isinstance(d, dict) and d.get("type") not in EVENT_TYPES:
+    if isinstance(d, dict) and not (isinstance(t, str) and t in EVENT_TYPES):
         raise EventDecodeError(f"unknown message type {d.get('type')!r}")
     return event_from_dict(d)

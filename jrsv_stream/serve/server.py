@@ -16,7 +16,11 @@ Guarantees (docs/protocol.md):
   NaN/Inf, oversized frames, abrupt disconnects) gets an ``error`` event or a close code
   and affects only that connection; an abrupt publisher disconnect still flushes finals;
 - SIGTERM/SIGINT (:func:`serve_forever`): stop accepting, flush every stream's finals to
-  its subscribers, close with 1001.
+  its subscribers, close with 1001;
+- a stream whose chunks keep failing (``max_model_errors`` in a row) or whose decoding of
+  one chunk stalls past ``step_timeout_s`` fails alone: its publisher and subscribers get a
+  fatal ``model_error``, the publisher is closed with 1011, the finals of its open segments
+  are still flushed; every other stream goes on.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from jrsv_stream.audio.sources import AudioSource
 from jrsv_stream.serve.protocol import (PROTOCOL_VERSION, CloseCode, End, ErrorCode, Ping, ProtocolError, Start,
                                         decode_pcm, message, parse_client_message, parse_path, token_ok)
 from jrsv_stream.stream.events import Activity, Error, Event, Final, Partial, Stats, encode_event, is_droppable
+from jrsv_stream.stream.faults import FaultPlan
 from jrsv_stream.stream.pipeline_api import StreamingPipeline
 from jrsv_stream.stream.session import Chunk, SessionConfig, StreamSession, _Timings
 from jrsv_stream.stream.state_pool import PoolFull
@@ -71,6 +76,9 @@ class ServerConfig:
         max_batch, max_wait_ms: worker batching.
         decode_threads: threads running decoders (CPU state machines).
         drain_timeout_s: at shutdown, how long to wait for subscribers to receive finals.
+        max_model_errors: consecutive failed chunks of one stream after which the stream
+            fails (fatal ``model_error``, publisher closed with 1011).
+        step_timeout_s: longest decoding of one chunk of one stream; a stream past it fails.
     """
 
     host: str = "127.0.0.1"
@@ -89,10 +97,12 @@ class ServerConfig:
     max_wait_ms: float = 10.0
     decode_threads: int = 2
     drain_timeout_s: float = 5.0
+    max_model_errors: int = 5
+    step_timeout_s: float = 5.0
 
     def __post_init__(self):
         for name in ("max_message_bytes", "max_streams", "max_subscribers_per_stream", "subscriber_queue", "chunk_queue",
-                     "max_batch", "decode_threads"):
+                     "max_batch", "decode_threads", "max_model_errors"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.subscriber_hard_limit < self.subscriber_queue:
@@ -188,6 +198,10 @@ class _Hub:
         self.source: AudioSource | None = None  # a local source feeding the stream, if any
         self.timings = _Timings()
         self.audio_s_total = 0.0
+        self.finals = 0  # finals dispatched in the current stream run (sent in "stream ended")
+        self.model_errors = 0  # consecutive failed chunks
+        self.failed: str | None = None  # why the current stream run failed, if it did
+        self.stalled: asyncio.Future | None = None  # a chunk decode that overran step_timeout_s
 
 
 class CaptionServer:
@@ -197,14 +211,17 @@ class CaptionServer:
         pipeline: the :class:`StreamingPipeline` (the worker moves it to CUDA if present).
         config: :class:`ServerConfig`.
         session_config: decoding settings for every stream.
+        faults: test-only :class:`~jrsv_stream.stream.faults.FaultPlan` handed to the worker
+            (None, the default and what the CLI uses: no fault injection).
     """
 
     def __init__(self, pipeline: StreamingPipeline, config: ServerConfig = ServerConfig(),
-                 session_config: SessionConfig = SessionConfig()):
+                 session_config: SessionConfig = SessionConfig(), faults: FaultPlan | None = None):
         self.config = config
         self.session_config = session_config
         self.worker = BatchWorker(pipeline, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
-                                  max_streams=config.max_streams)
+                                  max_streams=config.max_streams, faults=faults)
+        self.streams_failed = 0
         self.pipeline = self.worker.pipeline
         self._hubs: dict[str, _Hub] = {}
         self._server: Server | None = None
@@ -264,7 +281,8 @@ class CaptionServer:
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "streams": sum(1 for h in self._hubs.values() if h.session is not None),
                 "subscribers": sum(len(h.subscribers) for h in self._hubs.values()),
-                "max_streams": self.config.max_streams, "device": str(self.worker.device),
+                "max_streams": self.config.max_streams, "streams_failed": self.streams_failed,
+                "device": str(self.worker.device),
                 "queue_depth": self.worker.queue_depth,
                 "pipeline": {"chunk_samples": p.chunk_samples, "sample_rate": p.sample_rate,
                              "algorithmic_latency_ms": p.algorithmic_latency_ms, "tracks": list(p.tracks)},
@@ -330,15 +348,17 @@ class CaptionServer:
         self._bg.add(t)
         t.add_done_callback(self._bg.discard)
 
-    def _dispatch(self, hub: _Hub, events: list[Event | str]) -> None:
-        """Queue events for every subscriber of the stream; never blocks."""
+    def _dispatch(self, hub: _Hub, events: list[Event | str], to_publisher: bool = True) -> None:
+        """Queue events for every subscriber of the stream (and its errors for the
+        publisher, unless ``to_publisher`` is False); never blocks."""
+        hub.finals += sum(isinstance(ev, Final) for ev in events)
         for ws, q in list(hub.subscribers.items()):
             for ev in events:
                 if not q.put(ev):
                     log.warning("subscriber of %s too slow: disconnecting", hub.stream_id)
                     self._spawn(ws.close(CloseCode.SLOW_CONSUMER, "subscriber too slow: finals would be dropped"))
                     break
-        if isinstance(hub.publisher, ServerConnection):
+        if to_publisher and isinstance(hub.publisher, ServerConnection):
             for ev in events:
                 if isinstance(ev, Error):
                     self._spawn(self._safe_send(hub.publisher, encode_event(ev)))
@@ -401,6 +421,7 @@ class CaptionServer:
         # off the event loop: joining may wait for a slot freed behind the worker's current step
         hub.session = await asyncio.to_thread(StreamSession, self.worker, hub.stream_id, self.session_config)
         hub.finishing = None
+        hub.finals, hub.model_errors, hub.failed, hub.stalled = 0, 0, None, None
         hub.chunks = asyncio.Queue(self.config.chunk_queue)
         hub.proc_task = asyncio.ensure_future(self._process(hub, hub.session))
         self._dispatch(hub, [message("stream", stream_id=hub.stream_id, state="live")])
@@ -479,6 +500,8 @@ class CaptionServer:
                 await ws.close(CloseCode.NORMAL, "stream ended")
             except ConnectionClosed:
                 pass
+        elif self._stopping:  # left the loop for the shutdown (returning would close with 1000)
+            await ws.close(CloseCode.GOING_AWAY, "server shutting down")
 
     async def _feed(self, hub: _Hub, x) -> None:
         s = hub.session
@@ -496,7 +519,7 @@ class CaptionServer:
             await hub.chunks.put(c)  # bounded: backpressure to the publisher when the model lags
         hub.timings.add("receive", 1000.0 * (time.perf_counter() - t0))
 
-    async def _run_chunk(self, s: StreamSession, c: Chunk) -> list[Event]:
+    async def _run_chunk(self, hub: _Hub, s: StreamSession, c: Chunk) -> list[Event]:
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -509,20 +532,60 @@ class CaptionServer:
         try:
             res = await asyncio.wrap_future(fut)
         except Exception as e:  # this stream's step failed (isolated by the worker)
-            return s.on_failure(c, e)
-        return await loop.run_in_executor(self._decode_pool, s.on_result, c, res)
+            return self._chunk_failed(hub, s, c, e)
+        decoding = loop.run_in_executor(self._decode_pool, s.on_result, c, res)
+        try:
+            events = await asyncio.wait_for(asyncio.shield(decoding), self.config.step_timeout_s)
+        except TimeoutError:
+            hub.stalled = decoding  # its events are dispatched when it returns (_finish_stream)
+            return [self._fail_stream(hub, s, f"decoding chunk {c.index} took more than {self.config.step_timeout_s:g} s")]
+        hub.model_errors = 0
+        return events
+
+    def _chunk_failed(self, hub: _Hub, s: StreamSession, c: Chunk, e: BaseException) -> list[Event]:
+        events = s.on_failure(c, e)
+        hub.model_errors += 1
+        if hub.model_errors >= self.config.max_model_errors:
+            events.append(self._fail_stream(hub, s, f"{hub.model_errors} chunks in a row failed (last: {e})"))
+        return events
+
+    def _fail_stream(self, hub: _Hub, s: StreamSession, reason: str) -> Error:
+        """Mark the stream run failed: the fatal error event; its remaining audio is dropped."""
+        log.error("stream %s failed: %s", hub.stream_id, reason)
+        hub.failed = reason
+        self.streams_failed += 1
+        return s.error(ErrorCode.MODEL_ERROR, f"stream failed: {reason}", fatal=True)
+
+    async def _close_failed_publisher(self, ws: ServerConnection, errors: list[Error]) -> None:
+        try:
+            for ev in errors:
+                await ws.send(encode_event(ev))
+            await ws.close(CloseCode.INTERNAL_ERROR, "stream failed")
+        except ConnectionClosed:
+            pass
 
     async def _process(self, hub: _Hub, s: StreamSession) -> None:
         while True:
             c = await hub.chunks.get()
             if c is None:
                 return
+            if hub.failed is not None:
+                continue  # a failed stream's remaining audio is dropped (the publisher is being closed)
             try:
-                events = await self._run_chunk(s, c)
+                events = await self._run_chunk(hub, s, c)
             except Exception as e:  # decoding bug: report, keep the stream going
                 log.exception("decoding failed on %s", hub.stream_id)
                 events = [s.error(ErrorCode.INTERNAL, f"decoding failed: {type(e).__name__}: {e}")]
-            self._dispatch(hub, events)
+                hub.model_errors += 1
+                if hub.model_errors >= self.config.max_model_errors:
+                    events.append(self._fail_stream(hub, s, f"{hub.model_errors} chunks in a row failed (last: {e})"))
+            if hub.failed is None:
+                self._dispatch(hub, events)
+                continue
+            # the stream just failed: subscribers get the events, the publisher its errors and 1011
+            self._dispatch(hub, events, to_publisher=False)
+            if isinstance(hub.publisher, ServerConnection):
+                self._spawn(self._close_failed_publisher(hub.publisher, [ev for ev in events if isinstance(ev, Error)]))
 
     async def _finish_stream(self, hub: _Hub) -> None:
         """Flush the last partial chunk and finals of the stream, close its session (idempotent)."""
@@ -540,8 +603,18 @@ class CaptionServer:
             await hub.chunks.put(None)
             if hub.proc_task is not None:
                 await hub.proc_task
-            events = await loop.run_in_executor(self._decode_pool, s.end)
-            self._dispatch(hub, events + [message("stream", stream_id=hub.stream_id, state="ended")])
+            session_usable = True
+            if hub.stalled is not None:  # let the stalled decode return: its events (finals) are kept
+                try:
+                    self._dispatch(hub, await asyncio.wait_for(hub.stalled, self.config.step_timeout_s + 60.0), to_publisher=False)
+                except TimeoutError:  # still running on a decode thread: the session must not be touched
+                    log.error("stalled decode of %s did not return; its open segments are not flushed", hub.stream_id)
+                    session_usable = False
+                except Exception as e:
+                    log.error("stalled decode of %s failed: %r", hub.stream_id, e)
+            events = await loop.run_in_executor(self._decode_pool, s.end) if session_usable else []
+            self._dispatch(hub, events, to_publisher=hub.failed is None)
+            self._dispatch(hub, [message("stream", stream_id=hub.stream_id, state="ended", finals=hub.finals)])
         finally:
             s.close()
             hub.session = None

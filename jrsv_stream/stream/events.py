@@ -145,7 +145,8 @@ def event_from_dict(d: dict[str, Any], strict: bool = False) -> Event:
         raise EventDecodeError(f"an event is a JSON object, got {type(d).__name__}")
     if d.get("v") != SCHEMA_VERSION:
         raise EventDecodeError(f"unsupported event schema version {d.get('v')!r} (this client reads v{SCHEMA_VERSION})")
-    cls = EVENT_TYPES.get(d.get("type"))  # type: ignore[arg-type]
+    t = d.get("type")
+    cls = EVENT_TYPES.get(t) if isinstance(t, str) else None
     if cls is None:
         raise EventDecodeError(f"unknown event type {d.get('type')!r}")
     names = {f.name: f for f in fields(cls)}

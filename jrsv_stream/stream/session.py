@@ -435,6 +435,8 @@ class StreamSession:
 
     def on_result(self, chunk: Chunk, result: StepResult) -> list[Event]:
         """Decode one chunk's model output (chunks must arrive in order) -> events."""
+        if self.worker.faults is not None:  # test-only fault injection (stream/faults.py); before any state change
+            self.worker.faults.check(self.stream_id, "decoder", chunk.index)
         t0 = time.perf_counter()
         self._chunks_done += 1
         n_frames = result.logp[self.tracks[0]].shape[0]

@@ -13,6 +13,11 @@ Isolation: a chunk with the wrong shape/dtype or NaN/Inf samples is refused at s
 alone, so only the offending stream gets the exception; rows with non-finite outputs get
 :class:`NonFiniteOutput` and their slot is reset. Other streams never notice.
 
+Fault injection (tests and the soak bench only): ``faults=`` takes a
+:class:`~jrsv_stream.stream.faults.FaultPlan` that makes named streams' steps raise at the
+entry (``separator``) or exit (``recognizer``) of the batched step; None (the default, and
+what the CLI uses) skips it.
+
 Network-free: no asyncio here (the server wraps the futures).
 """
 
@@ -28,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from jrsv_stream.stream.faults import FaultPlan
 from jrsv_stream.stream.pipeline_api import StreamingPipeline, gather_state
 from jrsv_stream.stream.state_pool import PoolFull, StatePool
 
@@ -114,17 +120,19 @@ class BatchWorker:
         device: override the device choice.
         max_pending_finals: finals queued or running on the finals lane before
             :meth:`call_final` refuses more (see there).
+        faults: test-only :class:`~jrsv_stream.stream.faults.FaultPlan` (None: off).
     """
 
     def __init__(self, pipeline: StreamingPipeline, max_batch: int = 32, max_wait_ms: float = 10.0, max_streams: int = 64,
                  max_queue_chunks: int | None = None, max_pending_per_stream: int = 16,
-                 device: torch.device | str | None = None, max_pending_finals: int = 8):
+                 device: torch.device | str | None = None, max_pending_finals: int = 8, faults: FaultPlan | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if hasattr(pipeline, "to"):
             pipeline = pipeline.to(self.device)
         if hasattr(pipeline, "eval"):
             pipeline.eval()
         self.pipeline = pipeline
+        self.faults = faults
         self.chunk_samples = int(pipeline.chunk_samples)
         self.max_batch = int(max_batch)
         self.max_wait_s = max_wait_ms / 1000.0
@@ -392,7 +400,13 @@ class BatchWorker:
         slots = [it.handle.slot for it in items]
         audio = torch.stack([it.audio for it in items]).to(self.device, non_blocking=True)
         state = self.pool.gather(slots)
+        if self.faults is not None:
+            for it in items:
+                self.faults.check(it.handle.name, "separator", it.chunk_index)
         out, new_state = self.pipeline.step(audio, state)
+        if self.faults is not None:
+            for it in items:
+                self.faults.check(it.handle.name, "recognizer", it.chunk_index)
         stage = getattr(self.pipeline, "last_stage_ms", None)  # optional: e.g. {"separator": .., "encoder": ..}
         return out, new_state, (dict(stage) if stage else None)
 
