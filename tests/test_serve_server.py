@@ -131,7 +131,7 @@ def test_publish_to_two_subscribers_end_to_end():
     assert len(closed) == len(set(closed))
     assert {p.segment_id for p in caps if isinstance(p, Partial)} <= set(closed)
     for f in finals_a:
-        assert all(0 <= s <= e <= dur + 1e-6 for _, s, e in f.words)
+        assert all(0 <= w[1] <= w[2] <= dur + 1e-6 and 0.0 <= w[3] <= 1.0 for w in f.words)
     assert any(isinstance(m, Stats) for m in a)
 
 
