@@ -45,6 +45,7 @@ from jrsv_stream.decode.hybrid import TimedWord
 from jrsv_stream.nn.whisper import mel_filters, normalize_log_mel
 
 FRAME_SAMPLES = 320  # one Whisper encoder frame (2 mel hops of 10 ms)
+HOTWORD_FINAL_BONUS = 2.0  # nats per hotword word a final candidate writes (the hybrid choice's scale)
 N_FFT, HOP = 400, 160
 TRACKS = {"speech": 0, "singing": 1}
 
@@ -104,6 +105,7 @@ class SegmentFinal(NamedTuple):
     words: tuple
     source: str
     rejected: tuple[str, ...] = ()
+    conf_parts: tuple = ()  # per word (decoder confidence or None, CTC confidence): the bench's view
 
 
 class WhisperCTCState(NamedTuple):
@@ -317,7 +319,9 @@ class WhisperCTC(nn.Module):
     def _decode(self, audio, beam: int | None = None, max_tokens: int | None = None, hotwords: Sequence[str] = ()
                 ) -> tuple[list[tuple[str, float, int]], float, list[tuple[str, float]] | None]:
         """:meth:`decode_segment`'s n-best, p(<|nospeech|>) (greedy; 0.0 with a beam) and
-        the best text's words with their decoder confidence (greedy; None with a beam)."""
+        per candidate its words with their decoder confidence (greedy; None with a beam).
+        Greedy with ``hotwords``: two candidates, the plain decoding and the one prompted
+        with the phrases (the final's choice weighs them, see :meth:`finalize`)."""
         from jrsv_stream.nn.whisper_decode import (beam_decode, encode_segment, greedy_decode, prompt_tokens,
                                                    segment_token_limit)
 
@@ -333,11 +337,16 @@ class WhisperCTC(nn.Module):
         # the decoder in float32: per-token autocast would recast the 51k-word output
         # projection at every step (measured: twice as slow)
         if b <= 1:
-            sc: list[float] = []
-            ns: list[float] = []
-            tl: list[list[float]] = []
-            ids = greedy_decode(wm, feats, max_tokens=limit, scores=sc, no_speech=ns, prev=prev, token_logps=tl)[0]
-            return [(tok.decode(ids).strip(), float(sc[0]), len(ids))], float(ns[0]), decoder_word_confidence(tok, ids, tl[0])
+            out, conf, ns0 = [], [], 0.0
+            for k, pv in enumerate([[], prev] if prev else [[]]):  # with hotwords: also prompted with them
+                sc: list[float] = []
+                ns: list[float] = []
+                tl: list[list[float]] = []
+                ids = greedy_decode(wm, feats, max_tokens=limit, scores=sc, no_speech=ns, prev=pv, token_logps=tl)[0]
+                out.append((tok.decode(ids).strip(), float(sc[0]), len(ids)))
+                conf.append(decoder_word_confidence(tok, ids, tl[0]))
+                ns0 = ns0 if k else float(ns[0])
+            return out, ns0, conf
         res = beam_decode(wm, feats, beam=b, max_tokens=limit, prev=prev)
         return [(tok.decode(list(t)).strip(), float(s), len(t)) for t, s, _ in res], 0.0, None
 
@@ -369,6 +378,12 @@ class WhisperCTC(nn.Module):
             return None
         nbest, ns, dec_words = self._decode(audio, hotwords=hotwords)
         cands = [Candidate(t, lp, n) for t, lp, n in nbest]
+        if hotwords:  # prefer the candidate that writes the phrases (their words, once per occurrence)
+            from jrsv_stream.decode.hybrid import normalize_text
+
+            phrases = [normalize_text(h) for h in hotwords if normalize_text(h)]
+            bonus = lambda t: HOTWORD_FINAL_BONUS * sum(len(p.split()) * f" {normalize_text(t)} ".count(f" {p} ") for p in phrases)
+            cands = [Candidate(c.text, c.att_logp + bonus(c.text) / (1.0 - self.cfg.final.ctc_weight), c.n_tokens) for c in cands]
         fc = self.cfg.final
         c0 = cands[0]
         if ns > fc.no_speech_alone or (ns > fc.no_speech_threshold and c0.att_logp / (c0.n_tokens + 1) < fc.logprob_threshold):
@@ -381,10 +396,13 @@ class WhisperCTC(nn.Module):
             n = max(1, len(ch.text.split()))
             F_ = logp.shape[0]
             words = [TimedWord(w, k * F_ // n, (k + 1) * F_ // n) for k, w in enumerate(ch.text.split())]
-        dec = dec_words if (ch.source == "attention" and dec_words is not None and ch.text == nbest[0][0]
-                            and len(dec_words) == len(words)) else None
-        words = _with_confidence(words, logp, tokenizer, dec)
-        return SegmentFinal(ch.text, tuple(words), ch.source, ch.rejected)
+        dec = None
+        if ch.source == "attention" and dec_words is not None:
+            k = next((i for i, c in enumerate(nbest) if c[0] == ch.text), None)
+            if k is not None and len(dec_words[k]) == len(words):
+                dec = dec_words[k]
+        words, parts = _with_confidence(words, logp, tokenizer, dec)
+        return SegmentFinal(ch.text, tuple(words), ch.source, ch.rejected, tuple(parts))
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, out_dir: str | os.PathLike, tokenizer_model: str | os.PathLike | None = None,
@@ -450,24 +468,23 @@ def decoder_word_confidence(tok, ids: Sequence[int], token_logps: Sequence[float
     return out
 
 
-def _with_confidence(words, logp: np.ndarray, tokenizer, decoder: list[tuple[str, float]] | None) -> list:
+def _with_confidence(words, logp: np.ndarray, tokenizer, decoder: list[tuple[str, float]] | None) -> tuple[list, list]:
     """TimedWords with their confidence: the CTC posterior of the word's pieces over its
     aligned frames, combined with the decoder's when given (words without letters: the
-    decoder's, else 1)."""
+    decoder's, else 1); and per word (decoder, CTC) confidence."""
     from jrsv_stream.decode.confidence import combine, span_confidence
     from jrsv_stream.decode.hybrid import normalize_word
 
     lp = np.asarray(logp)
-    out = []
+    out, parts = [], []
     for k, w in enumerate(words):
         norm = normalize_word(w.word)
         dec = decoder[k][1] if decoder is not None else None
-        if norm:
-            c = combine(dec, span_confidence(lp, tokenizer.encode(norm), w.start_frame, w.end_frame))
-        else:
-            c = 1.0 if dec is None else dec
+        ctc = span_confidence(lp, tokenizer.encode(norm), w.start_frame, w.end_frame) if norm else 1.0
+        c = combine(dec, ctc) if norm else (1.0 if dec is None else dec)
         out.append(TimedWord(w.word, w.start_frame, w.end_frame, round(c, 4)))
-    return out
+        parts.append((dec, ctc))
+    return out, parts
 
 
 def is_whisper_ctc_folder(model_dir: str | os.PathLike) -> bool:
