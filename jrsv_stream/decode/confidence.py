@@ -5,8 +5,9 @@ dominates around it. The confidence of a token of a hypothesis is the highest po
 of that token over the frames from its emission frame to the next token's (or the
 segment's end); a word's is the lowest of its pieces' (one unsure piece makes the word
 unsure). For a final written by an attention decoder, the word's confidence is the
-geometric mean of the decoder's (its tokens' lowest probability) and the CTC one (over
-the word's aligned frames). Measured against word correctness by
+decoder's (the lowest probability of the tokens that wrote it), which calibrates better
+than the CTC posterior over the word's aligned frames or the geometric mean of both
+(:func:`combine`), as measured against word correctness by
 ``bench/confidence_calibration.py``.
 """
 

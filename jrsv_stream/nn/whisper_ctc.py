@@ -469,10 +469,11 @@ def decoder_word_confidence(tok, ids: Sequence[int], token_logps: Sequence[float
 
 
 def _with_confidence(words, logp: np.ndarray, tokenizer, decoder: list[tuple[str, float]] | None) -> tuple[list, list]:
-    """TimedWords with their confidence: the CTC posterior of the word's pieces over its
-    aligned frames, combined with the decoder's when given (words without letters: the
-    decoder's, else 1); and per word (decoder, CTC) confidence."""
-    from jrsv_stream.decode.confidence import combine, span_confidence
+    """TimedWords with their confidence: the decoder's when given, else the CTC posterior
+    of the word's pieces over its aligned frames (1 for a word without letters); and per
+    word (decoder, CTC) confidence. The decoder's alone is the better calibrated
+    (``bench/confidence_calibration.py``: it, the CTC one and their geometric mean)."""
+    from jrsv_stream.decode.confidence import span_confidence
     from jrsv_stream.decode.hybrid import normalize_word
 
     lp = np.asarray(logp)
@@ -481,7 +482,7 @@ def _with_confidence(words, logp: np.ndarray, tokenizer, decoder: list[tuple[str
         norm = normalize_word(w.word)
         dec = decoder[k][1] if decoder is not None else None
         ctc = span_confidence(lp, tokenizer.encode(norm), w.start_frame, w.end_frame) if norm else 1.0
-        c = combine(dec, ctc) if norm else (1.0 if dec is None else dec)
+        c = dec if dec is not None else ctc
         out.append(TimedWord(w.word, w.start_frame, w.end_frame, round(c, 4)))
         parts.append((dec, ctc))
     return out, parts
