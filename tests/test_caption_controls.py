@@ -13,7 +13,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from jrsv_stream.serve.protocol import ErrorCode, ProtocolError, decode_server_m
 from jrsv_stream.serve.server import CaptionServer, ServerConfig
 from jrsv_stream.stream.captions import (CaptionOptionError, CaptionOptions, Hotword, load_caption_config, merge_options,
                                          parse_caption_options)
-from jrsv_stream.stream.events import Error, EventDecodeError, Final, Partial, UtteranceEnd, decode_event, encode_event
+from jrsv_stream.stream.events import EventDecodeError, Final, Partial, UtteranceEnd, decode_event, encode_event
 from jrsv_stream.stream.session import StreamSession
 from jrsv_stream.stream.worker import BatchWorker
 from tests.test_stream_session import LYRICS, N, ON, SPEECH, ScriptedPipeline
