@@ -6,14 +6,12 @@ of that token over the frames from its emission frame to the next token's (or th
 segment's end); a word's is the lowest of its pieces' (one unsure piece makes the word
 unsure). For a final written by an attention decoder, the word's confidence is the
 decoder's (the lowest probability of the tokens that wrote it), which calibrates better
-than the CTC posterior over the word's aligned frames or the geometric mean of both
-(:func:`combine`), as measured against word correctness by
-``bench/confidence_calibration.py``.
+than the CTC posterior over the word's aligned frames, as measured against word
+correctness by ``bench/confidence_calibration.py``.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -50,9 +48,3 @@ def span_confidence(logp: np.ndarray, token_ids: Sequence[int], start: int, end:
         return 0.0
     return float(np.exp(np.min(np.max(logp[a:b][:, list(token_ids)], axis=0))))
 
-
-def combine(decoder_conf: float | None, ctc_conf: float) -> float:
-    """Geometric mean of the two (the CTC one alone without a decoder's)."""
-    if decoder_conf is None:
-        return ctc_conf
-    return math.sqrt(max(0.0, decoder_conf) * max(0.0, ctc_conf))

@@ -471,8 +471,8 @@ def decoder_word_confidence(tok, ids: Sequence[int], token_logps: Sequence[float
 def _with_confidence(words, logp: np.ndarray, tokenizer, decoder: list[tuple[str, float]] | None) -> tuple[list, list]:
     """TimedWords with their confidence: the decoder's when given, else the CTC posterior
     of the word's pieces over its aligned frames (1 for a word without letters); and per
-    word (decoder, CTC) confidence. The decoder's alone is the better calibrated
-    (``bench/confidence_calibration.py``: it, the CTC one and their geometric mean)."""
+    word (decoder, CTC) confidence. The decoder's is the better calibrated
+    (``bench/confidence_calibration.py`` measures both)."""
     from jrsv_stream.decode.confidence import span_confidence
     from jrsv_stream.decode.hybrid import normalize_word
 
