@@ -13,8 +13,13 @@ into caption events, per track:
 3. **endpoint** (:mod:`jrsv_stream.decode.endpoint`: trailing blanks, max length, activity)
    -> **attention rescoring** of the n-best when the pipeline has a ``rescore_fn``
    (:mod:`jrsv_stream.decode.rescoring`, run on the worker thread) -> the segment's
-   :class:`~jrsv_stream.stream.events.Final` with word times in audio time; the next
-   segment of the track gets the next ``segment_id``.
+   :class:`~jrsv_stream.stream.events.Final` with word times and confidences in audio
+   time, then an :class:`~jrsv_stream.stream.events.UtteranceEnd` naming the endpoint's
+   reason; the next segment of the track gets the next ``segment_id``.
+
+The stream's :class:`~jrsv_stream.stream.captions.CaptionOptions` choose the tracks
+decoded, add hotwords to the beam search (and the ``final_fn``'s prompt), and rewrite
+every caption (replace, mask).
 
 Also per chunk an :class:`~jrsv_stream.stream.events.Activity` event, and every
 ``stats_every_s`` of audio a :class:`~jrsv_stream.stream.events.Stats` event.
