@@ -378,12 +378,18 @@ class WhisperCTC(nn.Module):
             return None
         nbest, ns, dec_words = self._decode(audio, hotwords=hotwords)
         cands = [Candidate(t, lp, n) for t, lp, n in nbest]
-        if hotwords:  # prefer the candidate that writes the phrases (their words, once per occurrence)
+        if hotwords and len(cands) == 2:
+            # the prompted decoding competes only when it writes a phrase, and is preferred by
+            # its words (once per occurrence): a prompt that only rewords a segment is not taken
             from jrsv_stream.decode.hybrid import normalize_text
 
             phrases = [normalize_text(h) for h in hotwords if normalize_text(h)]
-            bonus = lambda t: HOTWORD_FINAL_BONUS * sum(len(p.split()) * f" {normalize_text(t)} ".count(f" {p} ") for p in phrases)
-            cands = [Candidate(c.text, c.att_logp + bonus(c.text) / (1.0 - self.cfg.final.ctc_weight), c.n_tokens) for c in cands]
+            bonus = HOTWORD_FINAL_BONUS * sum(len(p.split()) * f" {normalize_text(cands[1].text)} ".count(f" {p} ")
+                                              for p in phrases)
+            if bonus > 0:
+                cands[1] = Candidate(cands[1].text, cands[1].att_logp + bonus / (1.0 - self.cfg.final.ctc_weight), cands[1].n_tokens)
+            else:
+                nbest, cands = nbest[:1], cands[:1]
         fc = self.cfg.final
         c0 = cands[0]
         if ns > fc.no_speech_alone or (ns > fc.no_speech_threshold and c0.att_logp / (c0.n_tokens + 1) < fc.logprob_threshold):
