@@ -10,6 +10,7 @@ APT_PACKAGES=(
   fortune-mod fortunes fortunes-min wamerican                                        # licence-clean text
   sox ffmpeg libsndfile1 libportaudio2 alsa-utils libasound2-plugins                 # audio I/O, capture
   pocketsphinx-testdata tmux                                                         # real speech spot checks, viewer tests
+  openssl                                                                            # TLS test certificates
   asterisk-core-sounds-en asterisk-core-sounds-en-g722                               # real prompts + transcripts (real-voices)
 )
 missing=()

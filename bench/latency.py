@@ -65,12 +65,12 @@ def _norm(w: str) -> str:
 
 def _words_over(ev, s: float, e: float) -> set[str]:
     """The caption words of ``ev`` whose times overlap [s, e]."""
-    return {w for w, ws, we in ev.words if ws < e + 1e-6 and we > s - 1e-6}
+    return {w[0] for w in ev.words if w[1] < e + 1e-6 and w[2] > s - 1e-6}
 
 
 def _contains(ev, word: str, s: float, e: float, mode: str, tol: float) -> bool:
     if mode == "text":
-        return any(_norm(w) == _norm(word) and abs(we - e) <= tol for w, _, we in ev.words)
+        return any(_norm(w[0]) == _norm(word) and abs(w[2] - e) <= tol for w in ev.words)
     return ev.audio_time_s >= e - 1e-6 and bool(_words_over(ev, s, e))
 
 

@@ -4,7 +4,11 @@
     python -m clients.broadcast ws://127.0.0.1:8765 --stream demo --device "USB Mic"   # microphone
     python -m clients.broadcast ws://127.0.0.1:8765 --stream demo --ffmpeg rtmp://host/live/key
 
-Protocol (docs/protocol.md): ``start`` (16 kHz mono s16le), binary PCM frames of
+    python -m clients.broadcast wss://host:8765 --cafile ca.pem --stream demo --file talk.wav \
+        --hotword "Kaylee Vonderhaar" --replace gonna="going to" --mask damn --tracks speech
+
+Protocol (docs/protocol.md): ``start`` (16 kHz mono s16le, and the caption controls
+``hotwords``, ``replace``, ``mask``, ``tracks`` when given), binary PCM frames of
 ``--frame-ms``, ``end``; the server answers ``ready`` and finally ``ended``. Error events
 from the server are printed to stderr.
 """
@@ -36,8 +40,13 @@ class BroadcastResult:
 
 
 async def broadcast(url: str, source: AudioSource, dtype: str = "s16le", on_message: Callable[[dict], None] | None = None,
-                    end_timeout_s: float = 60.0) -> BroadcastResult:
+                    end_timeout_s: float = 60.0, options: dict | None = None, ssl_context=None) -> BroadcastResult:
     """Publish ``source`` to ``url`` (a ``/v1/publish/<id>`` URL) until it ends.
+
+    Args:
+        options: caption controls sent in ``start`` (``hotwords``, ``replace``, ``mask``,
+            ``tracks``; docs/protocol.md).
+        ssl_context: for a wss:// server whose certificate the system does not trust.
 
     Raises:
         RuntimeError: the server refused the stream (error before ``ready``).
@@ -59,8 +68,10 @@ async def broadcast(url: str, source: AudioSource, dtype: str = "s16le", on_mess
             elif d.get("type") == "ended":
                 res.ended = d
 
-    async with connect(url, proxy=None, max_size=None, compression=None) as ws:
-        await ws.send(json.dumps({"v": PROTOCOL_VERSION, "type": "start", "sample_rate": 16000, "dtype": dtype, "channels": 1}))
+    tls = {"ssl": ssl_context} if ssl_context is not None else {}
+    async with connect(url, proxy=None, max_size=None, compression=None, **tls) as ws:
+        await ws.send(json.dumps({"v": PROTOCOL_VERSION, "type": "start", "sample_rate": 16000, "dtype": dtype, "channels": 1,
+                                  **(options or {})}))
         first = json.loads(await ws.recv())
         if first.get("type") != "ready":
             raise RuntimeError(f"server refused the stream: {first}")
@@ -83,6 +94,36 @@ async def broadcast(url: str, source: AudioSource, dtype: str = "s16le", on_mess
             source.close()
             rd.cancel()
     return res
+
+
+def start_options(a: argparse.Namespace) -> dict:
+    """The caption controls of ``start`` from the command line (the server validates them)."""
+    d: dict = {}
+    hot = []
+    for h in a.hotword:
+        phrase, sep, boost = h.rpartition(":")
+        try:
+            hot.append({"phrase": phrase, "boost": float(boost)} if sep and phrase else h)
+        except ValueError:
+            hot.append(h)
+    if hot:
+        d["hotwords"] = hot
+    if a.replace:
+        d["replace"] = [{"from": r.partition("=")[0], "to": r.partition("=")[2]} for r in a.replace]
+    if a.mask:
+        d["mask"] = list(a.mask)
+    if a.tracks:
+        d["tracks"] = [t.strip() for t in a.tracks.split(",") if t.strip()]
+    return d
+
+
+def client_tls(cafile: str | None):
+    """An SSL context trusting ``cafile`` (None: the system's trust, websockets' default)."""
+    if cafile is None:
+        return None
+    import ssl
+
+    return ssl.create_default_context(cafile=cafile)
 
 
 def make_source(a: argparse.Namespace) -> AudioSource:
@@ -108,12 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--realtime-ffmpeg", action="store_true", help="pass -re to ffmpeg (files played live)")
     ap.add_argument("--frame-ms", type=float, default=20.0)
     ap.add_argument("--dtype", choices=("s16le", "f32le"), default="s16le")
+    ap.add_argument("--cafile", default=None, help="CA / self-signed certificate to trust for wss://")
+    ap.add_argument("--hotword", action="append", default=[], metavar="PHRASE[:BOOST]", help="phrase to prefer (repeat)")
+    ap.add_argument("--replace", action="append", default=[], metavar="FROM=TO", help="whole-word replacement (repeat)")
+    ap.add_argument("--mask", action="append", default=[], metavar="WORD", help="word shown masked (repeat)")
+    ap.add_argument("--tracks", default=None, help="speech, lyrics or speech,lyrics")
     a = ap.parse_args(argv)
     from websockets.exceptions import InvalidStatus, WebSocketException
 
     url = stream_url(a.server, "publish", a.stream, a.token)
     try:
-        r = asyncio.run(broadcast(url, make_source(a), a.dtype))
+        r = asyncio.run(broadcast(url, make_source(a), a.dtype, options=start_options(a), ssl_context=client_tls(a.cafile)))
     except KeyboardInterrupt:
         return 130
     except InvalidStatus as e:

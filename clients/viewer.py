@@ -7,6 +7,8 @@ Panes Speech and Lyrics: committed finals in normal text, the current partial di
 the server's gate for the track is open); a footer with the connection state, caption
 latency (server-side: audio arrival -> event; network: event -> this screen), RTF and
 events dropped for this viewer. Reconnects with backoff when the server goes away.
+Words whose confidence (the 4th element of ``words``) is under ``--min-conf`` are shown
+dimmed (and underlined) in finals and partials.
 
 :class:`CaptionBoard` holds the state and :func:`render` draws it (both pure, tested
 through rich's recording console); :func:`run_viewer` is the websocket loop.
@@ -35,7 +37,9 @@ TITLES = {"speech": "Speech", "lyrics": "Lyrics \u266a"}
 @dataclass
 class TrackView:
     finals: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+    final_words: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))  # beside finals
     partial: str | None = None
+    partial_words: tuple = ()
     partial_segment: str | None = None
     closed_segments: set = field(default_factory=set)
     activity: float = 0.0
@@ -89,13 +93,14 @@ class CaptionBoard:
             v = self._view(msg.track)
             if isinstance(msg, Partial):
                 if msg.segment_id not in v.closed_segments:
-                    v.partial, v.partial_segment = msg.text, msg.segment_id
+                    v.partial, v.partial_segment, v.partial_words = msg.text, msg.segment_id, msg.words
             else:
                 v.closed_segments.add(msg.segment_id)
                 if msg.text:
                     v.finals.append(msg.text)
+                    v.final_words.append(msg.words)
                 if v.partial_segment == msg.segment_id:
-                    v.partial, v.partial_segment = None, None
+                    v.partial, v.partial_segment, v.partial_words = None, None, ()
             if msg.latency_ms is not None:
                 self.latency_ms = msg.latency_ms
             self.net_ms = max(0.0, 1000.0 * (now - msg.emitted_at))
@@ -119,16 +124,39 @@ def _meter(a: float, active: bool, width: int = 10) -> Text:
                          (f" {a:.2f}", "bold" if active else "dim"))
 
 
-def render(board: CaptionBoard, lines: int = 4) -> Group:
-    """The screen: one panel per track, then a status footer."""
+LOW_CONF_STYLE = "dim underline"
+
+
+def caption_text(text: str, words, min_conf: float | None, style: str = "") -> Text:
+    """A caption line; words with confidence under ``min_conf`` in :data:`LOW_CONF_STYLE`
+    (when the words carry confidences and match the text word for word)."""
+    toks = text.split()
+    if min_conf is None or len(words) != len(toks) or not all(len(w) > 3 for w in words):
+        return Text(text, style=style)
+    out = Text()
+    for i, (tok, w) in enumerate(zip(toks, words)):
+        out.append((" " if i else ""), style=style)
+        out.append(tok, style=f"{style} {LOW_CONF_STYLE}".strip() if w[3] < min_conf else style)
+    return out
+
+
+def render(board: CaptionBoard, lines: int = 4, min_conf: float | None = None) -> Group:
+    """The screen: one panel per track, then a status footer. ``min_conf``: dim words
+    whose confidence is under it."""
     panels = []
     for t in board.tracks:
         v = board.views[t]
         body = Text()
-        for i, line in enumerate(list(v.finals)[-lines:]):
-            body.append(("\n" if i else "") + line)
+        finals = list(v.finals)[-lines:]
+        words = list(v.final_words)[-lines:] if len(v.final_words) == len(v.finals) else [()] * len(finals)
+        for i, (line, ws) in enumerate(zip(finals, words)):
+            if i:
+                body.append("\n")
+            body.append_text(caption_text(line, ws, min_conf))
         if v.partial:
-            body.append(("\n" if len(body) else "") + v.partial, style="dim italic")
+            if len(body):
+                body.append("\n")
+            body.append_text(caption_text(v.partial, v.partial_words, min_conf, "dim italic"))
         if not len(body):
             body.append("\u2026", style="dim")
         title = Text.assemble((TITLES.get(t, t.title()), "bold"), "  ", _meter(v.activity, v.active))
@@ -146,11 +174,14 @@ def render(board: CaptionBoard, lines: int = 4) -> Group:
 
 
 async def run_viewer(url: str, console: Console | None = None, duration_s: float | None = None, reconnect: bool = True,
-                     exit_on_end: bool = False, plain: bool = False, lines: int = 4) -> CaptionBoard:
+                     exit_on_end: bool = False, plain: bool = False, lines: int = 4, min_conf: float | None = None,
+                     ssl_context=None) -> CaptionBoard:
     """Subscribe to ``url`` and show captions until ``duration_s`` passes (None: forever),
     the stream ends (``exit_on_end``) or the connection fails without ``reconnect``.
 
     ``plain``: print one line per final instead of the live screen (logs, CI).
+    ``min_conf``: dim words under this confidence. ``ssl_context``: for wss:// servers
+    with a certificate the system does not trust.
     """
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
@@ -162,7 +193,8 @@ async def run_viewer(url: str, console: Console | None = None, duration_s: float
         delay = 0.5
         while True:
             try:
-                async with connect(url, proxy=None, open_timeout=5, max_size=None) as ws:
+                tls = {"ssl": ssl_context} if ssl_context is not None else {}
+                async with connect(url, proxy=None, open_timeout=5, max_size=None, **tls) as ws:
                     delay = 0.5
                     async for m in ws:
                         try:
@@ -204,8 +236,8 @@ async def run_viewer(url: str, console: Console | None = None, duration_s: float
     if plain:
         await bounded(lambda: None)
         return board
-    with Live(render(board, lines), console=console, refresh_per_second=8, transient=False) as live:
-        await bounded(lambda: live.update(render(board, lines)))
+    with Live(render(board, lines, min_conf), console=console, refresh_per_second=8, transient=False) as live:
+        await bounded(lambda: live.update(render(board, lines, min_conf)))
     return board
 
 
@@ -219,11 +251,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exit-on-end", action="store_true", help="exit when the stream ends")
     ap.add_argument("--plain", action="store_true", help="print finals as lines instead of the live screen")
     ap.add_argument("--lines", type=int, default=4, help="committed lines shown per track")
+    ap.add_argument("--min-conf", type=float, default=0.5, help="dim words with confidence under this (0: never)")
+    ap.add_argument("--cafile", default=None, help="CA / self-signed certificate to trust for wss://")
     a = ap.parse_args(argv)
+    if not 0.0 <= a.min_conf <= 1.0:
+        ap.error(f"--min-conf must be in [0, 1], got {a.min_conf}")
     url = stream_url(a.server, "subscribe", a.stream, a.token)
+    tls = None
+    if a.cafile:
+        import ssl
+
+        tls = ssl.create_default_context(cafile=a.cafile)
     try:
         asyncio.run(run_viewer(url, duration_s=a.duration, reconnect=not a.no_reconnect, exit_on_end=a.exit_on_end,
-                               plain=a.plain, lines=a.lines))
+                               plain=a.plain, lines=a.lines, min_conf=a.min_conf or None, ssl_context=tls))
     except KeyboardInterrupt:
         return 130
     return 0

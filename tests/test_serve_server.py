@@ -119,7 +119,7 @@ def test_publish_to_two_subscribers_end_to_end():
     ended, got, dur = run(main())
     assert ended["audio_s"] == pytest.approx(dur, abs=1e-3) and not ended["errors"]
     a, b = got
-    assert a[0] == {"v": 1, "type": "stream", "stream_id": "show", "state": "live"}
+    assert a[0] == {"v": 1, "type": "stream", "stream_id": "show", "state": "live", "tracks": ["speech", "lyrics"]}
     finals_a = [m for m in a if isinstance(m, Final)]
     assert finals_a and [f.text for f in finals_a] == [f.text for f in b if isinstance(f, Final)]
     assert {f.track for f in finals_a if f.text} == {"speech", "lyrics"}
@@ -131,7 +131,7 @@ def test_publish_to_two_subscribers_end_to_end():
     assert len(closed) == len(set(closed))
     assert {p.segment_id for p in caps if isinstance(p, Partial)} <= set(closed)
     for f in finals_a:
-        assert all(0 <= s <= e <= dur + 1e-6 for _, s, e in f.words)
+        assert all(0 <= w[1] <= w[2] <= dur + 1e-6 and 0.0 <= w[3] <= 1.0 for w in f.words)
     assert any(isinstance(m, Stats) for m in a)
 
 

@@ -92,9 +92,10 @@ def test_partials_then_finals_with_word_times_and_segments():
     finals = [e for e in sp if isinstance(e, Final)]
     assert [f.text for f in finals] == ["hi yo", "ok"]
     assert [f.segment_id for f in finals] == ["speech-0", "speech-1"]
-    assert finals[0].words == (("hi", 0.08, 0.16), ("yo", 0.2, 0.32))
+    assert [w[:3] for w in finals[0].words] == [("hi", 0.08, 0.16), ("yo", 0.2, 0.32)]
+    assert all(0.0 <= w[3] <= 1.0 for f in finals for w in f.words)  # word confidence, 4th element
     assert finals[0].start_s == 0.08 and finals[0].end_s == 0.32
-    assert finals[1].words == (("ok", 2.0, 2.08),)
+    assert [w[:3] for w in finals[1].words] == [("ok", 2.0, 2.08)]
     assert finals[0].rescored is False  # no rescore_fn
     # partials of a segment come before its final, grow, and share its segment_id
     p0 = [e for e in sp if isinstance(e, Partial) and e.segment_id == "speech-0"]
@@ -185,7 +186,7 @@ def test_transcribe_tiny_pipeline_end_to_end():
     # captions are timed inside the audio, and nothing is captioned in the silent second
     for f in finals:
         assert 0.0 <= f.start_s <= f.end_s <= 2.5
-        assert all(not (1.1 < s and e < 1.9) for _, s, e in f.words)
+        assert all(not (1.1 < w[1] and w[2] < 1.9) for w in f.words)
     assert ev[-1].type == "stats" and ev[-1].audio_time_s == 2.5
 
 

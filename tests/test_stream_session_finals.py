@@ -55,7 +55,8 @@ def test_final_fn_text_and_word_times_replace_the_ctc_final():
     audio, finals = _run(final_fn)
     sp = [f for f in finals if f.track == "speech"]
     assert [f.text for f in sp] == ["Hi, you.", "OK"]
-    assert sp[0].words == (("Hi,", 0.08, 0.16), ("you.", 0.24, 0.32))
+    assert [w[:3] for w in sp[0].words] == [("Hi,", 0.08, 0.16), ("you.", 0.24, 0.32)]
+    assert all(0.0 <= w[3] <= 1.0 for w in sp[0].words)  # a final_fn without confidences: the CTC posteriors
     assert sp[0].rescored is True and sp[1].rescored is False  # "ctc" source: not the attention decoder's text
     # the second segment starts where the first ended: its frame 0 is the endpoint frame
     first = [c for c in calls if c[3] == "hi yo"][0]

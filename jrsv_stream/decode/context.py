@@ -33,23 +33,35 @@ class ContextGraph:
     Args:
         hotwords: token-id sequences (empty ones are ignored, duplicates merged).
         context_score: bonus per matched token (log domain, > 0).
+        scores: optional bonus per matched token of each hotword (same length as
+            ``hotwords``; default ``context_score`` for all). Where hotwords share a
+            prefix, the shared tokens get the largest of their bonuses.
 
     Raises:
         ValueError: ``context_score`` is negative or a token id is negative.
     """
 
-    def __init__(self, hotwords: Iterable[Sequence[int]], context_score: float):
+    def __init__(self, hotwords: Iterable[Sequence[int]], context_score: float, scores: Sequence[float] | None = None):
         if context_score < 0:
             raise ValueError(f"context_score must be >= 0, got {context_score}")
         self.context_score = float(context_score)
+        words = [tuple(int(t) for t in h) for h in hotwords]
+        per = [float(context_score)] * len(words) if scores is None else [float(x) for x in scores]
+        if len(per) != len(words):
+            raise ValueError(f"{len(per)} scores for {len(words)} hotwords")
+        if any(x < 0 for x in per):
+            raise ValueError(f"hotword scores must be >= 0, got {per}")
+        best: dict[tuple[int, ...], float] = {}
+        for w, x in zip(words, per):
+            if w:
+                best[w] = max(x, best.get(w, x))
+        self.hotwords: tuple[tuple[int, ...], ...] = tuple(best)
         self.next: list[dict[int, int]] = [{}]
-        self.node_score: list[float] = [0.0]
-        self.output_score: list[float] = [0.0]
+        self.parent: list[int] = [ROOT]
+        self.token_score: list[float] = [0.0]  # bonus of the edge into the node
         self.is_end: list[bool] = [False]
         self.fail: list[int] = [ROOT]
-        self.hotwords: tuple[tuple[int, ...], ...] = tuple(
-            dict.fromkeys(tuple(int(t) for t in h) for h in hotwords if len(h) > 0))
-        for word in self.hotwords:
+        for word, x in best.items():
             node = ROOT
             for tok in word:
                 if tok < 0:
@@ -59,12 +71,18 @@ class ContextGraph:
                     child = len(self.next)
                     self.next[node][tok] = child
                     self.next.append({})
-                    self.node_score.append(self.node_score[node] + self.context_score)
-                    self.output_score.append(0.0)
+                    self.parent.append(node)
+                    self.token_score.append(x)
                     self.is_end.append(False)
                     self.fail.append(ROOT)
+                else:
+                    self.token_score[child] = max(self.token_score[child], x)
                 node = child
             self.is_end[node] = True
+        self.node_score: list[float] = [0.0] * self.num_nodes
+        for n in range(1, self.num_nodes):  # parents are created before their children
+            self.node_score[n] = self.node_score[self.parent[n]] + self.token_score[n]
+        self.output_score: list[float] = [0.0] * self.num_nodes
         self._fill_fail_and_output()
 
     @property
@@ -95,7 +113,7 @@ class ContextGraph:
         """One token from ``node``: ``(score change, next node)``."""
         child = self.next[node].get(token)
         if child is not None:
-            return self.context_score + self.output_score[child], child
+            return self.token_score[child] + self.output_score[child], child
         f = node
         while f != ROOT:
             f = self.fail[f]
@@ -119,12 +137,13 @@ class ContextGraph:
         return total + (self.finalize(node) if finalize else 0.0)
 
 
-@functools.lru_cache(maxsize=16)
-def build_context_graph(hotwords: tuple[tuple[int, ...], ...], context_score: float) -> ContextGraph | None:
+@functools.lru_cache(maxsize=64)
+def build_context_graph(hotwords: tuple[tuple[int, ...], ...], context_score: float,
+                        scores: tuple[float, ...] | None = None) -> ContextGraph | None:
     """Cached :class:`ContextGraph` for a config's hotwords (None when there are none)."""
-    if not hotwords or context_score == 0.0:
+    if not hotwords or (context_score == 0.0 and not scores):
         return None
-    return ContextGraph(hotwords, context_score)
+    return ContextGraph(hotwords, context_score, scores)
 
 
 def hotwords_to_ids(words: Iterable[str], tokenizer) -> tuple[tuple[int, ...], ...]:

@@ -73,6 +73,8 @@ class PrefixBeamConfig:
         blank_id: CTC blank index.
         hotwords: token-id sequences to favour (:mod:`jrsv_stream.decode.context`).
         context_score: bonus per matched hotword token (nats).
+        hotword_scores: optional bonus per matched token of each hotword (same length as
+            ``hotwords``; empty: ``context_score`` for all).
         lm: token n-gram LM for shallow fusion (None: no LM). Not part of equality/hash.
         lm_weight: LM weight (None: the LM's own tuned ``weight``).
         token_bonus: bonus per emitted token with an LM (None: the LM's ``token_bonus``).
@@ -86,6 +88,7 @@ class PrefixBeamConfig:
     blank_id: int = 0
     hotwords: tuple[tuple[int, ...], ...] = ()
     context_score: float = 3.0
+    hotword_scores: tuple[float, ...] = ()
     lm: "TokenNgramLM | None" = field(default=None, compare=False, repr=False)
     lm_weight: float | None = None
     token_bonus: float | None = None
@@ -107,10 +110,13 @@ class PrefixBeamConfig:
             raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
         # Lists from YAML/JSON become tuples so the config stays hashable (graph cache key).
         object.__setattr__(self, "hotwords", tuple(tuple(int(t) for t in h) for h in self.hotwords))
+        object.__setattr__(self, "hotword_scores", tuple(float(x) for x in self.hotword_scores))
+        if self.hotword_scores and len(self.hotword_scores) != len(self.hotwords):
+            raise ValueError(f"{len(self.hotword_scores)} hotword_scores for {len(self.hotwords)} hotwords")
 
     @property
     def context_graph(self) -> ContextGraph | None:
-        return build_context_graph(self.hotwords, float(self.context_score))
+        return build_context_graph(self.hotwords, float(self.context_score), self.hotword_scores or None)
 
     @property
     def fusion(self) -> tuple["TokenNgramLM", float, float] | None:

@@ -103,11 +103,13 @@ def ctc_align(logp: torch.Tensor | np.ndarray, tokens: Sequence[int], blank_id: 
 
 
 class TimedWord(NamedTuple):
-    """A display word and its frame span within the segment (end exclusive)."""
+    """A display word and its frame span within the segment (end exclusive), and its
+    confidence in [0, 1] when known."""
 
     word: str
     start_frame: int
     end_frame: int
+    conf: float | None = None
 
 
 def time_display_words(text: str, logp, tokenizer, blank_id: int = 0) -> list[TimedWord] | None:

@@ -93,10 +93,11 @@ class WordTime(NamedTuple):
     word: str
     start_s: float
     end_s: float
+    conf: float | None = None  # the lowest confidence of its pieces, when given
 
 
 def words_with_times(tokens: Sequence[int], token_frames: Sequence[int], tokenizer: _WordPieces,
-                     frame_shift_s: float) -> list[WordTime]:
+                     frame_shift_s: float, token_conf: Sequence[float] | None = None) -> list[WordTime]:
     """Group pieces into words and time them from the CTC token frames.
 
     A word starts at a piece that begins with ``▁`` (``tokenizer.is_word_start``); pieces
@@ -111,6 +112,7 @@ def words_with_times(tokens: Sequence[int], token_frames: Sequence[int], tokeniz
         token_frames: absolute frame of each token (same length).
         tokenizer: provides ``is_word_start`` and ``decode``.
         frame_shift_s: seconds per decoder frame (0.04).
+        token_conf: optional confidence of each token; a word gets its pieces' lowest.
 
     Returns:
         Words in order; words that decode to empty text (specials) are dropped.
@@ -120,17 +122,20 @@ def words_with_times(tokens: Sequence[int], token_frames: Sequence[int], tokeniz
     """
     if len(tokens) != len(token_frames):
         raise ValueError(f"{len(tokens)} tokens but {len(token_frames)} token frames")
-    groups: list[tuple[list[int], list[int]]] = []
-    for tok, fr in zip(tokens, token_frames):
+    confs = list(token_conf) if token_conf is not None else [None] * len(tokens)
+    groups: list[tuple[list[int], list[int], list]] = []
+    for tok, fr, c in zip(tokens, token_frames, confs):
         tok, fr = int(tok), int(fr)
         if not groups or tokenizer.is_word_start(tok):
-            groups.append(([tok], [fr]))
+            groups.append(([tok], [fr], [c]))
         else:
             groups[-1][0].append(tok)
             groups[-1][1].append(fr)
+            groups[-1][2].append(c)
     words = []
-    for ids, frames in groups:
+    for ids, frames, cs in groups:
         text = tokenizer.decode(ids).strip()
         if text:
-            words.append(WordTime(text, frames[0] * frame_shift_s, (frames[-1] + 1) * frame_shift_s))
+            conf = None if token_conf is None else min(cs)
+            words.append(WordTime(text, frames[0] * frame_shift_s, (frames[-1] + 1) * frame_shift_s, conf))
     return words

@@ -62,7 +62,7 @@ def cues_from_finals(finals: Iterable[Final | dict], track: str | None = None, m
         text = " ".join(str(d["text"]).split())
         if not text:
             continue
-        words = tuple((str(w), float(s), float(e)) for w, s, e in d.get("words") or ())
+        words = tuple((str(w[0]), float(w[1]), float(w[2])) for w in d.get("words") or ())  # [w, s, e, conf]
         if words and (len(text) > max_chars or words[-1][2] - words[0][1] > max_duration_s):
             for g in _split_words(words, max_chars, max_duration_s):
                 cues.append(Cue(g[0][1], g[-1][2], " ".join(w for w, _, _ in g), tuple(g)))

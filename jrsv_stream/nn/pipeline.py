@@ -211,9 +211,10 @@ class JRSVPipeline(nn.Module):
             a = tracks_audio
         return {"speech": a[:B] if mix is None else mix[:, :self.chunk_samples], "lyrics": a[B:]}
 
-    def _final_fn(self, track: str, audio, logp, ctc_text: str):
-        """The segment's final from its track audio (see :meth:`WhisperCTC.finalize`)."""
-        return self.asr.finalize(audio, logp, ctc_text, self.tokenizer)
+    def _final_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = ()):
+        """The segment's final from its track audio (see :meth:`WhisperCTC.finalize`);
+        ``hotwords`` prompt its decoder."""
+        return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords)
 
     @torch.no_grad()
     def _rescore_fn(self, track: str, encoder_out: torch.Tensor, hyps: list[list[int]]):

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from jrsv_stream.decode.hybrid import TimedWord
 from jrsv_stream.nn.whisper import mel_filters, normalize_log_mel
 
 FRAME_SAMPLES = 320  # one Whisper encoder frame (2 mel hops of 10 ms)
+HOTWORD_FINAL_BONUS = 2.0  # nats per hotword word a final candidate writes (the hybrid choice's scale)
 N_FFT, HOP = 400, 160
 TRACKS = {"speech": 0, "singing": 1}
 
@@ -103,6 +105,7 @@ class SegmentFinal(NamedTuple):
     words: tuple
     source: str
     rejected: tuple[str, ...] = ()
+    conf_parts: tuple = ()  # per word (decoder confidence or None, CTC confidence): the bench's view
 
 
 class WhisperCTCState(NamedTuple):
@@ -307,16 +310,21 @@ class WhisperCTC(nn.Module):
         return torch.autocast(device.type, dtype=getattr(torch, dtype_name))
 
     @torch.no_grad()
-    def decode_segment(self, audio: torch.Tensor | np.ndarray, beam: int | None = None, max_tokens: int | None = None
-                       ) -> list[tuple[str, float, int]]:
+    def decode_segment(self, audio: torch.Tensor | np.ndarray, beam: int | None = None, max_tokens: int | None = None,
+                       hotwords: Sequence[str] = ()) -> list[tuple[str, float, int]]:
         """Whisper's decoder over the re-encoded segment audio (T,) at 16 kHz:
-        [(display text, summed log-prob incl. <|endoftext|>, tokens)], best first."""
-        return self._decode(audio, beam, max_tokens)[0]
+        [(display text, summed log-prob incl. <|endoftext|>, tokens)], best first.
+        ``hotwords``: phrases given to the decoder as previous text (its prompt)."""
+        return self._decode(audio, beam, max_tokens, hotwords)[0]
 
-    def _decode(self, audio, beam: int | None = None, max_tokens: int | None = None
-                ) -> tuple[list[tuple[str, float, int]], float]:
-        """:meth:`decode_segment`'s n-best and p(<|nospeech|>) (greedy; 0.0 with a beam)."""
-        from jrsv_stream.nn.whisper_decode import beam_decode, encode_segment, greedy_decode, segment_token_limit
+    def _decode(self, audio, beam: int | None = None, max_tokens: int | None = None, hotwords: Sequence[str] = ()
+                ) -> tuple[list[tuple[str, float, int]], float, list[tuple[str, float]] | None]:
+        """:meth:`decode_segment`'s n-best, p(<|nospeech|>) (greedy; 0.0 with a beam) and
+        per candidate its words with their decoder confidence (greedy; None with a beam).
+        Greedy with ``hotwords``: two candidates, the plain decoding and the one prompted
+        with the phrases (the final's choice weighs them, see :meth:`finalize`)."""
+        from jrsv_stream.nn.whisper_decode import (beam_decode, encode_segment, greedy_decode, prompt_tokens,
+                                                   segment_token_limit)
 
         fc = self.cfg.final
         a = torch.as_tensor(np.asarray(audio, dtype=np.float32)).to(self.mel_fb.device)
@@ -324,17 +332,24 @@ class WhisperCTC(nn.Module):
         wm = self.final_model()
         tok = wm.tokenizer
         b = beam if beam is not None else fc.beam
+        prev = prompt_tokens(wm, list(hotwords))
         with self._autocast(a.device, fc.compute_dtype):  # the encoder: the bulk of a final's cost
             feats = encode_segment(wm, a, fc.min_pad_s, fc.pad_to_s).float()
         # the decoder in float32: per-token autocast would recast the 51k-word output
         # projection at every step (measured: twice as slow)
         if b <= 1:
-            sc: list[float] = []
-            ns: list[float] = []
-            ids = greedy_decode(wm, feats, max_tokens=limit, scores=sc, no_speech=ns)[0]
-            return [(tok.decode(ids).strip(), float(sc[0]), len(ids))], float(ns[0])
-        res = beam_decode(wm, feats, beam=b, max_tokens=limit)
-        return [(tok.decode(list(t)).strip(), float(s), len(t)) for t, s, _ in res], 0.0
+            out, conf, ns0 = [], [], 0.0
+            for k, pv in enumerate([[], prev] if prev else [[]]):  # with hotwords: also prompted with them
+                sc: list[float] = []
+                ns: list[float] = []
+                tl: list[list[float]] = []
+                ids = greedy_decode(wm, feats, max_tokens=limit, scores=sc, no_speech=ns, prev=pv, token_logps=tl)[0]
+                out.append((tok.decode(ids).strip(), float(sc[0]), len(ids)))
+                conf.append(decoder_word_confidence(tok, ids, tl[0]))
+                ns0 = ns0 if k else float(ns[0])
+            return out, ns0, conf
+        res = beam_decode(wm, feats, beam=b, max_tokens=limit, prev=prev)
+        return [(tok.decode(list(t)).strip(), float(s), len(t)) for t, s, _ in res], 0.0, None
 
     def final_model(self):
         """The Whisper model the finals decode with (``final_whisper``, loaded on first use,
@@ -349,18 +364,33 @@ class WhisperCTC(nn.Module):
         return self._final_model
 
     @torch.no_grad()
-    def finalize(self, audio: np.ndarray, logp: np.ndarray, ctc_text: str, tokenizer) -> SegmentFinal | None:
+    def finalize(self, audio: np.ndarray, logp: np.ndarray, ctc_text: str, tokenizer, hotwords: Sequence[str] = ()
+                 ) -> SegmentFinal | None:
         """The final of an endpointed segment: Whisper's decoder over the segment's track
         audio (T,), chosen against and timed by the segment's CTC log-probs (F, V) with
         :func:`jrsv_stream.decode.hybrid.choose_final` (loops, invented or unalignable text
         fall back to the CTC text ``ctc_text``). None when the CTC path is empty (nothing
-        heard: no final over music or silence). Word frames are relative to the segment."""
+        heard: no final over music or silence). Word frames are relative to the segment;
+        each word carries its confidence (:mod:`jrsv_stream.decode.confidence`).
+        ``hotwords``: phrases the decoder is prompted with (Whisper's previous text)."""
         from jrsv_stream.decode.hybrid import Candidate, HybridConfig, choose_final, time_display_words
 
         if not ctc_text.strip() or not self.cfg.final.enabled:
             return None
-        nbest, ns = self._decode(audio)
+        nbest, ns, dec_words = self._decode(audio, hotwords=hotwords)
         cands = [Candidate(t, lp, n) for t, lp, n in nbest]
+        if hotwords and len(cands) == 2:
+            # the prompted decoding competes only when it writes a phrase, and is preferred by
+            # its words (once per occurrence): a prompt that only rewords a segment is not taken
+            from jrsv_stream.decode.hybrid import normalize_text
+
+            phrases = [normalize_text(h) for h in hotwords if normalize_text(h)]
+            bonus = HOTWORD_FINAL_BONUS * sum(len(p.split()) * f" {normalize_text(cands[1].text)} ".count(f" {p} ")
+                                              for p in phrases)
+            if bonus > 0:
+                cands[1] = Candidate(cands[1].text, cands[1].att_logp + bonus / (1.0 - self.cfg.final.ctc_weight), cands[1].n_tokens)
+            else:
+                nbest, cands = nbest[:1], cands[:1]
         fc = self.cfg.final
         c0 = cands[0]
         if ns > fc.no_speech_alone or (ns > fc.no_speech_threshold and c0.att_logp / (c0.n_tokens + 1) < fc.logprob_threshold):
@@ -373,7 +403,13 @@ class WhisperCTC(nn.Module):
             n = max(1, len(ch.text.split()))
             F_ = logp.shape[0]
             words = [TimedWord(w, k * F_ // n, (k + 1) * F_ // n) for k, w in enumerate(ch.text.split())]
-        return SegmentFinal(ch.text, tuple(words), ch.source, ch.rejected)
+        dec = None
+        if ch.source == "attention" and dec_words is not None:
+            k = next((i for i, c in enumerate(nbest) if c[0] == ch.text), None)
+            if k is not None and len(dec_words[k]) == len(words):
+                dec = dec_words[k]
+        words, parts = _with_confidence(words, logp, tokenizer, dec)
+        return SegmentFinal(ch.text, tuple(words), ch.source, ch.rejected, tuple(parts))
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, out_dir: str | os.PathLike, tokenizer_model: str | os.PathLike | None = None,
@@ -422,6 +458,45 @@ class WhisperCTC(nn.Module):
         if (d / VOICE_TYPE_FILE).is_file():
             model.voice_type = load_voice_type(d / VOICE_TYPE_FILE, model.d_model)
         return model.to(device).eval()
+
+
+def decoder_word_confidence(tok, ids: Sequence[int], token_logps: Sequence[float]) -> list[tuple[str, float]]:
+    """The whitespace words of ``tok.decode(ids).strip()``, each with the lowest
+    probability of the decoder tokens that wrote its characters."""
+    text = ""
+    owner: list[int] = []  # token index of each character of text
+    for k in range(len(ids)):
+        t = tok.decode(list(ids[:k + 1]))
+        if len(t) > len(text):
+            owner += [k] * (len(t) - len(text))
+            text = t
+    lead = len(text) - len(text.lstrip())
+    text, owner = text.strip(), owner[lead:lead + len(text.strip())]
+    out = []
+    for m in re.finditer(r"\S+", text):
+        toks = set(owner[m.start():m.end()])
+        out.append((m.group(), float(np.exp(min(token_logps[k] for k in toks))) if toks else 1.0))
+    return out
+
+
+def _with_confidence(words, logp: np.ndarray, tokenizer, decoder: list[tuple[str, float]] | None) -> tuple[list, list]:
+    """TimedWords with their confidence: the decoder's when given, else the CTC posterior
+    of the word's pieces over its aligned frames (1 for a word without letters); and per
+    word (decoder, CTC) confidence. The decoder's is the better calibrated
+    (``bench/confidence_calibration.py`` measures both)."""
+    from jrsv_stream.decode.confidence import span_confidence
+    from jrsv_stream.decode.hybrid import normalize_word
+
+    lp = np.asarray(logp)
+    out, parts = [], []
+    for k, w in enumerate(words):
+        norm = normalize_word(w.word)
+        dec = decoder[k][1] if decoder is not None else None
+        ctc = span_confidence(lp, tokenizer.encode(norm), w.start_frame, w.end_frame) if norm else 1.0
+        c = dec if dec is not None else ctc
+        out.append(TimedWord(w.word, w.start_frame, w.end_frame, round(c, 4)))
+        parts.append((dec, ctc))
+    return out, parts
 
 
 def is_whisper_ctc_folder(model_dir: str | os.PathLike) -> bool:

@@ -17,7 +17,7 @@ import torch
 
 from jrsv_stream.nn.whisper import DecoderCache, WhisperModel, cache_reorder
 
-__all__ = ["beam_decode", "greedy_decode", "suppress_masks"]
+__all__ = ["beam_decode", "greedy_decode", "prompt_tokens", "suppress_masks"]
 
 
 def suppress_masks(model: WhisperModel, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,24 +36,38 @@ def _limit(model: WhisperModel, prompt_len: int, max_tokens: int) -> int:
     return max(0, min(max_tokens, ctx // 2, ctx - prompt_len))
 
 
-def _prompt(model: WhisperModel, language: str, task: str) -> list[int]:
+def _prompt(model: WhisperModel, language: str, task: str, prev: list[int] | None = None) -> list[int]:
+    """The SOT sequence, after ``<|startofprev|> prev`` when ``prev`` (previous-text
+    tokens, e.g. hotword phrases; at most half the text context, the newest kept)."""
     if model.tokenizer is None:
         raise ValueError("model.tokenizer is None: load the model with a tokenizer.json")
-    return model.tokenizer.sot_sequence(language, task, timestamps=False)
+    sot = model.tokenizer.sot_sequence(language, task, timestamps=False)
+    if not prev:
+        return sot
+    return [model.tokenizer.sot_prev, *prev[-(model.dims.n_text_ctx // 2 - 1):], *sot]
+
+
+def prompt_tokens(model: WhisperModel, phrases) -> list[int]:
+    """Previous-text tokens naming ``phrases`` (Whisper's ``initial_prompt``): the
+    decoder favours their words and spelling."""
+    return model.tokenizer.encode(" " + ", ".join(phrases) + ".") if phrases else []
 
 
 @torch.no_grad()
 def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens: int = 224,
                   language: str = "en", task: str = "transcribe", scores: list[float] | None = None,
-                  no_speech: list[float] | None = None) -> list[list[int]]:
+                  no_speech: list[float] | None = None, prev: list[int] | None = None,
+                  token_logps: list[list[float]] | None = None) -> list[list[int]]:
     """Greedy decoding of a batch: audio_features (B, S, D) -> per row the tokens after the
     SOT sequence up to (not including) <|endoftext|>. Finished rows are dropped from the
     batch (and the cache) as they end. ``scores``, when a list, receives per row the summed
     log-probability of its tokens and <|endoftext|> (a row cut at the length limit: of its
     tokens). ``no_speech``, when a list, receives per row the probability of
-    <|nospeech|> at the <|startoftranscript|> position (Whisper's no-speech detection)."""
+    <|nospeech|> at the <|startoftranscript|> position (Whisper's no-speech detection).
+    ``prev``: previous-text tokens (see :func:`prompt_tokens`). ``token_logps``, when a
+    list, receives per row the log-probability of each of its tokens."""
     tok = model.tokenizer
-    prompt = _prompt(model, language, task)
+    prompt = _prompt(model, language, task, prev)
     dev = audio_features.device
     B = audio_features.shape[0]
     every, first = suppress_masks(model, dev)
@@ -65,20 +79,22 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
         no_speech.extend(torch.softmax(all_logits[:, sot].float(), -1)[:, tok.no_speech].tolist())
     logits = all_logits[:, -1]
     out: list[list[int]] = [[] for _ in range(B)]
+    per_token: list[list[float]] = [[] for _ in range(B)]
     sums = [0.0] * B
     alive = list(range(B))  # batch row -> output index
     for step in range(_limit(model, len(prompt), max_tokens)):
         masked = logits.float().masked_fill(first if step == 0 else every, float("-inf"))
         nxt = masked.argmax(-1)
-        if scores is not None:
-            lp = (masked.gather(-1, nxt[:, None])[:, 0] - torch.logsumexp(masked, -1)).tolist()
-            for r, v in enumerate(lp):
-                sums[alive[r]] += v
+        lp = (masked.gather(-1, nxt[:, None])[:, 0] - torch.logsumexp(masked, -1)).tolist() \
+            if (scores is not None or token_logps is not None) else [0.0] * len(alive)
+        for r, v in enumerate(lp):
+            sums[alive[r]] += v
         keep = []
         for r, t in enumerate(nxt.tolist()):
             if t == tok.eot:
                 continue
             out[alive[r]].append(t)
+            per_token[alive[r]].append(lp[r])
             keep.append(r)
         if not keep:
             break
@@ -89,13 +105,15 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
         logits = model.decoder(nxt[:, None], None, cache)[:, -1]
     if scores is not None:
         scores.extend(sums)
+    if token_logps is not None:
+        token_logps.extend(per_token)
     return out
 
 
 @torch.no_grad()
 def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5, max_tokens: int = 224,
                 length_penalty: float | None = None, language: str = "en", task: str = "transcribe",
-                patience: float = 1.0) -> list[tuple[list[int], float, float]]:
+                patience: float = 1.0, prev: list[int] | None = None) -> list[tuple[list[int], float, float]]:
     """Beam search for one utterance: audio_features (1, S, D) -> n-best
     ``[(tokens, sum_logprob, avg_logprob)]``, best first.
 
@@ -112,7 +130,7 @@ def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5
     if audio_features.shape[0] != 1:
         raise ValueError(f"beam_decode takes one utterance, got batch {audio_features.shape[0]}")
     tok = model.tokenizer
-    prompt = _prompt(model, language, task)
+    prompt = _prompt(model, language, task, prev)
     dev = audio_features.device
     every, first = suppress_masks(model, dev)
     cache = DecoderCache()

@@ -41,6 +41,50 @@ def _add_server_args(p: argparse.ArgumentParser, port: int = 8765) -> None:
     p.add_argument("--max-message-bytes", type=int, default=1 << 20)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--certfile", default=None, help="TLS certificate chain (PEM): serve wss:// and https://")
+    p.add_argument("--keyfile", default=None, help="TLS private key (PEM; default: in --certfile)")
+    g = p.add_argument_group("caption controls of every stream (publishers add their own in 'start')")
+    g.add_argument("--caption-config", default=None, help="YAML/JSON file with hotwords, replace, mask, tracks (the 'start' schema)")
+    g.add_argument("--hotword", action="append", default=[], metavar="PHRASE[:BOOST]",
+                   help="phrase to prefer (repeat); optional boost in nats per token, e.g. 'Kaylee Vonderhaar:4'")
+    g.add_argument("--replace", action="append", default=[], metavar="FROM=TO", help="whole-word replacement (repeat)")
+    g.add_argument("--mask", action="append", default=[], metavar="WORD", help="word shown masked, e.g. d*** (repeat)")
+    g.add_argument("--tracks", default=None, help="tracks to caption: speech, lyrics or speech,lyrics (default both)")
+
+
+def caption_options_from_args(a: argparse.Namespace):
+    """The server-wide caption controls: ``--caption-config`` overridden by the flags.
+
+    Raises:
+        CaptionOptionError: a bad value (the flag or file field is named).
+    """
+    from jrsv_stream.stream.captions import (CaptionOptionError, CaptionOptions, load_caption_config, merge_options,
+                                             parse_caption_options)
+
+    base = load_caption_config(a.caption_config) if a.caption_config else CaptionOptions()
+    d: dict = {}
+    hot = []
+    for h in a.hotword:
+        phrase, sep, boost = h.rpartition(":")
+        try:
+            hot.append({"phrase": phrase, "boost": float(boost)} if sep and phrase else h)
+        except ValueError:
+            hot.append(h)  # a colon inside the phrase
+    if hot:
+        d["hotwords"] = hot
+    rep = []
+    for r in a.replace:
+        src, sep, dst = r.partition("=")
+        if not sep:
+            raise CaptionOptionError("--replace", f"expected FROM=TO, got {r!r}")
+        rep.append({"from": src, "to": dst})
+    if rep:
+        d["replace"] = rep
+    if a.mask:
+        d["mask"] = list(a.mask)
+    if a.tracks is not None:
+        d["tracks"] = [t.strip() for t in a.tracks.split(",") if t.strip()]
+    return merge_options(base, parse_caption_options(d, "flags"))
 
 
 def _build(a: argparse.Namespace):
@@ -56,10 +100,19 @@ def _build(a: argparse.Namespace):
         torch.set_num_threads(a.threads)
     chunk = int(round(a.chunk_ms * 16)) if a.chunk_ms else None
     set_final_whisper(a.final_whisper)
+    from jrsv_stream.stream.captions import CaptionOptionError
+
+    try:
+        options = caption_options_from_args(a)
+    except (CaptionOptionError, OSError) as e:
+        raise SystemExit(f"jrsv-stream: bad caption option: {e}") from e
+    if a.keyfile and not a.certfile:
+        raise SystemExit("jrsv-stream: --keyfile needs --certfile")
     pipeline = load_pipeline(a.pipeline, chunk)
     cfg = ServerConfig(host=a.host, port=a.port, publish_token=a.publish_token, subscribe_token=a.subscribe_token,
                        allowed_origins=tuple(a.allowed_origin) if a.allowed_origin else None, max_streams=a.max_streams,
-                       max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_message_bytes=a.max_message_bytes)
+                       max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_message_bytes=a.max_message_bytes,
+                       caption_options=options, certfile=a.certfile, keyfile=a.keyfile)
     return CaptionServer(pipeline, cfg), pipeline
 
 
@@ -71,7 +124,7 @@ async def _serve(server, sources=None, duration_s: float | None = None, stream_h
         asyncio.get_running_loop().call_later(duration_s, stop.set)
 
     def ready(s):
-        print(f"jrsv-stream: serving on {s.url} (device {s.worker.device}); health: http://{s.config.host}:{s.port}/healthz", flush=True)
+        print(f"jrsv-stream: serving on {s.url} (device {s.worker.device}); health: {s.http_url}/healthz", flush=True)
         print(f"  viewer:    python -m clients.viewer {s.url} --stream {stream_hint}", flush=True)
         print(f"  publisher: python -m clients.broadcast {s.url} --stream {stream_hint} --file AUDIO", flush=True)
 

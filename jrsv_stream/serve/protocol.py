@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 import numpy as np
 
 from jrsv_stream import SAMPLE_RATE
+from jrsv_stream.stream.captions import FIELDS as CAPTION_FIELDS
+from jrsv_stream.stream.captions import CaptionOptionError, CaptionOptions, parse_caption_options
 from jrsv_stream.stream.events import EVENT_TYPES, Event, EventDecodeError, event_from_dict
 
 PROTOCOL_VERSION = 1
@@ -53,6 +55,7 @@ class ErrorCode:
     BAD_MESSAGE = "bad_message"
     UNKNOWN_TYPE = "unknown_type"
     BAD_FORMAT = "bad_format"
+    BAD_OPTION = "bad_option"
     NOT_STARTED = "not_started"
     ALREADY_STARTED = "already_started"
     BAD_AUDIO = "bad_audio"
@@ -123,12 +126,15 @@ def token_ok(given: str | None, expected: str | None) -> bool:
 # ---------------------------------------------------------------------- client messages
 @dataclass(frozen=True)
 class Start:
-    """Publisher: the audio format of the binary frames that follow."""
+    """Publisher: the audio format of the binary frames that follow, and the stream's
+    caption controls (:class:`~jrsv_stream.stream.captions.CaptionOptions`: hotwords,
+    replace, mask, tracks; all optional)."""
 
     type: ClassVar[str] = "start"
     sample_rate: int = SAMPLE_RATE
     dtype: str = "s16le"
     channels: int = 1
+    options: CaptionOptions = CaptionOptions()
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,8 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
     Raises:
         ProtocolError: ``bad_json`` (not JSON / not an object), ``unknown_type``,
             ``bad_message`` (wrong version or fields), ``bad_format`` (unsupported audio
-            format in ``start``).
+            format in ``start``), ``bad_option`` (a bad caption control in ``start``; the
+            message names the field, e.g. ``hotwords[1].boost``).
     """
     try:
         d = json.loads(text)
@@ -164,7 +171,7 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unsupported protocol version {d.get('v')!r} (server speaks v{PROTOCOL_VERSION})")
     t = d.get("type")
     if t == "start":
-        extra = set(d) - {"v", "type", "sample_rate", "dtype", "channels"}
+        extra = set(d) - {"v", "type", "sample_rate", "dtype", "channels", *CAPTION_FIELDS}
         if extra:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown field(s) in start: {sorted(extra)}")
         sr, dt, ch = d.get("sample_rate", SAMPLE_RATE), d.get("dtype", "s16le"), d.get("channels", 1)
@@ -174,7 +181,11 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
             raise ProtocolError(ErrorCode.BAD_FORMAT, f"unsupported sample_rate {sr!r}: send {SAMPLE_RATE} Hz (resample on the client)")
         if isinstance(ch, bool) or ch != 1:
             raise ProtocolError(ErrorCode.BAD_FORMAT, f"unsupported channels {ch!r}: send mono (1)")
-        return Start(SAMPLE_RATE, dt, 1)
+        try:
+            options = parse_caption_options(d)
+        except CaptionOptionError as e:
+            raise ProtocolError(ErrorCode.BAD_OPTION, f"bad start option {e}") from e
+        return Start(SAMPLE_RATE, dt, 1, options)
     if t == "end":
         return End()
     if t == "ping":

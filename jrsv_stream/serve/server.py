@@ -32,6 +32,7 @@ import dataclasses
 import json
 import logging
 import signal
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from jrsv_stream import __version__
 from jrsv_stream.audio.sources import AudioSource
 from jrsv_stream.serve.protocol import (PROTOCOL_VERSION, CloseCode, End, ErrorCode, Ping, ProtocolError, Start,
                                         decode_pcm, message, parse_client_message, parse_path, token_ok)
+from jrsv_stream.stream.captions import CaptionOptions, merge_options
 from jrsv_stream.stream.events import Activity, Error, Event, Final, Partial, Stats, encode_event, is_droppable
 from jrsv_stream.stream.faults import FaultPlan
 from jrsv_stream.stream.pipeline_api import StreamingPipeline
@@ -79,6 +81,11 @@ class ServerConfig:
         max_model_errors: consecutive failed chunks of one stream after which the stream
             fails (fatal ``model_error``, publisher closed with 1011).
         step_timeout_s: longest decoding of one chunk of one stream; a stream past it fails.
+        caption_options: caption controls of every stream (hotwords, replace, mask,
+            tracks), combined with each publisher's own from ``start``
+            (:func:`~jrsv_stream.stream.captions.merge_options`).
+        certfile, keyfile: TLS certificate chain and private key (PEM): the server speaks
+            wss:// and https:// (health); ``keyfile`` None: the key is in ``certfile``.
     """
 
     host: str = "127.0.0.1"
@@ -99,8 +106,13 @@ class ServerConfig:
     drain_timeout_s: float = 5.0
     max_model_errors: int = 5
     step_timeout_s: float = 5.0
+    caption_options: CaptionOptions = CaptionOptions()
+    certfile: str | None = None
+    keyfile: str | None = None
 
     def __post_init__(self):
+        if self.keyfile is not None and self.certfile is None:
+            raise ValueError("keyfile needs certfile (TLS)")
         for name in ("max_message_bytes", "max_streams", "max_subscribers_per_stream", "subscriber_queue", "chunk_queue",
                      "max_batch", "decode_threads", "max_model_errors"):
             if getattr(self, name) <= 0:
@@ -237,16 +249,45 @@ class CaptionServer:
         origins = None
         if self.config.allowed_origins is not None:
             origins = [*self.config.allowed_origins, None]  # None: no Origin header (non-browser clients)
+        try:
+            tls = self.tls_context()
+        except BaseException:
+            self.worker.stop()
+            raise
         self._server = await serve(self._handler, self.config.host, self.config.port, process_request=self._process_request,
                                    origins=origins, max_size=self.config.max_message_bytes, compression=None,
-                                   server_header=f"jrsv-stream/{__version__}")
+                                   server_header=f"jrsv-stream/{__version__}", ssl=tls)
         self.port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self.config.port
-        log.info("listening on ws://%s:%s (device %s)", self.config.host, self.port, self.worker.device)
+        log.info("listening on %s (device %s)", self.url, self.worker.device)
         return self
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context from ``certfile`` / ``keyfile`` (None without TLS).
+
+        Raises:
+            ValueError: the files cannot be read or do not hold a matching cert and key.
+        """
+        if self.config.certfile is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(self.config.certfile, self.config.keyfile)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(f"cannot load TLS certificate {self.config.certfile!r} / key {self.config.keyfile!r}: {e}") from e
+        return ctx
+
+    @property
+    def tls(self) -> bool:
+        return self.config.certfile is not None
 
     @property
     def url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://{self.config.host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP paths (``/healthz``): https:// with TLS."""
+        return f"{'https' if self.tls else 'http'}://{self.config.host}:{self.port}"
 
     async def stop(self) -> None:
         """Clean shutdown: stop accepting, flush finals of every stream, close (1001)."""
@@ -417,14 +458,16 @@ class CaptionServer:
             self._maybe_forget(hub)
 
     # ------------------------------------------------------------------ publishers
-    async def _open_session(self, hub: _Hub) -> None:
+    async def _open_session(self, hub: _Hub, options: CaptionOptions = CaptionOptions()) -> None:
         # off the event loop: joining may wait for a slot freed behind the worker's current step
-        hub.session = await asyncio.to_thread(StreamSession, self.worker, hub.stream_id, self.session_config)
+        options = merge_options(self.config.caption_options, options)
+        hub.session = await asyncio.to_thread(StreamSession, self.worker, hub.stream_id, self.session_config,
+                                              options=options)
         hub.finishing = None
         hub.finals, hub.model_errors, hub.failed, hub.stalled = 0, 0, None, None
         hub.chunks = asyncio.Queue(self.config.chunk_queue)
         hub.proc_task = asyncio.ensure_future(self._process(hub, hub.session))
-        self._dispatch(hub, [message("stream", stream_id=hub.stream_id, state="live")])
+        self._dispatch(hub, [message("stream", stream_id=hub.stream_id, state="live", tracks=list(hub.session.caption_tracks))])
 
     async def _send_error(self, ws: ServerConnection, hub: _Hub, code: str, text: str, fatal: bool = False) -> None:
         # seq 0: a message to this connection only, outside the stream's event sequence
@@ -457,16 +500,18 @@ class CaptionServer:
                                 await self._send_error(ws, hub, ErrorCode.ALREADY_STARTED, "stream already started; send 'end' first")
                             else:
                                 try:
-                                    await self._open_session(hub)
+                                    await self._open_session(hub, m.options)
                                 except PoolFull as e:
                                     await self._send_error(ws, hub, ErrorCode.MAX_STREAMS, str(e), True)
                                     await ws.close(CloseCode.TRY_AGAIN_LATER, "no free stream slot")
                                     return
                                 start = m
                                 p = self.pipeline
+                                s = hub.session
                                 await ws.send(message("ready", stream_id=stream_id, sample_rate=p.sample_rate, dtype=m.dtype,
-                                                      chunk_samples=p.chunk_samples, tracks=list(p.tracks),
-                                                      algorithmic_latency_ms=p.algorithmic_latency_ms))
+                                                      chunk_samples=p.chunk_samples, tracks=list(s.caption_tracks),
+                                                      algorithmic_latency_ms=p.algorithmic_latency_ms,
+                                                      options=s.options.to_dict()))
                         elif isinstance(m, End):
                             graceful = True
                             break

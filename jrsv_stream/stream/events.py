@@ -20,7 +20,9 @@ from typing import Any, ClassVar, Union
 
 SCHEMA_VERSION = 1
 
-Word = tuple[str, float, float]  # (word, start_s, end_s) in audio time
+# (word, start_s, end_s, conf): times in audio time, conf in [0, 1] (docs/protocol.md); events
+# decoded from a server that sends no confidence have 3-tuples
+Word = tuple
 
 
 class EventDecodeError(ValueError):
@@ -34,7 +36,7 @@ class _Caption:
     segment_id: str  # stable for the segment, e.g. "speech-3"
     seq: int
     text: str
-    words: tuple[Word, ...]  # word times in audio time
+    words: tuple[Word, ...]  # (word, start_s, end_s, conf) per word
     start_s: float  # audio time the segment starts (its first word)
     end_s: float  # audio time of its last word end
     audio_time_s: float  # audio decoded so far when emitted
@@ -55,6 +57,28 @@ class Final(_Caption):
 
     type: ClassVar[str] = "final"
     rescored: bool = False
+
+
+@dataclass(frozen=True)
+class UtteranceEnd:
+    """A track's segment was closed by an endpoint, after its :class:`Final`.
+
+    ``reason``: ``silence`` (trailing non-speech), ``activity`` (the track's source went
+    quiet: the separator's activity), ``max_length`` (the segment reached its longest
+    length) or ``end_of_stream``. ``end_s``: audio time of the final's last word."""
+
+    type: ClassVar[str] = "utterance_end"
+    stream_id: str
+    track: str
+    segment_id: str
+    seq: int
+    reason: str
+    end_s: float
+    audio_time_s: float
+    emitted_at: float
+
+
+UTTERANCE_END_REASONS = ("silence", "activity", "max_length", "end_of_stream")
 
 
 @dataclass(frozen=True)
@@ -104,8 +128,8 @@ class Error:
     emitted_at: float
 
 
-Event = Union[Partial, Final, Activity, Stats, Error]
-EVENT_TYPES: dict[str, type] = {c.type: c for c in (Partial, Final, Activity, Stats, Error)}
+Event = Union[Partial, Final, UtteranceEnd, Activity, Stats, Error]
+EVENT_TYPES: dict[str, type] = {c.type: c for c in (Partial, Final, UtteranceEnd, Activity, Stats, Error)}
 
 
 def is_droppable(ev: Event) -> bool:
@@ -116,7 +140,7 @@ def is_droppable(ev: Event) -> bool:
 def event_to_dict(ev: Event) -> dict[str, Any]:
     d = {"v": SCHEMA_VERSION, "type": ev.type, **asdict(ev)}
     if "words" in d:
-        d["words"] = [[w, round(s, 3), round(e, 3)] for w, s, e in d["words"]]
+        d["words"] = [[w[0], round(w[1], 3), round(w[2], 3), *([round(w[3], 3)] if len(w) > 3 else [])] for w in d["words"]]
     return d
 
 
@@ -129,6 +153,19 @@ def _finite(x: Any, name: str) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         raise EventDecodeError(f"field {name!r} must be a finite number, got {x!r}")
     return float(x)
+
+
+def _word(w: Any) -> Word:
+    """``[word, start_s, end_s]`` or ``[word, start_s, end_s, conf]`` -> a tuple."""
+    if not isinstance(w, (list, tuple)) or len(w) not in (3, 4):
+        raise EventDecodeError(f"a word is [word, start_s, end_s, conf], got {w!r}")
+    out = (str(w[0]), _finite(w[1], "words"), _finite(w[2], "words"))
+    if len(w) == 4:
+        c = _finite(w[3], "words")
+        if not 0.0 <= c <= 1.0:
+            raise EventDecodeError(f"word confidence must be in [0, 1], got {c!r}")
+        out += (c,)
+    return out
 
 
 def event_from_dict(d: dict[str, Any], strict: bool = False) -> Event:
@@ -162,7 +199,7 @@ def event_from_dict(d: dict[str, Any], strict: bool = False) -> Event:
         kw[name] = d[name]
     try:
         if "words" in kw:
-            kw["words"] = tuple((str(w), _finite(s, "words"), _finite(e, "words")) for w, s, e in kw["words"])
+            kw["words"] = tuple(_word(w) for w in kw["words"])
         for name in ("start_s", "end_s", "audio_time_s", "emitted_at", "rtf"):
             if name in kw:
                 kw[name] = _finite(kw[name], name)

@@ -13,8 +13,13 @@ into caption events, per track:
 3. **endpoint** (:mod:`jrsv_stream.decode.endpoint`: trailing blanks, max length, activity)
    -> **attention rescoring** of the n-best when the pipeline has a ``rescore_fn``
    (:mod:`jrsv_stream.decode.rescoring`, run on the worker thread) -> the segment's
-   :class:`~jrsv_stream.stream.events.Final` with word times in audio time; the next
-   segment of the track gets the next ``segment_id``.
+   :class:`~jrsv_stream.stream.events.Final` with word times and confidences in audio
+   time, then an :class:`~jrsv_stream.stream.events.UtteranceEnd` naming the endpoint's
+   reason; the next segment of the track gets the next ``segment_id``.
+
+The stream's :class:`~jrsv_stream.stream.captions.CaptionOptions` choose the tracks
+decoded, add hotwords to the beam search (and the ``final_fn``'s prompt), and rewrite
+every caption (replace, mask).
 
 Also per chunk an :class:`~jrsv_stream.stream.events.Activity` event, and every
 ``stats_every_s`` of audio a :class:`~jrsv_stream.stream.events.Stats` event.
@@ -39,13 +44,18 @@ from typing import Callable
 
 import numpy as np
 
+from jrsv_stream.decode.confidence import ctc_token_confidence, span_confidence
 from jrsv_stream.decode.ctc_prefix_beam import PrefixBeamConfig, PrefixBeamState, best, init_state, nbest, prefix_beam_step
 from jrsv_stream.decode.endpoint import EndpointConfig, EndpointState, blank_frames, endpoint_step, init_endpoint_state
+from jrsv_stream.decode.hybrid import normalize_text, normalize_word
 from jrsv_stream.decode.rescoring import attention_rescore, words_with_times
-from jrsv_stream.stream.events import Activity, Error, Event, Final, Partial, Stats
+from jrsv_stream.stream.captions import CaptionOptions
+from jrsv_stream.stream.events import Activity, Error, Event, Final, Partial, Stats, UtteranceEnd
 from jrsv_stream.stream.worker import BatchWorker, StepResult
 
 _FORCED_BLANK_LOGP = -1.0e4  # log-prob given to non-blank tokens on gated-off frames
+# endpoint rule -> the ``reason`` of an utterance_end event
+_END_REASONS = {"rule1": "silence", "rule2": "silence", "rule3": "max_length", "activity": "activity"}
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,7 @@ class _Track:
     partial_text: str | None = None  # last partial sent for the open segment
     enc: list = field(default_factory=list)  # encoder frames of the open segment (rescoring only)
     audio: list = field(default_factory=list)  # track audio of the open segment (final_fn only)
-    seg_logp: list = field(default_factory=list)  # gated CTC log-probs of the open segment (final_fn only)
+    seg_logp: list = field(default_factory=list)  # gated CTC log-probs of the open segment (confidence, final_fn)
     gate: bool = False
     activity: float = 0.0
     act_sum: float = 0.0  # the segment's own activity, summed over its frames
@@ -128,6 +138,8 @@ class _PendingFinal:
     frames: tuple
     future: Future
     ready_at: float
+    logp: np.ndarray  # the segment's gated CTC log-probs (F, V)
+    reason: str  # why the segment ended (utterance_end)
 
 
 _PENDING = object()  # _final's answer when the segment's final is decoding on the finals lane
@@ -157,6 +169,9 @@ class StreamSession:
         config: :class:`SessionConfig`.
         rescore: use the pipeline's ``rescore_fn`` for finals when it has one.
         clock: wall clock for ``emitted_at`` / ``ready_at`` (``time.time``).
+        options: the stream's caption controls (:mod:`jrsv_stream.stream.captions`):
+            hotwords bias the CTC beam (partials) and prompt the pipeline's ``final_fn``;
+            replace / mask rewrite every caption; ``tracks`` selects the tracks decoded.
 
     Raises:
         PoolFull: the worker has no free slot.
@@ -165,7 +180,7 @@ class StreamSession:
     """
 
     def __init__(self, worker: BatchWorker, stream_id: str, config: SessionConfig = SessionConfig(),
-                 rescore: bool = True, clock: Callable[[], float] = time.time):
+                 rescore: bool = True, clock: Callable[[], float] = time.time, options: CaptionOptions = CaptionOptions()):
         p = worker.pipeline
         self.worker = worker
         self.stream_id = stream_id
@@ -184,9 +199,13 @@ class StreamSession:
         self.lag_chunks = int(getattr(p, "lag_chunks", 0))
         self._frames_valid = collections.deque([self.chunk_samples] * self.lag_chunks)
         self._finals_pending: collections.deque[_PendingFinal] = collections.deque()  # finals decoding on the finals lane
+        self.options = options
+        self.caption_tracks = tuple(t for t in self.tracks if options.tracks is None or t in options.tracks)
+        self.final_hotwords = tuple(h.phrase for h in options.hotwords)
         self.config = dataclasses.replace(
-            config, beam=dataclasses.replace(config.beam, blank_id=int(self.tokenizer.blank_id),
-                                             lm=config.beam.lm if config.beam.lm is not None else getattr(p, "lm", None)),
+            config, beam=self._with_hotwords(dataclasses.replace(
+                config.beam, blank_id=int(self.tokenizer.blank_id),
+                lm=config.beam.lm if config.beam.lm is not None else getattr(p, "lm", None))),
             endpoint=dataclasses.replace(config.endpoint, frame_shift_ms=1000.0 * self.frame_shift_s))
         self.clock = clock
         self.handle = worker.open_stream(stream_id)
@@ -202,6 +221,20 @@ class StreamSession:
         self._next_stats_s = self.config.stats_every_s
         self.overruns = 0  # set by whoever feeds the session (ring overruns, dropped audio)
         self.closed = False
+
+    def _with_hotwords(self, beam: PrefixBeamConfig) -> PrefixBeamConfig:
+        """``beam`` plus the stream's hotwords as CTC token sequences (normalized like the
+        CTC head's text), each with its boost per matched token."""
+        encode = getattr(self.tokenizer, "encode", None)
+        if not self.options.hotwords or encode is None:
+            return beam
+        ids, scores = list(beam.hotwords), list(beam.hotword_scores or [beam.context_score] * len(beam.hotwords))
+        for h in self.options.hotwords:
+            t = tuple(encode(normalize_text(h.phrase)))
+            if t:
+                ids.append(t)
+                scores.append(h.boost)
+        return dataclasses.replace(beam, hotwords=tuple(ids), hotword_scores=tuple(scores))
 
     # ------------------------------------------------------------------ audio in
     def _new_track(self, name: str, start_frame: int, segment: int = 0, gate: bool = False) -> _Track:
@@ -277,24 +310,40 @@ class StreamSession:
         (a padded last frame ends after the audio)."""
         return round(min(self.audio_time_s, max(0.0, model_s + self.frame_offset_s)), 3)
 
-    def _words(self, tokens, frames) -> tuple[tuple[str, float, float], ...]:
-        ws = words_with_times(tokens, frames, self.tokenizer, self.frame_shift_s)
-        return tuple((w.word, self._audio_time(w.start_s), self._audio_time(w.end_s)) for w in ws)
+    def _words(self, tokens, frames, logp: np.ndarray, start_frame: int) -> tuple[tuple[str, float, float, float], ...]:
+        conf = ctc_token_confidence(logp, tokens, frames, start_frame)
+        ws = words_with_times(tokens, frames, self.tokenizer, self.frame_shift_s, conf)
+        return tuple((w.word, self._audio_time(w.start_s), self._audio_time(w.end_s), round(w.conf, 3)) for w in ws)
+
+    def _seg_logp(self, tr: _Track) -> np.ndarray:
+        if not tr.seg_logp:
+            return np.zeros((0, 1), dtype=np.float32)
+        if len(tr.seg_logp) > 1:
+            tr.seg_logp = [np.concatenate(tr.seg_logp)]
+        return tr.seg_logp[0]
 
     def _emit(self, cls, tr: _Track, text: str, words, empty_start: float, now: float, ready_at: float, **kw):
-        """A caption event of segment ``tr``: its start / end from ``words`` (``empty_start``
-        when there are none)."""
+        """A caption event of segment ``tr`` after the stream's replace / mask filters: its
+        start / end from ``words`` (``empty_start`` when there are none)."""
+        if cls is not Final or text:
+            text, words = self.options.filter_text(text), self.options.filter_words(words)
         start = words[0][1] if words else empty_start
         end = words[-1][2] if words else start
         return cls(stream_id=self.stream_id, track=tr.name, segment_id=f"{tr.name}-{tr.segment}", seq=self._next_seq(),
                    text=text, words=words, start_s=start, end_s=end, audio_time_s=round(self.audio_time_s, 3),
                    emitted_at=now, latency_ms=round(1000.0 * (now - ready_at), 2), **kw)
 
-    def _caption(self, cls, tr: _Track, tokens, frames, now: float, ready_at: float, **kw):
-        return self._emit(cls, tr, self.tokenizer.decode(list(tokens)).strip(), self._words(tokens, frames),
+    def _caption(self, cls, tr: _Track, tokens, frames, now: float, ready_at: float, logp: np.ndarray | None = None, **kw):
+        logp = self._seg_logp(tr) if logp is None else logp
+        return self._emit(cls, tr, self.tokenizer.decode(list(tokens)).strip(),
+                          self._words(tokens, frames, logp, tr.seg_start_frame),
                           max(0.0, tr.seg_start_frame * self.frame_shift_s + self.frame_offset_s), now, ready_at, **kw)
 
-    def _submit_final(self, tr: _Track, tokens, frames, ready_at: float) -> bool:
+    def _utterance_end(self, tr: _Track, fin: Final, reason: str, now: float) -> UtteranceEnd:
+        return UtteranceEnd(self.stream_id, tr.name, fin.segment_id, self._next_seq(), reason, fin.end_s,
+                            round(self.audio_time_s, 3), now)
+
+    def _submit_final(self, tr: _Track, tokens, frames, ready_at: float, reason: str) -> bool:
         """Queue the pipeline's ``final_fn`` over the closed segment's track audio on the
         worker's finals lane; True when queued (its Final comes out of :meth:`_drain_finals`
         later, in order, while the next segment's partials already flow). False when there
@@ -303,13 +352,14 @@ class StreamSession:
         if not ctc_text or not tr.audio:
             return False
         audio = np.concatenate(tr.audio)
-        logp = np.concatenate(tr.seg_logp)
-        tr.audio, tr.seg_logp = [], []
+        logp = self._seg_logp(tr)
+        tr.audio = []
+        extra = (self.final_hotwords,) if self.final_hotwords else ()  # final_fns without hotwords keep working
         try:
-            fut = self.worker.call_final(self.final_fn, tr.name, audio, logp, ctc_text)
+            fut = self.worker.call_final(self.final_fn, tr.name, audio, logp, ctc_text, *extra)
         except Exception:  # worker stopping: the CTC final stands
             return False
-        self._finals_pending.append(_PendingFinal(tr, tuple(tokens), tuple(frames), fut, ready_at))
+        self._finals_pending.append(_PendingFinal(tr, tuple(tokens), tuple(frames), fut, ready_at, logp, reason))
         return True
 
     def _drain_finals(self, block: bool) -> list[Event]:
@@ -331,25 +381,37 @@ class StreamSession:
             if res is None or res is False:
                 if res is None and p.tr.partial_text is None:
                     continue
-                out.append(self._caption(Final, p.tr, p.tokens, p.frames, now, p.ready_at, rescored=False))
-                continue
-            if not res.text.strip() and p.tr.partial_text is None:
+                fin = self._caption(Final, p.tr, p.tokens, p.frames, now, p.ready_at, logp=p.logp, rescored=False)
+            elif not res.text.strip() and p.tr.partial_text is None:
                 continue  # nothing said, nothing shown
-            out.append(self._final_event(p.tr, res, now, p.ready_at))
+            else:
+                fin = self._final_event(p.tr, res, p.logp, now, p.ready_at)
+            out += [fin, self._utterance_end(p.tr, fin, p.reason, now)]
         return out
 
-    def _final_event(self, tr: _Track, res, now: float, ready_at: float) -> Final:
-        """A Final from a ``final_fn`` result (text, words with frames relative to the segment)."""
+    def _final_event(self, tr: _Track, res, logp: np.ndarray, now: float, ready_at: float) -> Final:
+        """A Final from a ``final_fn`` result (text, words with frames relative to the
+        segment, and their confidence; a word without one gets its CTC posterior)."""
 
         def t(f: int) -> float:
             return self._audio_time((tr.seg_start_frame + f) * self.frame_shift_s)
 
-        words = tuple((w, t(a), t(max(a, b))) for w, a, b in res.words)
+        def conf(w) -> float:
+            if len(w) > 3 and w[3] is not None:
+                return round(float(w[3]), 3)
+            norm = normalize_word(w[0])
+            encode = getattr(self.tokenizer, "encode", None)
+            if not norm or encode is None:
+                return 1.0
+            return round(span_confidence(logp, encode(norm), int(w[1]), int(w[2])), 3)
+
+        words = tuple((w[0], t(w[1]), t(max(w[1], w[2])), conf(w)) for w in res.words)
         return self._emit(Final, tr, res.text, words, t(0), now, ready_at, rescored=res.source == "attention")
 
-    def _final(self, tr: _Track, now: float, ready_at: float) -> Final | None | object:
+    def _final(self, tr: _Track, now: float, ready_at: float, reason: str) -> Final | None | object:
         """The segment's Final now (CTC, or attention-rescored), None for none, or
-        ``_PENDING`` when its final decodes on the finals lane (see :meth:`_submit_final`)."""
+        ``_PENDING`` when its final decodes on the finals lane (see :meth:`_submit_final`;
+        ``reason``: why the segment ended, for its utterance_end)."""
         rescored = False
         hyps = nbest(tr.beam, None, self.config.beam)
         top = hyps[0]
@@ -361,7 +423,7 @@ class StreamSession:
                 return None
             return self._caption(Final, tr, (), (), now, ready_at, rescored=False)
         if self.final_fn is not None:
-            if self._submit_final(tr, tokens, frames, ready_at):
+            if self._submit_final(tr, tokens, frames, ready_at, reason):
                 return _PENDING
             if not self.tokenizer.decode(list(tokens)).strip() and tr.partial_text is None:
                 return None
@@ -412,16 +474,17 @@ class StreamSession:
                 tr.enc.append(enc[pos:pos + used])
             if audio is not None:
                 tr.audio.append(audio[pos * self.frame_samples:(pos + used) * self.frame_samples])
-                tr.seg_logp.append(logp[pos:pos + used])
+            tr.seg_logp.append(logp[pos:pos + used])
             if other_act is not None:
                 tr.act_sum += float(act[pos:pos + used].sum())
                 tr.other_sum += float(other_act[pos:pos + used].sum())
                 tr.act_frames += used
             pos += used
             if ended:
-                fin = self._final(tr, now, ready_at)
+                reason = _END_REASONS.get(tr.ep.ended_rule or "", "silence")
+                fin = self._final(tr, now, ready_at, reason)
                 if isinstance(fin, Final):
-                    events.append(fin)
+                    events += [fin, self._utterance_end(tr, fin, reason, now)]
                 nxt = tr.segment + (1 if fin is not None else 0)
                 g = tr.gate
                 self._tracks[tr.name] = tr = self._new_track(tr.name, tr.beam.num_frames, nxt, g)
@@ -450,7 +513,7 @@ class StreamSession:
         now = self.clock()
         events: list[Event] = []
         acts = {t: result.activity[t].numpy()[:valid_frames].astype(np.float64) for t in self.tracks}
-        for t in self.tracks:
+        for t in self.caption_tracks:
             logp = result.logp[t].numpy()[:valid_frames]
             act = acts[t]
             others = [acts[o] for o in self.tracks if o != t]
@@ -489,11 +552,11 @@ class StreamSession:
         """End of stream: finalize every open segment (finals for anything shown)."""
         now = self.clock()
         events: list[Event] = []
-        for t in self.tracks:
+        for t in self.caption_tracks:
             tr = self._tracks[t]
-            fin = self._final(tr, now, now)
+            fin = self._final(tr, now, now, "end_of_stream")
             if isinstance(fin, Final):
-                events.append(fin)
+                events += [fin, self._utterance_end(tr, fin, "end_of_stream", now)]
             self._tracks[t] = self._new_track(t, tr.beam.num_frames, tr.segment + (1 if fin is not None else 0))
         events = self._drain_finals(block=True) + events
         events.sort(key=lambda e: e.seq)
