@@ -15,7 +15,7 @@ from jrsv_stream.stream.events import Final
 from jrsv_stream.stream.pipeline_api import PipelineOutput
 from jrsv_stream.stream.session import StreamSession
 from jrsv_stream.stream.worker import BatchWorker
-from tests.test_stream_session import CHUNK, LYRICS, N, ON, SPEECH, ScriptedPipeline, ScriptState
+from tests.test_stream_session import LYRICS, N, ON, SPEECH, ScriptedPipeline, ScriptState
 
 torch.set_num_threads(1)
 SILENT = torch.log_softmax(torch.tensor([[9.0] + [0.0] * (SPEECH.shape[1] - 1)]).repeat(N, 1), -1)
