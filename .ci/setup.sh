@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up jrsv-stream on a fresh Debian machine (as root): system packages, a virtual
-# environment in .venv, the package and its test extras. Idempotent and quick when done.
+# environment in .venv, the package and its data, train and test extras. Idempotent and quick when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ APT_PACKAGES=(
   pocketsphinx-testdata tmux                                                         # real speech spot checks, viewer tests
   openssl                                                                            # TLS test certificates
   asterisk-core-sounds-en asterisk-core-sounds-en-g722                               # real prompts + transcripts (real-voices)
+  chromium fonts-dejavu-core                                                         # overlay page tested in headless Chromium
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -28,6 +29,6 @@ PY=${PYTHON:-python3}
 if ! .venv/bin/python -c "import jrsv_stream, torch, torchaudio, pytest" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.jrsv-installed ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -e ".[data,train,test]"
   touch .venv/.jrsv-installed
 fi

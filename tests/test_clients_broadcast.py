@@ -90,7 +90,7 @@ def test_overlay_page_speaks_the_protocol():
 
     p = P()
     p.feed(html)
-    assert {"speech", "lyrics", "captions", "status"} <= p.ids
+    assert {"captions", "status"} <= p.ids  # the track boxes are made by the script (tests/test_overlay_browser.py)
     js = p.scripts[0]
-    for needle in ("/v1/subscribe/", "SCHEMA_VERSION = 1", '"partial"', '"final"', "segment_id", "token"):
+    for needle in ("/v1/subscribe/", "SCHEMA_VERSION = 1", '"partial"', '"final"', "segment_id", "token", '"lyrics,speech"'):
         assert needle in js

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Sequence
 
+from jrsv_stream.export.readability import READABILITY
 from jrsv_stream.stream.events import Final
 
 FORMATS = ("srt", "vtt", "lrc")
@@ -46,12 +47,14 @@ def _split_words(words: Sequence[tuple[str, float, float]], max_chars: int, max_
     return [g for g in groups if g]
 
 
-def cues_from_finals(finals: Iterable[Final | dict], track: str | None = None, max_chars: int = 42,
-                     max_duration_s: float = 7.0, min_duration_s: float = 0.5) -> list[Cue]:
+def cues_from_finals(finals: Iterable[Final | dict], track: str | None = None,
+                     max_chars: int = READABILITY.max_chars_per_line, max_duration_s: float = READABILITY.max_duration_s,
+                     min_duration_s: float = READABILITY.min_duration_s, max_cps: float = READABILITY.max_cps) -> list[Cue]:
     """Finals (events or their dicts) of ``track`` (None: all) -> cues in time order.
 
-    Empty finals are skipped. A cue lasts at least ``min_duration_s`` (readability), and
-    never overlaps the next cue of the list.
+    Empty finals are skipped. The limits default to :data:`READABILITY` (shared with the
+    overlay page): a cue lasts at least ``min_duration_s`` and at least its reading time at
+    ``max_cps`` characters per second, and never overlaps the next cue of the list.
     """
     cues: list[Cue] = []
     for f in finals:
@@ -71,7 +74,7 @@ def cues_from_finals(finals: Iterable[Final | dict], track: str | None = None, m
     cues.sort(key=lambda c: c.start_s)
     out = []
     for i, c in enumerate(cues):
-        end = max(c.end_s, c.start_s + min_duration_s)
+        end = max(c.end_s, c.start_s + max(min_duration_s, len(c.text) / max_cps))
         if i + 1 < len(cues):
             end = min(end, max(cues[i + 1].start_s, c.end_s))
         out.append(Cue(c.start_s, max(end, c.start_s + 0.001), c.text, c.words))
@@ -154,7 +157,8 @@ class LiveSubtitleWriter:
         word_times: enhanced LRC word times.
     """
 
-    def __init__(self, path: str | os.PathLike, fmt: str, track: str, word_times: bool = False, max_chars: int = 42):
+    def __init__(self, path: str | os.PathLike, fmt: str, track: str, word_times: bool = False,
+                 max_chars: int = READABILITY.max_chars_per_line):
         if fmt not in FORMATS:
             raise ValueError(f"unknown subtitle format {fmt!r} (known: {', '.join(FORMATS)})")
         self.path, self.fmt, self.track, self.word_times, self.max_chars = Path(path), fmt, track, word_times, max_chars

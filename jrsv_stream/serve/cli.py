@@ -50,6 +50,10 @@ def _add_server_args(p: argparse.ArgumentParser, port: int = 8765) -> None:
     g.add_argument("--replace", action="append", default=[], metavar="FROM=TO", help="whole-word replacement (repeat)")
     g.add_argument("--mask", action="append", default=[], metavar="WORD", help="word shown masked, e.g. d*** (repeat)")
     g.add_argument("--tracks", default=None, help="tracks to caption: speech, lyrics or speech,lyrics (default both)")
+    p.add_argument("--sink", action="append", default=[], metavar="SPEC",
+                   help="push finals to obs://[:PASSWORD@]HOST:PORT, youtube:URL or webhook:URL (repeat for several)")
+    p.add_argument("--sinks-file", default=None, help="file of sink specs, one per line (# comments)")
+    p.add_argument("--sink-stream", default=None, help="stream whose finals the sinks get (default: --stream, else live)")
 
 
 def caption_options_from_args(a: argparse.Namespace):
@@ -116,34 +120,59 @@ def _build(a: argparse.Namespace):
     return CaptionServer(pipeline, cfg), pipeline
 
 
-async def _serve(server, sources=None, duration_s: float | None = None, stream_hint: str = "demo") -> None:
+def _sinks(a: argparse.Namespace) -> list:
+    """The sinks of ``--sink`` / ``--sinks-file`` (a bad spec is a usage error before anything starts)."""
+    from jrsv_stream.serve.sinks import parse_sink, read_sinks_file
+
+    specs = list(a.sink) + (read_sinks_file(a.sinks_file) if a.sinks_file else [])
+    try:
+        return [parse_sink(s) for s in specs]
+    except ValueError as e:
+        raise SystemExit(f"jrsv-stream: {e}")
+
+
+async def _serve(server, sources=None, duration_s: float | None = None, stream_hint: str = "demo", sinks=(),
+                 sink_stream: str | None = None) -> None:
     from jrsv_stream.serve.server import serve_forever
+    from jrsv_stream.serve.sinks import feed_sinks
 
     stop = asyncio.Event()
     if duration_s is not None:
         asyncio.get_running_loop().call_later(duration_s, stop.set)
+    feeder = []
 
     def ready(s):
         print(f"jrsv-stream: serving on {s.url} (device {s.worker.device}); health: {s.http_url}/healthz", flush=True)
+        print(f"  overlay:   {s.http_url}/overlay?stream={stream_hint}  (OBS: add a Browser source with this URL)", flush=True)
         print(f"  viewer:    python -m clients.viewer {s.url} --stream {stream_hint}", flush=True)
         print(f"  publisher: python -m clients.broadcast {s.url} --stream {stream_hint} --file AUDIO", flush=True)
+        if sinks:  # the sinks subscribe like any client: a failing sink cannot touch captioning
+            host = "127.0.0.1" if s.config.host in ("0.0.0.0", "::", "") else s.config.host
+            sid = sink_stream or stream_hint
+            feeder.append(asyncio.ensure_future(feed_sinks(f"ws://{host}:{s.port}", sid, list(sinks),
+                                                           s.config.subscribe_token, stop)))
+            print(f"  sinks ({sid}): " + ", ".join(x.describe() for x in sinks), flush=True)
 
     await serve_forever(server, sources, stop, on_ready=ready)
+    await asyncio.gather(*feeder, return_exceptions=True)
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
+    sinks = _sinks(a)
     server, _ = _build(a)
-    asyncio.run(_serve(server, duration_s=a.duration))
+    asyncio.run(_serve(server, duration_s=a.duration, stream_hint=a.sink_stream or "live", sinks=sinks))
     return 0
 
 
 def _cmd_capture(a: argparse.Namespace) -> int:
     from jrsv_stream.audio.sources import SoundDeviceSource
 
+    sinks = _sinks(a)
     server, _ = _build(a)
     src = SoundDeviceSource(a.device, sample_rate=a.sample_rate, channels=a.channels)
     print(f"capturing from {src.device_name!r} at {src.native_rate} Hz x {src.channels} ch as stream {a.stream!r}", flush=True)
-    asyncio.run(_serve(server, {a.stream: src}, duration_s=a.duration, stream_hint=a.stream))
+    asyncio.run(_serve(server, {a.stream: src}, duration_s=a.duration, stream_hint=a.stream, sinks=sinks,
+                       sink_stream=a.sink_stream))
     return 0
 
 

@@ -44,6 +44,7 @@ from websockets.http11 import Request, Response
 
 from jrsv_stream import __version__
 from jrsv_stream.audio.sources import AudioSource
+from jrsv_stream.serve.overlay import overlay_response
 from jrsv_stream.serve.protocol import (PROTOCOL_VERSION, CloseCode, End, ErrorCode, Ping, ProtocolError, Start,
                                         decode_pcm, message, parse_client_message, parse_path, token_ok)
 from jrsv_stream.stream.captions import CaptionOptions, merge_options
@@ -330,6 +331,9 @@ class CaptionServer:
                 "worker": self.worker.stats()}
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        page = overlay_response(connection, request.path)
+        if page is not None:
+            return page
         try:
             route = parse_path(request.path, request.headers)
         except ProtocolError as e:
