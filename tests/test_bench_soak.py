@@ -1,12 +1,11 @@
-"""bench/soak.py end to end (tiny pipeline, loopback, a real server process): a short form in
-the default run, the 3-minute form under the slow marker (the 30-minute target is a
-command in the README)."""
+"""bench/soak.py end to end (tiny pipeline, loopback, a real server process): its 3-minute
+form in the default run (mostly waiting: the publishers run at real time); the 30-minute
+soak on the shipped default is a command in the README."""
 
 import json
 import sys
 from pathlib import Path
 
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,11 +35,6 @@ def _check(d: dict) -> None:
     assert d["server_exit_code"] == 0 and not d["server_log_errors"]
 
 
-def test_short_soak(tmp_path):
-    _check(_soak(tmp_path, 0.35, 8))
-
-
-@pytest.mark.slow
 def test_three_minute_soak(tmp_path):
     d = _soak(tmp_path, 3.0, 40)
     _check(d)
