@@ -156,8 +156,8 @@ def plot(results: dict, out: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pipeline", default="models/default")
-    ap.add_argument("--corpus", default="/work/main/data/corpus" if Path("/work/main/data/corpus").is_dir() else "data/corpus", help="corpus folder (test.jsonl)")
-    ap.add_argument("--real", default="/work/main/data/real_voices" if Path("/work/main/data/real_voices").is_dir() else "data/real_voices", help="real-voice folder (test_clean.jsonl)")
+    ap.add_argument("--corpus", default="data/corpus", help="corpus folder (test.jsonl)")
+    ap.add_argument("--real", default="data/real_voices", help="real-voice folder (test_clean.jsonl)")
     ap.add_argument("--per-set", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default="bench/results/confidence_calibration.json")

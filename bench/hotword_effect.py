@@ -34,8 +34,7 @@ def _hotwords(text: str) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pipeline", default="models/default")
-    ap.add_argument("--real", default="/work/main/data/real_voices" if Path("/work/main/data/real_voices").is_dir()
-                    else "data/real_voices")
+    ap.add_argument("--real", default="data/real_voices")
     ap.add_argument("--items", type=int, default=30)
     ap.add_argument("--snr", type=int, default=None, help="the voices over corpus music at this SNR bucket (-5, 0, 5) instead of clean")
     ap.add_argument("--threads", type=int, default=2)

@@ -97,24 +97,14 @@ async def broadcast(url: str, source: AudioSource, dtype: str = "s16le", on_mess
 
 
 def start_options(a: argparse.Namespace) -> dict:
-    """The caption controls of ``start`` from the command line (the server validates them)."""
-    d: dict = {}
-    hot = []
-    for h in a.hotword:
-        phrase, sep, boost = h.rpartition(":")
-        try:
-            hot.append({"phrase": phrase, "boost": float(boost)} if sep and phrase else h)
-        except ValueError:
-            hot.append(h)
-    if hot:
-        d["hotwords"] = hot
-    if a.replace:
-        d["replace"] = [{"from": r.partition("=")[0], "to": r.partition("=")[2]} for r in a.replace]
-    if a.mask:
-        d["mask"] = list(a.mask)
-    if a.tracks:
-        d["tracks"] = [t.strip() for t in a.tracks.split(",") if t.strip()]
-    return d
+    """The caption controls of ``start`` from the command line (the server validates them).
+
+    Raises:
+        CaptionOptionError (a ValueError): a ``--replace`` without ``=``.
+    """
+    from jrsv_stream.stream.captions import options_from_flags
+
+    return options_from_flags(a.hotword, a.replace, a.mask, a.tracks)
 
 
 def client_tls(cafile: str | None):

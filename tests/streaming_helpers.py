@@ -1,10 +1,38 @@
-"""Shared checks for streaming modules: streaming == offline, and causality."""
+"""Shared checks for streaming modules: streaming == offline, and causality; and the
+``jrsv-stream serve`` process the server tests start."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def serve_process(*args: str, timeout_s: float = 60.0) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``jrsv-stream serve ARGS`` as a subprocess: (process, its ws:// URL) once it prints
+    "serving on"; killed on exit if still running."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "jrsv_stream.serve.cli", "serve", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + timeout_s
+        while "serving on" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "server exited early"
+        yield proc, line.split("serving on ")[1].split()[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def run_in_chunks(step: Callable, state: Any, x: torch.Tensor, chunk: int, dim: int = -1) -> torch.Tensor:

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -28,6 +25,7 @@ from jrsv_stream.serve.protocol import CloseCode, decode_server_message, encode_
 from jrsv_stream.serve.server import CaptionServer, ServerConfig
 from jrsv_stream.stream.events import Error, Final, Partial
 from jrsv_stream.stream.faults import Fault, FaultPlan
+from tests.streaming_helpers import serve_process
 from jrsv_stream.stream.pipeline_api import TinyPipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,18 +250,7 @@ def test_flood_of_connects_and_disconnects_at_the_limits():
 
 # ---------------------------------------------------------------------- SIGTERM under load
 def test_sigterm_under_load_flushes_every_open_segment_and_exits_0():
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "jrsv_stream.serve.cli", "serve", "--port", "0", "--chunk-ms", "80",
-                             "--threads", "1", "--pipeline", "tiny"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        line = ""
-        deadline = time.monotonic() + 60
-        while "serving on" not in line and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, "server exited early"
-        base = line.split("serving on ")[1].split()[0]
-
+    with serve_process("--port", "0", "--chunk-ms", "80", "--threads", "1", "--pipeline", "tiny") as (proc, base):
         async def feed(sid: str, stop: asyncio.Event):
             ws = await connect(url(base, "publish", sid), proxy=None)
             await ws.send('{"type": "start"}')
@@ -310,9 +297,6 @@ def test_sigterm_under_load_flushes_every_open_segment_and_exits_0():
         got, codes, pub_codes, t0 = run(main(), 60)
         assert proc.wait(20) == 0
         took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert took < 15.0
     assert set(codes.values()) == {CloseCode.GOING_AWAY} and set(pub_codes) == {CloseCode.GOING_AWAY}
     for (sid, _), msgs in got.items():

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from contextlib import asynccontextmanager
@@ -25,6 +22,7 @@ from jrsv_stream.serve.protocol import CloseCode, decode_server_message, encode_
 from jrsv_stream.serve.server import CaptionServer, ServerConfig
 from jrsv_stream.stream.events import Error, Final, Partial, Stats
 from jrsv_stream.stream.pipeline_api import TinyPipeline
+from tests.streaming_helpers import serve_process
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -443,17 +441,7 @@ def test_stop_flushes_finals_and_closes_1001():
 
 
 def test_sigterm_on_the_serve_command_flushes_finals():
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "jrsv_stream.serve.cli", "serve", "--port", "0", "--chunk-ms", "80",
-                             "--threads", "1", "--pipeline", "tiny"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = ""
-        deadline = time.monotonic() + 60
-        while "serving on" not in line and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, "server exited early"
-        server_url = line.split("serving on ")[1].split()[0]
-
+    with serve_process("--port", "0", "--chunk-ms", "80", "--threads", "1", "--pipeline", "tiny") as (proc, server_url):
         async def main():
             sub = await connect(f"{server_url}/v1/subscribe/a", proxy=None)
             await recv_msg(sub)
@@ -474,7 +462,4 @@ def test_sigterm_on_the_serve_command_flushes_finals():
 
         msgs, code = run(main(), 60)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert [m for m in msgs if isinstance(m, Final)] and code == CloseCode.GOING_AWAY

@@ -62,32 +62,11 @@ def caption_options_from_args(a: argparse.Namespace):
     Raises:
         CaptionOptionError: a bad value (the flag or file field is named).
     """
-    from jrsv_stream.stream.captions import (CaptionOptionError, CaptionOptions, load_caption_config, merge_options,
+    from jrsv_stream.stream.captions import (CaptionOptions, load_caption_config, merge_options, options_from_flags,
                                              parse_caption_options)
 
     base = load_caption_config(a.caption_config) if a.caption_config else CaptionOptions()
-    d: dict = {}
-    hot = []
-    for h in a.hotword:
-        phrase, sep, boost = h.rpartition(":")
-        try:
-            hot.append({"phrase": phrase, "boost": float(boost)} if sep and phrase else h)
-        except ValueError:
-            hot.append(h)  # a colon inside the phrase
-    if hot:
-        d["hotwords"] = hot
-    rep = []
-    for r in a.replace:
-        src, sep, dst = r.partition("=")
-        if not sep:
-            raise CaptionOptionError("--replace", f"expected FROM=TO, got {r!r}")
-        rep.append({"from": src, "to": dst})
-    if rep:
-        d["replace"] = rep
-    if a.mask:
-        d["mask"] = list(a.mask)
-    if a.tracks is not None:
-        d["tracks"] = [t.strip() for t in a.tracks.split(",") if t.strip()]
+    d = options_from_flags(a.hotword, a.replace, a.mask, a.tracks)
     return merge_options(base, parse_caption_options(d, "flags"))
 
 

@@ -252,3 +252,36 @@ def load_caption_config(path: str | Path) -> CaptionOptions:
     if extra:
         raise CaptionOptionError(str(p), f"unknown key(s) {sorted(extra)} (known: {', '.join(FIELDS)})")
     return parse_caption_options(d, p.name)
+
+
+def options_from_flags(hotword: list[str], replace: list[str], mask: list[str], tracks: str | None) -> dict:
+    """The ``start`` schema (a dict, unvalidated) from command-line flags: ``--hotword
+    PHRASE[:BOOST]``, ``--replace FROM=TO``, ``--mask WORD`` (each repeated) and ``--tracks
+    speech,lyrics``; absent flags give absent fields.
+
+    Raises:
+        CaptionOptionError: a ``--replace`` without ``=``.
+    """
+    d: dict = {}
+    hot = []
+    for h in hotword:
+        phrase, sep, boost = h.rpartition(":")
+        try:
+            hot.append({"phrase": phrase, "boost": float(boost)} if sep and phrase else h)
+        except ValueError:
+            hot.append(h)  # a colon inside the phrase
+    if hot:
+        d["hotwords"] = hot
+    rep = []
+    for r in replace:
+        src, sep, dst = r.partition("=")
+        if not sep:
+            raise CaptionOptionError("--replace", f"expected FROM=TO, got {r!r}")
+        rep.append({"from": src, "to": dst})
+    if rep:
+        d["replace"] = rep
+    if mask:
+        d["mask"] = list(mask)
+    if tracks is not None:
+        d["tracks"] = [t.strip() for t in tracks.split(",") if t.strip()]
+    return d
