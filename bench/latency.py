@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance-s", type=float, default=1.0, help="text match: caption word end within this of the reference")
     ap.add_argument("--chunk-ms", type=float, default=None)
     ap.add_argument("--trailing-silence-s", type=float, default=None,
-                    help="endpoint after this much trailing blank (default: EndpointConfig's 0.8 s)")
+                    help="endpoint after this much trailing blank (default: the pipeline's rule 2)")
+    ap.add_argument("--endpoint", nargs="*", default=[], metavar="FIELD=SECONDS",
+                    help="EndpointConfig fields to replace in the pipeline's rules, e.g. pause_trailing_silence_s=0.32")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = ap.parse_args(argv)
     if a.threads:
@@ -169,12 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     if not items:
         raise SystemExit(f"no item with word timings in {a.manifest}")
     pipeline = load_pipeline(a.pipeline, int(round(a.chunk_ms * 16)) if a.chunk_ms else None)
-    from jrsv_stream.decode.endpoint import EndpointConfig
-    from jrsv_stream.stream.session import SessionConfig
+    import dataclasses
 
-    scfg = SessionConfig()
+    from jrsv_stream.stream.session import SessionConfig, session_endpoint
+
+    over = dict((k, float(v)) for k, v in (x.split("=", 1) for x in a.endpoint))
     if a.trailing_silence_s is not None:  # the endpoint's trailing blank after decoded tokens (rule 2)
-        scfg = SessionConfig(endpoint=EndpointConfig(rule2_trailing_silence_s=a.trailing_silence_s))
+        over["rule2_trailing_silence_s"] = a.trailing_silence_s
+    endpoint = dataclasses.replace(session_endpoint(SessionConfig(), pipeline), **over)  # the pipeline's rules, replaced
+    scfg = SessionConfig(endpoint=endpoint)
     st = ServerThread(pipeline, ServerConfig(host="127.0.0.1", port=0), scfg).start()
     received_by_item = []
     audio_s = 0.0
@@ -202,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {"benchmark": "latency", "pipeline": a.pipeline, "plumbing_only": a.pipeline == "tiny",
            "commit": git_commit(), **device_info(device),
            "config": {"manifest": str(a.manifest), "items": len(items), "audio_s": round(audio_s, 1), "match": mode,
-                      "tolerance_s": a.tolerance_s, "frame_ms": 20, "trailing_silence_s": scfg.endpoint.rule2_trailing_silence_s, "transport": "websocket on 127.0.0.1, real-time pacing"},
+                      "tolerance_s": a.tolerance_s, "frame_ms": 20, "trailing_silence_s": endpoint.rule2_trailing_silence_s,
+                      "endpoint": dataclasses.asdict(endpoint), "transport": "websocket on 127.0.0.1, real-time pacing"},
            "algorithmic_latency_ms": pipeline.algorithmic_latency_ms,
            "partial_latency_ms": {**pct(m["partial"]), "n": m["n_partial"]},
            "final_latency_ms": {**pct(m["final"]), "n": m["n_final"]},

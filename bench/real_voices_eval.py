@@ -136,6 +136,10 @@ def main(argv=None) -> int:
     ap.add_argument("--separator", default=None, help="'none': the recognizer hears the mixture (no separator)")
     ap.add_argument("--final-whisper", default=None, help="Whisper model of the finals (tiny.en, base, small)")
     ap.add_argument("--track-margin", type=float, default=None, help="the sessions' cross-track rule (default: off)")
+    ap.add_argument("--endpoint", nargs="*", default=[], metavar="FIELD=SECONDS",
+                    help="EndpointConfig fields to replace, e.g. rule2_trailing_silence_s=0.5")
+    ap.add_argument("--session", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="SessionConfig fields to replace, e.g. gate_on=0.3 gate_off=0.2")
     ap.add_argument("--label", default=None)
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
@@ -146,17 +150,20 @@ def main(argv=None) -> int:
         import os
 
         os.environ["JRSV_FINAL_WHISPER"] = a.final_whisper
+    endpoint = tuple((k, float(v)) for k, v in (x.split("=", 1) for x in a.endpoint))
+    session = tuple((k, float(v)) for k, v in (x.split("=", 1) for x in a.session))
     tmp = Path(tempfile.mkdtemp(prefix="real_voices_eval_"))
-    res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "track_margin": a.track_margin, "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
+    res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "track_margin": a.track_margin, "endpoint": dict(endpoint), "session": dict(session), "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
     for name in a.sets:
         m = set_manifest(name, Path(a.real_voices), Path(a.corpus), a.per_set, tmp)
         cfg = SystemEvalConfig(pipeline=pipeline, separator=a.separator, streams=a.streams, threads=a.threads, label=name,
-                               score_separation=False, track_margin=a.track_margin)
+                               score_separation=False, track_margin=a.track_margin, endpoint=endpoint,
+                               session=session)
         ev = evaluate_system(m, cfg)
         row = {"n_items": ev["n_items"], "audio_s": ev["audio_s"], "rtf": ev["rtf"], "failed": len(ev["failed_items"]),
                "tracks": {t: {"wer": v["wer"], "last_partial_wer": v["last_partial_wer"], "n_ref_words": v["n_ref_words"],
                               "hallucinated_words": v["hallucinated_words"]} for t, v in ev["tracks"].items()},
-               "items": ev["items"]}
+               "word_audio_latency_s": ev["word_audio_latency_s"], "items": ev["items"]}
         if a.ceiling:
             fw = faster_whisper_wer(m, ct2_folder(a.ceiling, Path(a.real_voices).parent / f"ct2_{a.ceiling}"), a.threads)
             row["faster_whisper"] = fw

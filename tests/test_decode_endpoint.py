@@ -47,6 +47,21 @@ def test_short_pause_does_not_end():
     assert state.ended_rule is None and used == 60 and state.num_frames == 60
 
 
+@pytest.mark.parametrize("chunk", [1, 8, 13])
+def test_rule2b_short_pause_closes_only_a_long_segment(chunk):
+    cfg = EndpointConfig(frame_shift_ms=40.0, rule2_trailing_silence_s=0.8, pause_trailing_silence_s=0.32,
+                         pause_min_utterance_s=2.0, activity_window_frames=0)
+    blanks = np.ones(200, bool)
+    blanks[0:40:4] = False  # tokens every 4 frames up to frame 36, then 12-frame pauses
+    blanks[48:100:13] = False  # frames 48, 61, 74, 87: pauses of 12 frames
+    state, used = run(blanks, cfg=cfg, chunk=chunk)
+    # the 8-frame (0.32 s) pause after frame 36 is too early (frame 44 < 50 = 2 s); the first
+    # 8-frame pause ending at or after frame 50 is the one after frame 48 (ends at frame 56)
+    assert state.ended_rule == "pause" and used == 57
+    state, used = run(blanks, chunk=chunk)  # rule 2b off (CFG): only the 0.8 s rule
+    assert state.ended_rule == "rule2" and used == 88 + 20
+
+
 @pytest.mark.parametrize("chunk", [1, 8])
 def test_rule3_max_length(chunk):
     blanks = np.zeros(1000, bool)  # continuous tokens, never a pause

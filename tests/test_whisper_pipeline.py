@@ -129,3 +129,32 @@ def test_speech_finals_from_the_mixture_are_aligned_with_the_emitted_frames():
     assert not torch.equal(outs[3].track_audio["lyrics"], outs[3].track_audio["speech"])
     with pytest.raises(ValueError, match="speech_final_audio"):
         JRSVPipeline(sep, asr, tok, 5120, speech_final_audio="both")
+
+
+def test_pipeline_file_carries_its_sessions_endpoint_rules(tmp_path):
+    """``endpoint:`` in pipeline.yaml is the rules of the pipeline's sessions (a session's
+    own config still wins); a bad field is a clear error before any model loads."""
+    import dataclasses
+
+    from jrsv_stream.decode.endpoint import EndpointConfig
+    from jrsv_stream.nn.pipeline import read_pipeline_file
+    from jrsv_stream.stream.session import SessionConfig, session_endpoint
+
+    (tmp_path / "pipeline.yaml").write_text(
+        f"separator: {REPO / 'models' / 'separator'}\nasr: {REPO / 'models' / 'whisper_ctc'}\n"
+        "endpoint:\n  rule2_trailing_silence_s: 0.5\n  pause_trailing_silence_s: 0.24\n")
+    ep = read_pipeline_file(tmp_path)["endpoint"]
+    assert ep == EndpointConfig(rule2_trailing_silence_s=0.5, pause_trailing_silence_s=0.24)
+
+    class P:
+        endpoint = ep
+
+    assert session_endpoint(SessionConfig(), P()) == ep
+    own = dataclasses.replace(ep, rule2_trailing_silence_s=0.9)
+    assert session_endpoint(SessionConfig(endpoint=own), P()) == own
+    assert session_endpoint(SessionConfig(), object()) == EndpointConfig()
+    shipped = read_pipeline_file(DEFAULT)["endpoint"]
+    assert shipped is None  # the shipped default keeps the default rules (shorter endpoints cost WER, README)
+    (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\nendpoint:\n  rule9_s: 1\n")
+    with pytest.raises(ValueError, match="pipeline.yaml: bad endpoint.*rule9_s"):
+        read_pipeline_file(tmp_path)

@@ -7,6 +7,9 @@ separator's activity probability (shared/DESIGN.md: activity heads gate the capt
   silence: close the empty segment so state does not grow);
 - rule 2: trailing blank >= ``rule2_trailing_silence_s`` after something was decoded (the
   speaker paused: finalize);
+- rule 2b: trailing blank >= ``pause_trailing_silence_s`` after something was decoded,
+  once the segment is at least ``pause_min_utterance_s`` long (a shorter pause closes a
+  long segment, so the first words of a long utterance do not wait for its end);
 - rule 3: segment length >= ``rule3_max_utterance_s`` whatever was decoded;
 - activity: the mean activity probability over the last ``activity_window_frames``
   frames is below ``activity_threshold`` after something was decoded (the voice on this
@@ -35,6 +38,8 @@ class EndpointConfig:
         frame_shift_ms: duration of one decoder frame (40 ms after subsampling).
         rule1_trailing_silence_s: trailing blank to end a segment with nothing decoded.
         rule2_trailing_silence_s: trailing blank to end a segment after decoded tokens.
+        pause_trailing_silence_s: rule 2b's trailing blank (0 disables rule 2b).
+        pause_min_utterance_s: rule 2b applies once the segment is this long.
         rule3_max_utterance_s: maximum segment length.
         activity_window_frames: frames averaged by the activity rule (0 disables it).
         activity_threshold: the activity rule fires when the window mean is below this.
@@ -44,6 +49,8 @@ class EndpointConfig:
     rule1_trailing_silence_s: float = 5.0
     rule2_trailing_silence_s: float = 0.8
     rule3_max_utterance_s: float = 20.0
+    pause_trailing_silence_s: float = 0.0
+    pause_min_utterance_s: float = 0.0
     activity_window_frames: int = 12
     activity_threshold: float = 0.2
 
@@ -70,7 +77,7 @@ class EndpointState(NamedTuple):
         activity_recent: the ``activity_window_frames`` most recent activity values,
             newest last (a tuple, so states compare and hash).
         activity_count: activity frames seen (the window is full when >= its size).
-        ended_rule: name of the rule that fired (``"rule1"``, ``"rule2"``, ``"rule3"``,
+        ended_rule: name of the rule that fired (``"rule1"``, ``"rule2"``, ``"pause"`` (rule 2b), ``"rule3"``,
             ``"activity"``), None while the segment is open.
         frames_used: frames of the last step's input consumed (all of them unless a rule
             fired inside the chunk; the caller starts the next segment with the rest).
@@ -133,6 +140,8 @@ def endpoint_step(state: EndpointState, frame_is_blank: np.ndarray, activity: np
     r1 = config.frames(config.rule1_trailing_silence_s)
     r2 = config.frames(config.rule2_trailing_silence_s)
     r3 = config.frames(config.rule3_max_utterance_s)
+    r2b = config.frames(config.pause_trailing_silence_s)
+    r2b_min = config.frames(config.pause_min_utterance_s)
     win = config.activity_window_frames
 
     n, trailing = state.num_frames, state.trailing_blank_frames
@@ -157,6 +166,8 @@ def endpoint_step(state: EndpointState, frame_is_blank: np.ndarray, activity: np
             rule = "rule1"
         elif something and r2 and trailing >= r2:
             rule = "rule2"
+        elif something and r2b and n >= r2b_min and trailing >= r2b:
+            rule = "pause"
         elif r3 and n >= r3:
             rule = "rule3"
         elif something and activity is not None and win > 0 and count >= win:

@@ -211,6 +211,8 @@ class SystemEvalConfig:
     lm_bonus: float | None = None
     score_separation: bool = True
     track_margin: float | None = None  # the sessions' cross-track rule (SessionConfig.track_margin)
+    endpoint: tuple[tuple[str, float], ...] = ()  # EndpointConfig fields to replace, e.g. (("rule2_trailing_silence_s", 0.5),)
+    session: tuple[tuple[str, float], ...] = ()  # SessionConfig fields to replace, e.g. (("gate_on", 0.3),)
 
     def __post_init__(self):
         if self.streams < 1:
@@ -354,6 +356,8 @@ def _run_item(worker, dataset, i: int, chunk_samples: int, score_separation: boo
         rec[track] = {"ref": getattr(item, f"{src}_text"), "hyp": hyps[track], "last_partial": partials[track],
                       "snr_bucket": track_bucket(item.extra, src) if getattr(item, src) is not None else None}
     rec["asr_s"] = round(time.perf_counter() - t0, 3)
+    rec["word_latency_s"] = word_audio_latency(events, {t: getattr(item, f"{src}_words") for t, src in TRACK_SOURCE.items()
+                                                         if getattr(item, f"{src}_text")})
     if score_separation:
         from jrsv_stream.separate import separate_stream
         from jrsv_stream.train.separator import score_separation_item
@@ -363,6 +367,53 @@ def _run_item(worker, dataset, i: int, chunk_samples: int, score_separation: boo
             sources, probs = separate_stream(sep, audio, chunk_samples, worker.device)
         rec["separation"] = score_separation_item(sources, probs, ex, ex["length"])
     return rec
+
+
+def word_audio_latency(events, ref_words: dict[str, list | None]) -> dict[str, dict[str, list[float]]]:
+    """Per track and reference word ``(word, start_s, end_s)``, how much *audio* had been
+    fed when a caption covering the word was emitted, minus the word's end: ``first``
+    (the first partial or final of the track that decoded past the word's end with a word
+    overlapping its span) and ``final`` (the first such final). The wall-clock latency of
+    the live path adds the compute of that chunk (and, for finals, the decoder's time) and
+    transport; ``bench/latency.py`` measures that in real time. Words never covered are
+    left out (``missed`` counts them)."""
+    from jrsv_stream.stream.events import Final, Partial
+
+    caps = [e for e in events if isinstance(e, (Partial, Final)) and e.text]
+    out: dict[str, dict[str, list[float]]] = {}
+    for track, words in ref_words.items():
+        if not words:
+            continue
+        first, final, missed = [], [], 0
+        evs = [e for e in caps if e.track == track]
+        for w in words:
+            s, e = float(w[1]), float(w[2])
+            hits = [ev for ev in evs if ev.audio_time_s >= e - 1e-6 and any(x[1] < e + 1e-6 and x[2] > s - 1e-6 for x in ev.words)]
+            fin = [ev for ev in hits if isinstance(ev, Final)]
+            if hits:
+                first.append(round(hits[0].audio_time_s - e, 3))
+            if fin:
+                final.append(round(fin[0].audio_time_s - e, 3))
+            else:
+                missed += 1
+        out[track] = {"first": first, "final": final, "missed": [missed]}
+    return out
+
+
+def summarize_word_latency(records: list[dict]) -> dict:
+    """p50/p95 (s) of :func:`word_audio_latency` per track over all records."""
+    out = {}
+    for track in TRACK_SOURCE:
+        agg: dict[str, list[float]] = {"first": [], "final": [], "missed": []}
+        for r in records:
+            for k, v in (r.get("word_latency_s") or {}).get(track, {}).items():
+                agg[k] += v
+        if not agg["first"] and not agg["missed"]:
+            continue
+        out[track] = {k: ({"p50": round(float(np.percentile(v, 50)), 3), "p95": round(float(np.percentile(v, 95)), 3),
+                           "n": len(v)} if v else None) for k, v in agg.items() if k != "missed"}
+        out[track]["missed"] = int(sum(agg["missed"]))
+    return out
 
 
 def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConfig(), progress: bool = False,
@@ -398,7 +449,12 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
                          device=pick_device(cfg.device or "auto"))
     from jrsv_stream.stream.session import SessionConfig
 
-    session_config = SessionConfig(track_margin=cfg.track_margin)
+    session_config = SessionConfig(track_margin=cfg.track_margin, **dict(cfg.session))
+    if cfg.endpoint:  # the pipeline's rules with these fields replaced
+        from jrsv_stream.stream.session import session_endpoint
+
+        session_config = dataclasses.replace(session_config, endpoint=dataclasses.replace(
+            session_endpoint(session_config, pipeline), **dict(cfg.endpoint)))
     records: list[dict | None] = [None] * len(dataset)
     failed: list[dict] = []
     lock = threading.Lock()
@@ -439,7 +495,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     return _json_safe({
         "label": cfg.label,
         "config": {"pipeline": None if cfg.separator and cfg.asr else cfg.pipeline, "separator": cfg.separator_path, "asr": cfg.asr_path,
-                   "chunk_ms": cfg.chunk_ms, "track_margin": cfg.track_margin, "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
+                   "chunk_ms": cfg.chunk_ms, "track_margin": cfg.track_margin, "endpoint": dict(cfg.endpoint), "session": dict(cfg.session), "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
                    "streams": cfg.streams, "device": str(worker.device), "max_items": cfg.max_items,
                    "lm": None if pipeline.lm is None else {"order": pipeline.lm.order, "weight": pipeline.lm.weight,
                                                            "token_bonus": pipeline.lm.token_bonus}},
@@ -447,6 +503,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
         "n_items": len(done),
         "failed_items": sorted(failed, key=lambda f: f["id"]),
         "tracks": score_tracks(done),
+        "word_audio_latency_s": summarize_word_latency(done),
         "separation": separation,
         "seconds": round(seconds, 2),
         "audio_s": round(audio_s, 2),

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jrsv_stream import SAMPLE_RATE
+from jrsv_stream.decode.endpoint import EndpointConfig
 from jrsv_stream.nn.asr import ASRModel, ASRState
 from jrsv_stream.nn.separator import load_separator
 from jrsv_stream.stream.pipeline_api import PipelineOutput, map_state, state_leaves
@@ -89,6 +90,7 @@ class JRSVPipeline(nn.Module):
 
     tracks = ("speech", "lyrics")
     sample_rate = SAMPLE_RATE
+    endpoint: EndpointConfig | None = None  # its sessions' endpoint rules (pipeline.yaml ``endpoint:``); None: defaults
 
     def __init__(self, separator: nn.Module, asr: ASRModel, tokenizer, chunk_samples: int = DEFAULT_CHUNK_SAMPLES, left_chunks: int = 16,
                  lm=None, track_gain: float = 1.0, speech_final_audio: str = "separated", voice_gate: bool = False,
@@ -290,8 +292,9 @@ def set_final_whisper(size: str | None) -> None:
 def read_pipeline_file(model_dir: str | Path) -> dict | None:
     """``model_dir/pipeline.yaml`` resolved: ``{"separator": Path | None, "asr": Path,
     "lm": Path | None, "chunk_ms": float | None, "speech_final_audio": str, "voice_gate": bool,
-    "voice_bias": float}`` (folders
-    relative to the file), or None when the folder has no such file.
+    "voice_bias": float, "endpoint": EndpointConfig | None}`` (folders relative to the file;
+    ``endpoint:`` a mapping of :class:`~jrsv_stream.decode.endpoint.EndpointConfig` fields,
+    the endpoint rules of this pipeline's sessions), or None when the folder has no such file.
 
     Raises:
         ValueError: the file is unreadable or lacks ``separator:`` / ``asr:``.
@@ -311,9 +314,15 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
         voice_bias = float(doc.get("voice_gate_bias", VOICE_BIAS))
     except Exception as e:
         raise ValueError(f"{spec}: not a pipeline file (needs separator: and asr:): {e}") from e
+    try:
+        ep = doc.get("endpoint")
+        endpoint = None if ep is None else EndpointConfig(**{str(k): float(v) for k, v in ep.items()})
+    except Exception as e:
+        raise ValueError(f"{spec}: bad endpoint: (EndpointConfig fields in seconds): {e}") from e
     return {"separator": None if sep_rel is None else root / sep_rel, "asr": root / asr_rel,
             "lm": None if lm_rel is None else root / lm_rel, "chunk_ms": None if chunk_ms is None else float(chunk_ms),
-            "speech_final_audio": speech_final_audio, "voice_gate": voice_gate, "voice_bias": voice_bias}
+            "speech_final_audio": speech_final_audio, "voice_gate": voice_gate, "voice_bias": voice_bias,
+            "endpoint": endpoint}
 
 
 def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
@@ -333,9 +342,11 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
     if spec is not None:
         if chunk_samples is None and spec["chunk_ms"]:
             chunk_samples = int(round(spec["chunk_ms"] * SAMPLE_RATE / 1000))
-        return pipeline_from_folders(spec["separator"], spec["asr"], chunk_samples, device, left_chunks, lm,
+        pipe = pipeline_from_folders(spec["separator"], spec["asr"], chunk_samples, device, left_chunks, lm,
                                      lm_dir=spec["lm"], speech_final_audio=spec["speech_final_audio"],
                                      voice_gate=spec["voice_gate"], voice_bias=spec["voice_bias"])
+        pipe.endpoint = spec["endpoint"]  # the sessions' endpoint rules (None: the defaults)
+        return pipe
     for sub in ("separator", "asr"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root / sub} not found: a pipeline folder holds separator/ and asr/ model folders")

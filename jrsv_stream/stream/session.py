@@ -55,7 +55,7 @@ from jrsv_stream.stream.worker import BatchWorker, StepResult
 
 _FORCED_BLANK_LOGP = -1.0e4  # log-prob given to non-blank tokens on gated-off frames
 # endpoint rule -> the ``reason`` of an utterance_end event
-_END_REASONS = {"rule1": "silence", "rule2": "silence", "rule3": "max_length", "activity": "activity"}
+_END_REASONS = {"rule1": "silence", "rule2": "silence", "pause": "silence", "rule3": "max_length", "activity": "activity"}
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,9 @@ class SessionConfig:
     Attributes:
         beam: prefix beam search settings (``blank_id`` is taken from the tokenizer; its
             ``lm``, when None, from the pipeline's optional ``lm`` attribute).
-        endpoint: endpoint rules (``frame_shift_ms`` is taken from the pipeline).
+        endpoint: endpoint rules (``frame_shift_ms`` is taken from the pipeline); None: the
+            pipeline's own (its ``endpoint`` attribute, from ``pipeline.yaml``), else the
+            :class:`EndpointConfig` defaults.
         gate_on: a track's gate opens on a frame with activity >= this.
         gate_off: and closes on a frame with activity < this (hysteresis).
         ctc_weight: CTC weight in attention rescoring.
@@ -81,7 +83,7 @@ class SessionConfig:
     """
 
     beam: PrefixBeamConfig = PrefixBeamConfig(beam=8, top_k=8, nbest=8)
-    endpoint: EndpointConfig = EndpointConfig()
+    endpoint: EndpointConfig | None = None
     gate_on: float = 0.5
     gate_off: float = 0.3
     ctc_weight: float = 0.5
@@ -97,6 +99,14 @@ class SessionConfig:
             raise ValueError(f"need 0 <= gate_off <= gate_on <= 1, got {self.gate_off}, {self.gate_on}")
         if self.stats_every_s <= 0:
             raise ValueError(f"stats_every_s must be > 0, got {self.stats_every_s}")
+
+
+def session_endpoint(config: SessionConfig, pipeline) -> EndpointConfig:
+    """The endpoint rules a session of ``pipeline`` runs: ``config.endpoint``, else the
+    pipeline's ``endpoint`` attribute, else the defaults."""
+    if config.endpoint is not None:
+        return config.endpoint
+    return getattr(pipeline, "endpoint", None) or EndpointConfig()
 
 
 @dataclass(frozen=True)
@@ -206,7 +216,7 @@ class StreamSession:
             config, beam=self._with_hotwords(dataclasses.replace(
                 config.beam, blank_id=int(self.tokenizer.blank_id),
                 lm=config.beam.lm if config.beam.lm is not None else getattr(p, "lm", None))),
-            endpoint=dataclasses.replace(config.endpoint, frame_shift_ms=1000.0 * self.frame_shift_s))
+            endpoint=dataclasses.replace(session_endpoint(config, p), frame_shift_ms=1000.0 * self.frame_shift_s))
         self.clock = clock
         self.handle = worker.open_stream(stream_id)
         self._pending = np.zeros(0, dtype=np.float32)  # samples of the incomplete chunk
