@@ -51,10 +51,10 @@ from jrsv_stream.audio.io import load_audio  # noqa: E402
 from jrsv_stream.audio.sources import ArraySource  # noqa: E402
 from jrsv_stream.data.manifest import read_manifest  # noqa: E402
 from jrsv_stream.serve.protocol import decode_server_message, stream_url  # noqa: E402
-from jrsv_stream.stream.pipeline_api import default_pipeline_spec  # noqa: E402
+from jrsv_stream.nn.loader import default_pipeline_spec  # noqa: E402
 from jrsv_stream.serve.server import ServerConfig, ServerThread  # noqa: E402
 from jrsv_stream.stream.events import Final, Partial, Stats  # noqa: E402
-from jrsv_stream.stream.pipeline_api import load_pipeline  # noqa: E402
+from jrsv_stream.nn.loader import load_pipeline  # noqa: E402
 
 STAGES = ("receive", "queue", "model", "decode", "send")
 

@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     ap.add_argument("--label", default=None)
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
-    from jrsv_stream.stream.pipeline_api import default_pipeline_spec
+    from jrsv_stream.nn.loader import default_pipeline_spec
 
     pipeline = a.pipeline or default_pipeline_spec()
     if a.final_whisper:

@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, device_name, git_commit  # noqa: E402
-from jrsv_stream.stream.pipeline_api import default_pipeline_spec  # noqa: E402
+from jrsv_stream.nn.loader import default_pipeline_spec  # noqa: E402
 
 MAX_MINUTES, MAX_STREAMS, MAX_SUBSCRIBERS = 240.0, 16, 16
 
@@ -55,7 +55,7 @@ def child(a: argparse.Namespace) -> int:
 
     from jrsv_stream.serve.server import CaptionServer, ServerConfig, serve_forever
     from jrsv_stream.stream.faults import Fault, FaultPlan
-    from jrsv_stream.stream.pipeline_api import load_pipeline
+    from jrsv_stream.nn.loader import load_pipeline
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if a.threads:

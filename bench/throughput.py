@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.common import git_commit  # noqa: E402
-from jrsv_stream.stream.pipeline_api import default_pipeline_spec, load_pipeline  # noqa: E402
+from jrsv_stream.nn.loader import default_pipeline_spec, load_pipeline  # noqa: E402
 from jrsv_stream.stream.session import SessionConfig, StreamSession  # noqa: E402
 from jrsv_stream.stream.worker import BatchWorker, QueueFull  # noqa: E402
 

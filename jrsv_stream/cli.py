@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from jrsv_stream.runner import run_handler
+
 
 def _cmd_data_synth(a: argparse.Namespace) -> int:
     from jrsv_stream.data.synth import SynthConfig, build_corpus, clean_partial_files
@@ -178,19 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_cli(sub)  # serve, capture, demo
     add_eval_cli(sub)
     return p
-
-
-def run_handler(args: argparse.Namespace, prog: str = "jrsv-stream") -> int:
-    """Run a parsed command's ``args.fn``: its exit code, 130 on Ctrl-C, 2 with a one-line
-    error for bad input (shared by ``jrsv-stream`` and the ``python -m`` entry points)."""
-    try:
-        return args.fn(args)
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from jrsv_stream.audio.io import load_audio
 from jrsv_stream.export.subtitles import cues_from_finals, write_subtitles
 from jrsv_stream.stream.events import Final
-from jrsv_stream.stream.pipeline_api import default_pipeline_spec, load_pipeline
+from jrsv_stream.nn.loader import default_pipeline_spec, load_pipeline
 from jrsv_stream.stream.session import transcribe
 from jrsv_stream.stream.worker import BatchWorker
 

@@ -19,7 +19,7 @@ from jrsv_stream.audio.io import save_audio
 from jrsv_stream.audio.sources import ArraySource
 from jrsv_stream.serve.protocol import stream_url
 from jrsv_stream.serve.server import CaptionServer, ServerConfig, ServerThread
-from jrsv_stream.stream.pipeline_api import TinyPipeline
+from jrsv_stream.nn.tiny import TinyPipeline
 from tests.prereq import require_tools
 
 torch.set_num_threads(1)

@@ -20,7 +20,7 @@ from clients.viewer import CaptionBoard, render, run_viewer
 from jrsv_stream.serve.protocol import message
 from jrsv_stream.serve.server import CaptionServer, ServerConfig
 from jrsv_stream.stream.events import Activity, Error, Final, Partial, Stats
-from jrsv_stream.stream.pipeline_api import TinyPipeline
+from jrsv_stream.nn.tiny import TinyPipeline
 from tests.prereq import needs
 
 torch.set_num_threads(1)

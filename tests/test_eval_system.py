@@ -17,7 +17,7 @@ from jrsv_stream.eval.system_eval import (_run_item, count_errors, normalize_tex
 from jrsv_stream.nn.asr import ASRModel
 from jrsv_stream.nn.pipeline import JRSVPipeline, PassThroughSeparator
 from jrsv_stream.stream.worker import BatchWorker
-from jrsv_stream.train.separator import score_separation_item
+from jrsv_stream.eval.separation import score_separation_item
 from tests.tiny_models import one_thread, save_tiny_pipeline, tone  # noqa: F401 (one_thread: autouse fixture)
 
 SR = 16000
@@ -326,7 +326,7 @@ def test_fusion_grid_replay_equals_direct_evals_and_saves_the_best(models, corpu
     from jrsv_stream.decode.ngram_lm import TokenNgramLM, load_model_lm
     from jrsv_stream.decode.tokenizer import Tokenizer
     from jrsv_stream.eval.system_eval import SystemEvalConfig, evaluate_system
-    from jrsv_stream.stream.pipeline_api import TinyPipeline
+    from jrsv_stream.nn.tiny import TinyPipeline
     from tests.tiny_models import TEXTS
 
     m = tmp_path / "m"

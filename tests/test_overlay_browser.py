@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from jrsv_stream.export.readability import READABILITY
 from jrsv_stream.serve.server import CaptionServer, ServerConfig
 from jrsv_stream.stream.events import Final
-from jrsv_stream.stream.pipeline_api import TinyPipeline
+from jrsv_stream.nn.tiny import TinyPipeline
 
 torch.set_num_threads(1)
 W, H = 1280, 720

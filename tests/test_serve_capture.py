@@ -95,7 +95,7 @@ def test_demo_on_the_shipped_models_recognizes_the_bundled_audio(monkeypatch):
     """The README's main job: the shipped default pipeline (models/default: the separator
     -> Whisper-CTC recognizer) on the bundled demo mix, through the live path, scored
     against the demo's transcript."""
-    from jrsv_stream.stream.pipeline_api import default_pipeline_spec
+    from jrsv_stream.nn.loader import default_pipeline_spec
 
     monkeypatch.delenv("JRSV_PIPELINE", raising=False)
     assert default_pipeline_spec(str(REPO / "models")) == str(REPO / "models" / "default")

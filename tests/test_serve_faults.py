@@ -26,7 +26,7 @@ from jrsv_stream.serve.server import CaptionServer, ServerConfig
 from jrsv_stream.stream.events import Error, Final, Partial
 from jrsv_stream.stream.faults import Fault, FaultPlan
 from tests.streaming_helpers import serve_process
-from jrsv_stream.stream.pipeline_api import TinyPipeline
+from jrsv_stream.nn.tiny import TinyPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 CHUNK = 1280  # 80 ms

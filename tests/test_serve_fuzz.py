@@ -32,7 +32,7 @@ from jrsv_stream.serve.protocol import (CloseCode, ErrorCode, Ping, ProtocolErro
 from jrsv_stream.serve.server import ServerConfig, ServerThread
 from jrsv_stream.stream.events import (Activity, Error, EventDecodeError, Final, Partial, Stats, decode_event,
                                        encode_event)
-from jrsv_stream.stream.pipeline_api import TinyPipeline
+from jrsv_stream.nn.tiny import TinyPipeline
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LIVE = settings(max_examples=170, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from jrsv_stream.serve.protocol import CloseCode, decode_server_message, encode_pcm
 from jrsv_stream.serve.server import CaptionServer, ServerConfig
 from jrsv_stream.stream.events import Error, Final, Partial, Stats
-from jrsv_stream.stream.pipeline_api import TinyPipeline
+from jrsv_stream.nn.tiny import TinyPipeline
 from tests.streaming_helpers import serve_process
 
 torch.set_num_threads(1)

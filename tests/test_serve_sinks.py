@@ -24,7 +24,7 @@ from jrsv_stream.serve.server import CaptionServer, ServerConfig
 from jrsv_stream.serve.sinks import (ObsSink, RetryPolicy, WebhookSink, YouTubeSink, feed_sinks, obs_auth, parse_sink,
                                      youtube_timestamp)
 from jrsv_stream.stream.events import Final
-from jrsv_stream.stream.pipeline_api import TinyPipeline
+from jrsv_stream.nn.tiny import TinyPipeline
 
 torch.set_num_threads(1)
 FAST = RetryPolicy(retry_base_s=0.05, retry_max_s=0.2, max_attempts=3, queue_size=8)

@@ -8,8 +8,10 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from jrsv_stream.stream.pipeline_api import (CharTokenizer, PipelineOutput, StreamingPipeline, TinyPipeline,
-                                             gather_state, load_pipeline, map_state, scatter_state, state_batch_size)
+from jrsv_stream.nn.loader import load_pipeline
+from jrsv_stream.nn.tiny import TinyPipeline
+from jrsv_stream.stream.pipeline_api import (CharTokenizer, PipelineOutput, StreamingPipeline, gather_state, map_state,
+                                             scatter_state, state_batch_size)
 from tests.streaming_helpers import assert_causal
 
 
@@ -126,7 +128,7 @@ def test_load_pipeline():
 
 
 def test_default_pipeline_prefers_whisper_then_the_joint_pair_then_the_cascade_then_tiny(tmp_path, monkeypatch):
-    from jrsv_stream.stream.pipeline_api import default_pipeline_spec
+    from jrsv_stream.nn.loader import default_pipeline_spec
 
     monkeypatch.delenv("JRSV_PIPELINE", raising=False)
     root = tmp_path / "models"

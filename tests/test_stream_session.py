@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from jrsv_stream.nn.tiny import TinyPipeline
 from jrsv_stream.stream.events import Activity, Final, Partial, Stats
-from jrsv_stream.stream.pipeline_api import CharTokenizer, PipelineOutput, TinyPipeline
+from jrsv_stream.stream.pipeline_api import CharTokenizer, PipelineOutput
 from jrsv_stream.stream.session import SessionConfig, StreamSession, transcribe
 from jrsv_stream.stream.worker import BatchWorker
 

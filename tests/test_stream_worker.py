@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from jrsv_stream.stream.pipeline_api import TinyPipeline
+from jrsv_stream.nn.tiny import TinyPipeline
 from jrsv_stream.stream.state_pool import PoolFull, StatePool
 from jrsv_stream.stream.worker import BatchWorker, NonFiniteOutput, QueueFull, WorkerStopped
 

@@ -32,7 +32,7 @@ def worker():
 
 
 def test_default_pipeline_is_the_whisper_one():
-    from jrsv_stream.stream.pipeline_api import default_pipeline_spec
+    from jrsv_stream.nn.loader import default_pipeline_spec
 
     assert default_pipeline_spec(str(REPO / "models")) == str(DEFAULT)
 

@@ -23,7 +23,7 @@ Reported:
   (music: the mean SNR of the item's vocals) and per scenario, and activity AUROC/F1: the
   separator's chunked ``step`` at the eval chunk size
   (:func:`jrsv_stream.separate.separate_stream`, aligned by ``output_delay_samples``),
-  scored by :func:`jrsv_stream.train.separator.score_separation_item` as in training
+  scored by :func:`jrsv_stream.eval.separation.score_separation_item` as in training
   validation. ``separation`` is null with ``--separator none``.
 
 An item that fails (unreadable audio, a model error event) is listed in ``failed_items``
@@ -168,9 +168,9 @@ def score_tracks(records: list[dict]) -> dict:
 
 
 def summarize_separation_by_scenario(scores: list[dict]) -> dict:
-    """:func:`jrsv_stream.train.separator.summarize_separation` overall, plus
+    """:func:`jrsv_stream.eval.separation.summarize_separation` overall, plus
     ``by_scenario``: {scenario: {"si_sdri": {source: dB}, "items": n}}."""
-    from jrsv_stream.train.separator import summarize_separation
+    from jrsv_stream.eval.separation import summarize_separation
 
     res = summarize_separation(scores)
     groups: dict[str, list[dict]] = {}
@@ -360,7 +360,7 @@ def _run_item(worker, dataset, i: int, chunk_samples: int, score_separation: boo
                                                          if getattr(item, f"{src}_text")})
     if score_separation:
         from jrsv_stream.separate import separate_stream
-        from jrsv_stream.train.separator import score_separation_item
+        from jrsv_stream.eval.separation import score_separation_item
 
         sep = worker.pipeline.separator
         with torch.inference_mode():
@@ -433,7 +433,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     from jrsv_stream.data.dynamic import ManifestDataset
     from jrsv_stream.data.manifest import read_manifest
     from jrsv_stream.stream.worker import BatchWorker
-    from jrsv_stream.train.separator import pick_device
+    from jrsv_stream.train.common import pick_device
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -585,7 +585,7 @@ def print_table(res: dict) -> None:
 
 def _cmd(a: argparse.Namespace) -> int:
     from jrsv_stream.nn.pipeline import set_final_whisper
-    from jrsv_stream.stream.pipeline_api import default_pipeline_spec
+    from jrsv_stream.nn.loader import default_pipeline_spec
 
     set_final_whisper(a.final_whisper)
     cfg = SystemEvalConfig(pipeline=a.pipeline or default_pipeline_spec(), separator=a.separator, asr=a.asr, chunk_ms=a.chunk_ms, max_items=a.max_items,

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from jrsv_stream.nn.pipeline import set_final_whisper
-from jrsv_stream.stream.pipeline_api import default_pipeline_spec
+from jrsv_stream.nn.loader import default_pipeline_spec
 
 DEMO_AUDIO_CANDIDATES = ("models/demo/demo.flac", "models/demo/demo.wav")
 DEMO_CACHE = Path("out/demo")
@@ -76,7 +76,7 @@ def _build(a: argparse.Namespace):
     import torch
 
     from jrsv_stream.serve.server import CaptionServer, ServerConfig
-    from jrsv_stream.stream.pipeline_api import load_pipeline
+    from jrsv_stream.nn.loader import load_pipeline
 
     logging.basicConfig(level=getattr(logging, str(a.log_level).upper(), logging.INFO), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if a.threads:
@@ -230,7 +230,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     from jrsv_stream.audio.sources import FileSource
     from jrsv_stream.serve.protocol import stream_url
     from jrsv_stream.serve.server import ServerConfig, ServerThread
-    from jrsv_stream.stream.pipeline_api import load_pipeline
+    from jrsv_stream.nn.loader import load_pipeline
 
     if a.threads:
         torch.set_num_threads(a.threads)

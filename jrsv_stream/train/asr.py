@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _add_args(argparse.ArgumentParser(prog="python -m jrsv_stream.train.asr",
                                              description="Train the streaming CTC/attention recognizer (resumable).")
                      ).parse_args(argv)
-    from jrsv_stream.cli import run_handler
+    from jrsv_stream.runner import run_handler
 
     return run_handler(args, "train asr")
 

@@ -559,11 +559,11 @@ def validate(models: JointModels, examples: list[dict], texts: list[tuple[str | 
         ``{"speech": {...}, "lyrics": {...}`` (``ErrorCounts.to_json``: ``wer``/``cer`` in
         percent or None, ``hallucinated_words``, counts), ``"wer_mean"`` (mean over the
         tracks with references; the selection metric), ``"separation"``
-        (:func:`jrsv_stream.train.separator.summarize_separation`, None without separator),
+        (:func:`jrsv_stream.eval.separation.summarize_separation`, None without separator),
         ``"items"``}.
     """
     from jrsv_stream.eval.system_eval import ErrorCounts, count_errors
-    from jrsv_stream.train.separator import score_separation_item, summarize_separation
+    from jrsv_stream.eval.separation import score_separation_item, summarize_separation
 
     asr, sep = models.asr, models.separator
     was = asr.training, (sep.training if sep is not None else False)
@@ -1015,7 +1015,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _add_args(argparse.ArgumentParser(prog="python -m jrsv_stream.train.joint",
                                              description="Joint separator + recognizer training (resumable).")
                      ).parse_args(argv)
-    from jrsv_stream.cli import run_handler
+    from jrsv_stream.runner import run_handler
 
     return run_handler(args, "train joint")
 
