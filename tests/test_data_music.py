@@ -9,7 +9,7 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
-from jrsv_stream.data import music
+from jrsv_stream.data import music, music_compose, music_samples, music_styles
 from jrsv_stream.data.music import MusicPiece, list_loops, synth_music
 from tests.prereq import needs, require_files
 
@@ -94,13 +94,13 @@ def test_never_silent_and_meta(kind, split):
 
 def test_arrangements_never_use_vocal_programs():
     for seed in range(150):
-        song = music._arrange(np.random.default_rng(seed), 8.0)
+        song = music_compose._arrange(np.random.default_rng(seed), 8.0)
         for part in song.parts.values():
             assert part["program"] not in music.EXCLUDED_PROGRAMS
             assert part["program"] not in (52, 53, 54)
     for style in music.STYLES.values():
         for pool in ("bass", "comp", "pad", "arp", "lead"):
-            assert music._allowed(style[pool]), (pool, style)
+            assert music_styles._allowed(style[pool]), (pool, style)
 
 
 @needs(files=(music.SAMPLES_DIR,))
@@ -111,7 +111,7 @@ def test_list_loops_splits_disjoint_and_cover_all_usable():
     assert not names["train"] & names["test"]
     assert not names["valid"] & names["test"]
     usable = {p.name for p in music.SAMPLES_DIR.iterdir()
-              if p.suffix == ".flac" and music._sample_role(p.stem) is not None}
+              if p.suffix == ".flac" and music_samples._sample_role(p.stem) is not None}
     assert names["train"] | names["valid"] | names["test"] == usable
     total = len(usable)
     assert 0.08 * total <= len(names["test"]) <= 0.25 * total
@@ -123,7 +123,7 @@ def test_list_loops_splits_disjoint_and_cover_all_usable():
             assert "loop_amen_full.flac" in v
     # every split gets rhythmic loops
     for s in splits:
-        assert any(music._sample_role(p.stem) == "loop" for p in splits[s]), s
+        assert any(music_samples._sample_role(p.stem) == "loop" for p in splits[s]), s
 
 
 @needs(files=(music.SAMPLES_DIR,))
@@ -132,12 +132,12 @@ def test_vocal_like_and_noise_samples_excluded():
     for stem in ("ambi_choir", "bass_voxy_c", "bass_voxy_hit_c", "misc_burp", "misc_crow",
                  "mehackit_robot1", "glitch_robot1", "ambi_haunted_hum", "vinyl_hiss"):
         assert stem not in every
-    assert music._sample_role("loop_new_thing") == "loop"
-    assert music._sample_role("loop_choir_pad") is None
+    assert music_samples._sample_role("loop_new_thing") == "loop"
+    assert music_samples._sample_role("loop_choir_pad") is None
 
 
 def test_list_loops_missing_folder(monkeypatch, tmp_path):
-    monkeypatch.setattr(music, "SAMPLES_DIR", tmp_path / "missing")
+    monkeypatch.setattr(music_samples, "SAMPLES_DIR", tmp_path / "missing")
     assert list_loops("train") == [] and list_loops("test") == []
     with pytest.raises(ValueError):
         list_loops("dev")
@@ -145,7 +145,7 @@ def test_list_loops_missing_folder(monkeypatch, tmp_path):
 
 @needs_synth
 def test_no_samples_folder_gives_midi_only(monkeypatch, tmp_path):
-    monkeypatch.setattr(music, "SAMPLES_DIR", tmp_path / "missing")
+    monkeypatch.setattr(music_samples, "SAMPLES_DIR", tmp_path / "missing")
     p = synth_music(_seed_of_kind("loop", "train"), 2.0)
     assert p.meta["kind"] == "midi" and p.meta["loops"] == []
     assert _min_window_rms(p.audio) >= 0.01
@@ -153,8 +153,8 @@ def test_no_samples_folder_gives_midi_only(monkeypatch, tmp_path):
 
 def test_resampler_keeps_passband_removes_alias():
     t = np.arange(44100) / 44100
-    low = music._resample_fft(np.sin(2 * np.pi * 1000 * t).astype(np.float32), 16000)
-    high = music._resample_fft(np.sin(2 * np.pi * 10000 * t).astype(np.float32), 16000)
+    low = music_samples._resample_fft(np.sin(2 * np.pi * 1000 * t).astype(np.float32), 16000)
+    high = music_samples._resample_fft(np.sin(2 * np.pi * 10000 * t).astype(np.float32), 16000)
     assert len(low) == 16000 and low.dtype == np.float32
     assert abs(float(np.sqrt(np.mean(low[2000:-2000] ** 2))) - 0.7071) < 0.01
     assert float(np.sqrt(np.mean(high[2000:-2000] ** 2))) < 0.01
