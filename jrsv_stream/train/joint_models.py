@@ -44,7 +44,7 @@ def validate(models: JointModels, examples: list[dict], texts: list[tuple[str | 
         (:func:`jrsv_stream.eval.separation.summarize_separation`, None without separator),
         ``"items"``}.
     """
-    from jrsv_stream.eval.system_eval import ErrorCounts, count_errors
+    from jrsv_stream.eval.scoring import ErrorCounts, count_errors
     from jrsv_stream.eval.separation import score_separation_item, summarize_separation
 
     asr, sep = models.asr, models.separator
