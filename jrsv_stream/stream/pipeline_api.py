@@ -1,4 +1,4 @@
-"""The model contract the live path codes against, state gather/scatter, and TinyPipeline.
+"""The model contract the live path codes against, state gather/scatter, and the character token table.
 
 A :class:`StreamingPipeline` turns fixed chunks of 16 kHz audio for ``B`` streams into
 per-track CTC log-probs and activity probabilities, carrying an explicit state (a
