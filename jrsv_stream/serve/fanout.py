@@ -12,7 +12,8 @@ from websockets.asyncio.server import ServerConnection
 
 from jrsv_stream.audio.sources import AudioSource
 from jrsv_stream.stream.events import Activity, Event, Partial, Stats, is_droppable
-from jrsv_stream.stream.session import Chunk, StreamSession, _Timings
+from jrsv_stream.stream.session import StreamSession
+from jrsv_stream.stream.session_state import Chunk, _Timings
 
 
 class SubscriberQueue:

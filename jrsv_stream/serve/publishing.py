@@ -18,7 +18,8 @@ from jrsv_stream.serve.protocol import (CloseCode, End, ErrorCode, Ping, Protoco
                                         parse_client_message)
 from jrsv_stream.stream.captions import CaptionOptions, merge_options
 from jrsv_stream.stream.events import Error, Event, encode_event
-from jrsv_stream.stream.session import Chunk, StreamSession
+from jrsv_stream.stream.session import StreamSession
+from jrsv_stream.stream.session_state import Chunk
 from jrsv_stream.stream.state_pool import PoolFull
 from jrsv_stream.stream.worker import QueueFull, WorkerStopped
 
