@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
 from jrsv_stream.export.readability import rules_json
+from jrsv_stream.serve.protocol import split_request_target
 
 OVERLAY_PATHS = ("/overlay", "/overlay.html", "/overlay/")
 RULES_PATH = "/overlay/rules.json"
@@ -52,7 +52,7 @@ def _respond(connection: ServerConnection, body: str, content_type: str) -> Resp
 
 def overlay_response(connection: ServerConnection, path: str) -> Response | None:
     """The HTTP response for an overlay path, None for any other path."""
-    p = urlsplit(path).path
+    p = split_request_target(path)[0]
     if p == RULES_PATH:
         return _respond(connection, rules_json() + "\n", "application/json")
     if p in OVERLAY_PATHS:

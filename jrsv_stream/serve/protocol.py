@@ -78,6 +78,14 @@ class ProtocolError(ValueError):
 
 
 # ---------------------------------------------------------------------- paths and auth
+def split_request_target(target: str) -> tuple[str, str]:
+    """An HTTP request target (origin form, ``/path?query#frag``) -> (path, query), split
+    by hand: ``urlsplit`` reads a target starting ``//`` as a host and raises on ``//[``."""
+    rest = target.split("#", 1)[0]
+    path, _, query = rest.partition("?")
+    return path, query
+
+
 @dataclass(frozen=True)
 class Route:
     role: str  # "publish" | "subscribe" | "health"
@@ -87,17 +95,17 @@ class Route:
 
 def parse_path(path: str, headers: Any = None) -> Route:
     """``/v1/publish/ID?token=T`` -> Route. Raises ProtocolError (``bad_message``) otherwise."""
-    parts = urlsplit(path)
-    token = (parse_qs(parts.query).get("token") or [None])[0]
+    req_path, query = split_request_target(path)
+    token = (parse_qs(query).get("token") or [None])[0]
     if headers is not None:
         auth = headers.get("Authorization") if hasattr(headers, "get") else None
         if auth and auth.lower().startswith("bearer "):
             token = auth[7:].strip()
-    if parts.path == HEALTH_PATH:
+    if req_path == HEALTH_PATH:
         return Route("health", "", token)
-    m = re.fullmatch(r"/v1/(publish|subscribe)/([^/]+)", parts.path)
+    m = re.fullmatch(r"/v1/(publish|subscribe)/([^/]+)", req_path)
     if not m:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown path {parts.path!r}: use /v1/publish/<stream_id> or /v1/subscribe/<stream_id>")
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown path {req_path!r}: use /v1/publish/<stream_id> or /v1/subscribe/<stream_id>")
     if not STREAM_ID_RE.match(m.group(2)):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"bad stream id {m.group(2)!r}: 1-64 of [A-Za-z0-9_.-], starting alphanumeric")
     return Route(m.group(1), m.group(2), token)
