@@ -141,3 +141,28 @@ def test_evaluate_separator_reports_snr_buckets(tmp_path, corpus):
         assert sum(ev["counts_by_snr"][s].values()) <= 2
     assert sum(ev["counts_by_snr"]["music"].values()) == 2  # music is in every item
     assert set(ev["activity"]) == {"speech", "singing"}
+
+
+def test_init_from_warm_starts_a_new_run_with_the_given_weights(tmp_path, corpus):
+    a = train_separator(str(write_config(tmp_path / "a.yaml", corpus, tmp_path / "a", max_steps=3)), progress=False)
+    src = Path(a["export_dir"])
+    cfg = write_config(tmp_path / "b.yaml", corpus, tmp_path / "b", name="warm", max_steps=1, lr=1e-12, lr_min=1e-12,
+                       warmup_steps=0)
+    d = yaml.safe_load(cfg.read_text())
+    d["run"]["init_from"] = str(src)
+    d["data"]["augment"] = {"enabled": True, "p_eq": 1.0, "p_reverb": 1.0}
+    cfg.write_text(yaml.safe_dump(d))
+    b = train_separator(str(cfg), progress=False)
+    assert b["step"] == 1
+    ref = load_separator(src)[0].state_dict()
+    got = _weights(Path(b["run_dir"]))
+    assert all(torch.allclose(ref[k], got[k], atol=1e-6) for k in ref)  # lr ~0: still the source's weights
+    d["model"]["stft_mask"]["gru_hidden"] = 12  # another model: refused, clearly
+    d["name"] = "warm2"
+    cfg.write_text(yaml.safe_dump(d))
+    with pytest.raises(CheckpointError, match="init_from.*model config"):
+        train_separator(str(cfg), progress=False)
+    d["run"]["init_from"] = str(tmp_path / "nowhere")
+    cfg.write_text(yaml.safe_dump(d))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train_separator(str(cfg), progress=False)

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from jrsv_stream import SAMPLE_RATE
 from jrsv_stream.audio.io import load_audio
+from jrsv_stream.data.augment import AugmentConfig, augment_stems
 from jrsv_stream.data.compose import plan_items, render_item
 from jrsv_stream.data.manifest import Word, read_manifest
 from jrsv_stream.data.synth import SourceStore, read_source_index
@@ -115,11 +116,13 @@ class DynamicMixDataset(IterableDataset):
         num_batches: stop after this many batches (None: endless).
         plan_kwargs: extra arguments for ``plan_items`` (``scenario_weights``,
             ``snr_range_db``, ``min_s``, ``max_s``).
+        augment: training effects on the crop's stems (:mod:`jrsv_stream.data.augment`),
+            drawn from the example's own generator after the crop; None or disabled: none.
     """
 
     def __init__(self, root: str | Path, split: str, crop_samples: int, hop_samples: int, batch_size: int | None = None,
                  seed: int = 0, start_batch: int = 0, num_batches: int | None = None, plan_kwargs: dict | None = None,
-                 energy_db: float = -30.0, cache_size: int = 256):
+                 energy_db: float = -30.0, cache_size: int = 256, augment: AugmentConfig | None = None):
         super().__init__()
         if crop_samples <= 0 or crop_samples % hop_samples:
             raise ValueError(f"crop_samples={crop_samples} must be a positive multiple of hop_samples={hop_samples}")
@@ -129,6 +132,7 @@ class DynamicMixDataset(IterableDataset):
         self.start_batch, self.num_batches = start_batch, num_batches
         self.plan_kwargs = dict(plan_kwargs or {})
         self.energy_db, self.cache_size = energy_db, cache_size
+        self.augment = augment if augment is not None and augment.enabled else None
         self.index = {k: read_source_index(self.root, k, split) for k in STEMS}
         if not self.index["music"] or not (self.index["speech"] or self.index["singing"]):
             raise ValueError(f"{self.root}: split {split!r} has no music or no vocal sources")
@@ -162,7 +166,10 @@ class DynamicMixDataset(IterableDataset):
         snr = {v: float(item.mix.snr_db[v]) if v in item.mix.snr_db else float("nan") for v in VOCALS}
         meta = {"id": plan.id, "scenario": plan.scenario, "speech_snr_db": snr["speech"],
                 "singing_snr_db": snr["singing"], "offset_s": offset / SAMPLE_RATE}
-        return {"mixture": torch.from_numpy(_crop(item.mix.mixture, offset, n).copy()), "stems": torch.from_numpy(stems),
+        mixture = _crop(item.mix.mixture, offset, n).copy()
+        if self.augment is not None:  # effects on the stems; the mixture is rebuilt as their sum
+            mixture, stems = augment_stems(stems, rng, self.augment)
+        return {"mixture": torch.from_numpy(mixture), "stems": torch.from_numpy(stems),
                 "activity": torch.from_numpy(act), "meta": meta}
 
     def batch(self, b: int) -> dict:

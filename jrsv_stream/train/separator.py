@@ -32,9 +32,10 @@ from pathlib import Path
 import torch
 
 from jrsv_stream import SAMPLE_RATE
+from jrsv_stream.data.augment import AugmentConfig
 from jrsv_stream.eval.separation import score_separation_item, summarize_separation
 from jrsv_stream.nn.separator import (ConfigError, SeparatorConfig, build_separator, config_from_dict, count_parameters,
-                                      save_separator)
+                                      load_separator, save_separator)
 from jrsv_stream.train.common import (StopFlag, add_train_args, list_step_checkpoints, pick_device, prune_checkpoints,
                                      save_atomic)
 
@@ -46,7 +47,9 @@ CKPT_FORMAT = 1
 class DataConfig:
     """corpus: corpus folder (sources + manifests); valid_manifest: default
     ``<corpus>/valid.jsonl``; crop_s: training crop (rounded to the model hop);
-    valid_items / valid_max_s: cap the validation cost (None: all items, whole)."""
+    valid_items / valid_max_s: cap the validation cost (None: all items, whole);
+    augment: training effects on the stems (EQ, reverb, level automation, compression, level),
+    see :mod:`jrsv_stream.data.augment` (off unless ``augment.enabled``)."""
 
     corpus: str = "data/corpus"
     train_split: str = "train"
@@ -57,6 +60,7 @@ class DataConfig:
     seed: int = 0
     valid_items: int | None = 64
     valid_max_s: float | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,9 @@ class RunConfig:
     ckpt_every: int = 250
     valid_every: int = 500
     keep_checkpoints: int = 3
+    # warm start of a NEW run (no checkpoint to resume) from a separator model folder or
+    # separator.pt of the same model config: weights only, fresh optimizer and schedule
+    init_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -272,6 +279,16 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
         torch.set_rng_state(ck["rng"]["torch"])
         if dev.type == "cuda" and "cuda" in ck["rng"]:
             torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+    elif r.init_from:
+        init_path = Path(r.init_from)
+        src = init_path / "separator.pt" if init_path.is_dir() else init_path
+        if not src.is_file():
+            raise FileNotFoundError(f"run.init_from {r.init_from}: no separator.pt there")
+        init_model, init_cfg, _ = load_separator(src)
+        if _active_model_config(init_cfg) != _active_model_config(cfg.model):
+            raise CheckpointError(f"run.init_from {src}: its model config differs from this config's model")
+        model.load_state_dict(init_model.state_dict())
+        print(f"warm start from {src} (weights only)", file=sys.stderr)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
 
     from torch.utils.data import DataLoader
@@ -282,7 +299,7 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
     hop = model.hop_samples
     crop = max(1, int(round(dc.crop_s * SAMPLE_RATE / hop))) * hop
     train_ds = DynamicMixDataset(dc.corpus, dc.train_split, crop, hop, batch_size=dc.batch_size, seed=dc.seed,
-                                 start_batch=step)
+                                 start_batch=step, augment=dc.augment)
     loader = DataLoader(train_ds, batch_size=None, num_workers=dc.num_workers, pin_memory=dev.type == "cuda",
                         prefetch_factor=4 if dc.num_workers > 0 else None, persistent_workers=False,
                         worker_init_fn=_worker_init if dc.num_workers > 0 else None)
