@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.common import git_commit  # noqa: E402
+from bench.common import git_commit, parse_overrides  # noqa: E402
 from bench.throughput import device_info, pct  # noqa: E402
 from clients.broadcast import broadcast  # noqa: E402
 from jrsv_stream.audio.io import load_audio  # noqa: E402
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from jrsv_stream.stream.session import SessionConfig, session_endpoint
 
-    over = dict((k, float(v)) for k, v in (x.split("=", 1) for x in a.endpoint))
+    over = parse_overrides(a.endpoint, "--endpoint")
     if a.trailing_silence_s is not None:  # the endpoint's trailing blank after decoded tokens (rule 2)
         over["rule2_trailing_silence_s"] = a.trailing_silence_s
     endpoint = dataclasses.replace(session_endpoint(SessionConfig(), pipeline), **over)  # the pipeline's rules, replaced

@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import parse_overrides  # noqa: E402
 from jrsv_stream.eval.system_eval import ErrorCounts, SystemEvalConfig, count_errors, evaluate_system  # noqa: E402
 
 SETS = ("real_clean", "real_m5", "real_0", "real_p5", "corpus_speech", "corpus_singing", "corpus_mix")
@@ -150,8 +151,8 @@ def main(argv=None) -> int:
         import os
 
         os.environ["JRSV_FINAL_WHISPER"] = a.final_whisper
-    endpoint = tuple((k, float(v)) for k, v in (x.split("=", 1) for x in a.endpoint))
-    session = tuple((k, float(v)) for k, v in (x.split("=", 1) for x in a.session))
+    endpoint = tuple(parse_overrides(a.endpoint, "--endpoint").items())
+    session = tuple(parse_overrides(a.session, "--session").items())
     tmp = Path(tempfile.mkdtemp(prefix="real_voices_eval_"))
     res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "track_margin": a.track_margin, "endpoint": dict(endpoint), "session": dict(session), "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
     for name in a.sets:

@@ -1,5 +1,6 @@
 """bench/latency.py's word matching: a word counts from when it was on screen without a break."""
 
+import pytest
 import sys
 from pathlib import Path
 
@@ -47,3 +48,13 @@ def test_other_segments_do_not_extend_a_word_and_text_mode_is_unchanged():
     assert abs(_lat(rec)[0][0] - 200.0) < 1e-6
     # text mode: the first event with the same word ending within the tolerance, whenever it came
     assert abs(_lat(rec, mode="text")[0][0] + 300.0) < 1e-6
+
+
+def test_override_pairs_parse_or_exit_with_the_option_named():
+    from bench.common import parse_overrides
+
+    assert parse_overrides(["rule2_trailing_silence_s=0.5", "gate_on=3"], "--x") == {
+        "rule2_trailing_silence_s": 0.5, "gate_on": 3.0}
+    for bad in ("gate_on", "=0.3", "gate_on=high"):
+        with pytest.raises(SystemExit, match="--session: expected FIELD=NUMBER"):
+            parse_overrides([bad], "--session")
