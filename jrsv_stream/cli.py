@@ -78,6 +78,15 @@ def _cmd_data_real_voices(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_ood(a: argparse.Namespace) -> int:
+    from jrsv_stream.data.ood import build_ood, format_summary
+
+    summary = build_ood(a.out, seed=a.seed, n_items=a.items, sources=a.sources,
+                        stempeg=False if a.no_stempeg else None, progress=not a.quiet)
+    print(format_summary(summary, a.out))
+    return 0
+
+
 def _print_stats(stats: dict, root) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -160,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-words", type=int, default=2, help="leave out utterances with fewer words (default 2)")
     s.add_argument("--list", action="store_true", help="list the installed sources and their utterances; build nothing")
     s.set_defaults(fn=_cmd_data_real_voices)
+
+    s = data.add_parser("ood", help="held-out out-of-domain separation test set: real voices spoken and WORLD-sung "
+                                    "over music from other soundfonts (TimGM6mb, csound GM bank, OPL-3 FM)")
+    s.add_argument("--out", required=True, help="output folder (test.jsonl, test_transcribed.jsonl, summary.json, mixtures/)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--items", type=int, default=180, help="items from the real voices (default 180: 60 per scenario, "
+                                                          "20 per scenario and SNR bucket)")
+    s.add_argument("--sources", nargs="+", default=None,
+                   help="only these real-voice sources (librivox cards goforward tidigits alsa asterisk; default: all installed)")
+    s.add_argument("--no-stempeg", action="store_true", help="leave out the stempeg MUSDB18 excerpt even if installed")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.set_defaults(fn=_cmd_data_ood)
 
     from jrsv_stream.eval.system_eval import add_cli as add_eval_cli
     from jrsv_stream.separate import add_cli as add_separate_cli

@@ -134,7 +134,8 @@ def _master(x: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
 
 
 def synth_music(seed: int, duration_s: float, split: str = "train",
-                workdir: str | Path | None = None, sample_rate: int = SAMPLE_RATE) -> MusicPiece:
+                workdir: str | Path | None = None, sample_rate: int = SAMPLE_RATE,
+                soundfont: str | Path | None = None) -> MusicPiece:
     """Generate ``duration_s`` seconds of backing music; deterministic for (seed, duration, split).
 
     Args:
@@ -143,9 +144,13 @@ def synth_music(seed: int, duration_s: float, split: str = "train",
         split: "train", "valid" or "test": which recorded samples may be used (disjoint).
         workdir: where the temporary MIDI/WAV go (a temp dir inside it, removed after).
         sample_rate: output rate (render and samples are produced at this rate).
+        soundfont: the GM soundfont (.sf2 / .sf3) fluidsynth renders the MIDI with; default
+            :data:`SOUNDFONT` (FluidR3 GM, the corpus's). The composition and every random
+            draw are the same whatever the soundfont: only the instrument recordings change.
+            ``meta`` does not name it (the caller knows what it passed).
 
     Raises:
-        MusicError: fluidsynth or the GM soundfont is missing, or rendering failed.
+        MusicError: fluidsynth or the soundfont is missing, or rendering failed.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -162,14 +167,14 @@ def synth_music(seed: int, duration_s: float, split: str = "train",
         for attempt_kind in (kind, "midi+loop", "midi"):
             if attempt_kind != "midi" and not pool:
                 continue
-            audio, meta = _generate(rng, attempt_kind, duration_s, n_out, sr, pool, Path(tmp))
+            audio, meta = _generate(rng, attempt_kind, duration_s, n_out, sr, pool, Path(tmp), soundfont)
             if _window_rms(audio, sr).min() >= RMS_FLOOR:
                 break
     meta.update(seed=int(seed), split=split)
     return MusicPiece(audio=audio, meta=meta)
 
 
-def _generate(rng, kind, duration_s, n_out, sr, pool, tmp):
+def _generate(rng, kind, duration_s, n_out, sr, pool, tmp, soundfont=None):
     """One attempt at a piece of ``kind``; returns (audio, meta)."""
     layers_rng = np.random.default_rng(rng.integers(1 << 62))
     layers = _SampleLayers(layers_rng, pool, 0, sr)
@@ -242,7 +247,7 @@ def _generate(rng, kind, duration_s, n_out, sr, pool, tmp):
         else:
             render_song = _Song(**{**song.__dict__, "parts": parts})
         midi = _render_midi(_to_midi(render_song, rng, end_s=total_n / sr + 0.05), total_n, sr,
-                            tmp)
+                            tmp, soundfont)
         mix += midi
         ref = _rms(midi[int(off_s * sr):])
         instruments = [pretty_midi.program_to_instrument_name(p["program"])

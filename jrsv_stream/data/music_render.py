@@ -1,6 +1,7 @@
 """Rendering of a music-stem piece: the arrangement to MIDI and through the fluidsynth CLI
-(FluidR3 GM soundfont), and the recorded-sample layers (loops, kits, bass one-shots,
-phrases, effects) on top of it."""
+(FluidR3 GM soundfont by default; :func:`_render_midi` takes another one, e.g. the
+out-of-domain set's TimGM6mb / csound GM / OPL-3 FM banks), and the recorded-sample layers (loops,
+kits, bass one-shots, phrases, effects) on top of it."""
 
 from __future__ import annotations
 
@@ -45,19 +46,24 @@ def _to_midi(song: _Song, rng: np.random.Generator, end_s: float) -> pretty_midi
     return pm
 
 
-def _render_midi(pm: pretty_midi.PrettyMIDI, n_samples: int, sr: int, tmp: Path) -> np.ndarray:
-    """Render with the fluidsynth CLI; (n_samples,) float32 mono (zero-padded)."""
+def _render_midi(pm: pretty_midi.PrettyMIDI, n_samples: int, sr: int, tmp: Path,
+                 soundfont: str | os.PathLike | None = None) -> np.ndarray:
+    """Render with the fluidsynth CLI; (n_samples,) float32 mono (zero-padded).
+
+    ``soundfont``: an .sf2 / .sf3 file (default :data:`SOUNDFONT`, FluidR3 GM)."""
     exe = shutil.which("fluidsynth")
-    if exe is None or not SOUNDFONT.is_file():
-        raise MusicError(f"music synthesis needs the fluidsynth CLI and {SOUNDFONT} "
-                         "(Debian: apt-get install fluidsynth fluid-soundfont-gm)")
+    font = SOUNDFONT if soundfont is None else Path(soundfont)
+    if exe is None or not font.is_file():
+        package = "fluid-soundfont-gm" if font == SOUNDFONT else "the package that ships it"
+        raise MusicError(f"music synthesis needs the fluidsynth CLI and {font} "
+                         f"(Debian: apt-get install fluidsynth; {font.name}: {package})")
     mid, wav = tmp / "song.mid", tmp / "song.wav"
     pm.write(str(mid))
     # dynamic sample loading: only the presets used are read from the 141 MB soundfont;
     # 64 voices: old release tails are stolen first, halving the cost of harp/mallet parts
     cmd = [exe, "-ni", "-q", "-g", "0.6", "-r", str(sr), "-O", "float", "-T", "wav",
            "-o", "synth.dynamic-sample-loading=1", "-o", "synth.polyphony=64",
-           "-F", str(wav), str(SOUNDFONT), str(mid)]
+           "-F", str(wav), str(font), str(mid)]
     res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          stdin=subprocess.DEVNULL)
     if res.returncode != 0 or not wav.is_file():
