@@ -69,7 +69,15 @@ recording, an utterance-level activity reference),
 ``test_transcribed.jsonl`` (items whose every vocal has a transcript),
 ``mixtures/<id>/{mixture,speech,singing,music}.flac`` (16 kHz, 16-bit) and ``summary.json``.
 Deterministic for ``(seed, items, installed sources)``: the same seed rebuilds the same
-bytes. The default set (180 items, ~0.6 h) builds in a few minutes on two cores.
+bytes. The default set (180 items + the 3 stempeg items, 0.57 h) builds in about 90 s on
+two cores (measured).
+
+Limits, as they are: the real voices are few. Of the 305 recordings in the pools (all
+installed sources; spoken recordings <= 15 s, sung lines <= 14 s), 285 are Allison Smith's Asterisk
+prompts, so the speech and singing figures are mostly one professional female voice; the
+other sources (LibriVox, cards, TIDIGITS, goforward, alsa) add 20 recordings. The sung
+vocals are WORLD re-syntheses of speech (a real voice's timbre, a synthetic melody), not
+real singing; only the stempeg excerpt is a real singer.
 """
 
 from __future__ import annotations
