@@ -10,7 +10,9 @@ Sets (each item's *mixture* audio is what both systems hear):
   +5 dB (``test_mixed.jsonl``);
 - ``corpus_speech`` / ``corpus_singing``: the corpus test split's clean speech / singing
   stems (a manifest derived from ``test.jsonl`` whose mixture is the stem);
-- ``corpus_mix``: the corpus test mixtures (speech and lyrics tracks).
+- ``corpus_mix``: the corpus test mixtures (speech and lyrics tracks);
+- ``ood_mix``: the out-of-domain mixtures (``jrsv-stream data ood``: real voices, spoken and
+  WORLD-sung, over music from soundfonts the corpus never used; both tracks).
 
 ``--per-set N`` takes N items per set, spread evenly over the set (all real non-Asterisk
 voices first, so every source is in). Writes JSON and a PNG.
@@ -33,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import parse_overrides  # noqa: E402
 from jrsv_stream.eval.system_eval import ErrorCounts, SystemEvalConfig, count_errors, evaluate_system  # noqa: E402
 
-SETS = ("real_clean", "real_m5", "real_0", "real_p5", "corpus_speech", "corpus_singing", "corpus_mix")
+SETS = ("real_clean", "real_m5", "real_0", "real_p5", "corpus_speech", "corpus_singing", "corpus_mix", "ood_mix")
 
 
 def _rows(path: Path) -> list[dict]:
@@ -50,9 +52,24 @@ def _spread(rows: list[dict], n: int | None) -> list[dict]:
     return first + ([rest[int(i * len(rest) / k)] for i in range(k)] if k > 0 else [])
 
 
-def set_manifest(name: str, real_root: Path, corpus_root: Path, n: int | None, out_dir: Path) -> Path:
+def set_manifest(name: str, real_root: Path, corpus_root: Path, n: int | None, out_dir: Path,
+                 ood_root: Path = Path("data/ood")) -> Path:
     """A manifest of the set's items written under ``out_dir`` (mixture paths absolute)."""
-    if name.startswith("real_"):
+    if name == "ood_mix":  # items whose every vocal has a transcript; n split evenly over the 3 scenarios,
+        # a seeded sample within each (the set's scenario / SNR cycles would alias with an even stride)
+        rows, root = _rows(ood_root / "test_transcribed.jsonl"), ood_root
+        if n is not None and len(rows) > n:
+            import numpy as np
+
+            rng = np.random.default_rng(0)
+            scen = sorted({r["scenario"] for r in rows})
+            pick = []
+            for j, sc in enumerate(scen):
+                group = [r for r in rows if r["scenario"] == sc]
+                k = n // len(scen) + (1 if j < n % len(scen) else 0)
+                pick += [group[i] for i in sorted(rng.permutation(len(group))[:k])]
+            rows = pick
+    elif name.startswith("real_"):
         src = real_root / ("test_clean.jsonl" if name == "real_clean" else "test_mixed.jsonl")
         rows = _rows(src)
         if name != "real_clean":
@@ -129,6 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pipeline", default=None, help="pipeline folder (default: the shipped default)")
     ap.add_argument("--real-voices", default="data/real_voices")
     ap.add_argument("--corpus", default="data/corpus")
+    ap.add_argument("--ood", default="data/ood", help="the out-of-domain set (jrsv-stream data ood) for ood_mix")
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     ap.add_argument("--per-set", type=int, default=40)
     ap.add_argument("--streams", type=int, default=4)
@@ -156,7 +174,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="real_voices_eval_"))
     res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "track_margin": a.track_margin, "endpoint": dict(endpoint), "session": dict(session), "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
     for name in a.sets:
-        m = set_manifest(name, Path(a.real_voices), Path(a.corpus), a.per_set, tmp)
+        m = set_manifest(name, Path(a.real_voices), Path(a.corpus), a.per_set, tmp, Path(a.ood))
         cfg = SystemEvalConfig(pipeline=pipeline, separator=a.separator, streams=a.streams, threads=a.threads, label=name,
                                score_separation=False, track_margin=a.track_margin, endpoint=endpoint,
                                session=session)
