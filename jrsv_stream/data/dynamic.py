@@ -91,6 +91,13 @@ def activity_targets(words: Sequence[Word] | None, stem: np.ndarray | None, offs
     return out
 
 
+def crop_words(words, offset_s: float, dur_s: float) -> list[tuple[str, float, float]]:
+    """Words (text, start, end) of an item overlapping the crop [offset, offset + dur),
+    in crop time (a cut word keeps its times outside [0, dur)); [] without timings."""
+    return [(w, round(s - offset_s, 4), round(e - offset_s, 4)) for w, s, e in (words or ())
+            if e > offset_s and s < offset_s + dur_s]
+
+
 def _crop(x: np.ndarray, offset: int, n: int) -> np.ndarray:
     seg = x[offset:offset + n]
     return np.pad(seg, (0, n - len(seg))) if len(seg) < n else seg
@@ -102,7 +109,8 @@ class DynamicMixDataset(IterableDataset):
     Each yielded batch (``batch_size`` given) is a dict:
         mixture: (B, T) float32; stems: (B, 3, T) float32 speech/singing/music, zeros
         when absent; activity: (B, 2, T // hop) float32 0/1; meta: dict of lists (``id``,
-        ``scenario``, ``speech_snr_db``/``singing_snr_db`` (NaN when absent), ``offset_s``).
+        ``scenario``, ``speech_snr_db``/``singing_snr_db`` (NaN when absent), ``offset_s``, ``speech_words`` / ``singing_words``:
+        :func:`crop_words`).
     With ``batch_size=None`` single examples are yielded, with the batch axis dropped.
 
     Args:
@@ -166,6 +174,8 @@ class DynamicMixDataset(IterableDataset):
         snr = {v: float(item.mix.snr_db[v]) if v in item.mix.snr_db else float("nan") for v in VOCALS}
         meta = {"id": plan.id, "scenario": plan.scenario, "speech_snr_db": snr["speech"],
                 "singing_snr_db": snr["singing"], "offset_s": offset / SAMPLE_RATE}
+        for v in VOCALS:  # the crop's timed words (crop time, s), cut ones included: the recognizer loss's targets
+            meta[f"{v}_words"] = crop_words(item.words[v], offset / SAMPLE_RATE, n / SAMPLE_RATE)
         mixture = _crop(item.mix.mixture, offset, n).copy()
         if self.augment is not None:  # effects on the stems; the mixture is rebuilt as their sum
             mixture, stems = augment_stems(stems, rng, self.augment)

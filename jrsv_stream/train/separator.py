@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -36,6 +37,7 @@ from jrsv_stream.data.augment import AugmentConfig
 from jrsv_stream.eval.separation import score_separation_item, summarize_separation
 from jrsv_stream.nn.separator import (ConfigError, SeparatorConfig, build_separator, config_from_dict, count_parameters,
                                       load_separator, save_separator)
+from jrsv_stream.train.recognizer_loss import RecognizerLossConfig
 from jrsv_stream.train.common import (StopFlag, add_train_args, list_step_checkpoints, pick_device, prune_checkpoints,
                                      save_atomic)
 
@@ -89,6 +91,9 @@ class RunConfig:
     # warm start of a NEW run (no checkpoint to resume) from a separator model folder or
     # separator.pt of the same model config: weights only, fresh optimizer and schedule
     init_from: str = ""
+    # which weights are exported to export_dir: "si_sdri" (the best valid mean SI-SDRi) or
+    # "last" (the final weights; for recognizer-loss runs, whose aim is not SI-SDR alone)
+    select: str = "si_sdri"
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,9 @@ class TrainSeparatorConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # recognition losses through the Whisper-CTC recognizer (joint fine-tuning, frozen-
+    # separator head adaptation, distillation): jrsv_stream.train.recognizer_loss
+    recognizer: RecognizerLossConfig = field(default_factory=RecognizerLossConfig)
 
 
 def load_train_config(path: str | os.PathLike) -> TrainSeparatorConfig:
@@ -222,7 +230,7 @@ def _active_model_config(m: SeparatorConfig) -> dict:
     return {"arch": m.arch, m.arch: asdict(getattr(m, m.arch))}
 
 
-def _export_best(model, cfg: TrainSeparatorConfig, metrics: dict, step: int, run_dir: Path) -> None:
+def _export_best(model, cfg: TrainSeparatorConfig, metrics: dict, step: int, run_dir: Path, rec=None) -> None:
     meta = {"step": step, "name": cfg.name, "valid": metrics, "parameters": count_parameters(model),
             **{k: v for k, v in model.describe().items() if k != "parameters"}}
     save_separator(model, cfg.model, run_dir / "best.pt", meta)
@@ -231,6 +239,19 @@ def _export_best(model, cfg: TrainSeparatorConfig, metrics: dict, step: int, run
     tmp = out / "config.yaml.part"
     tmp.write_text(dump_config(cfg))
     os.replace(tmp, out / "config.yaml")
+    if rec is not None and rec.cfg.train_head:  # the adapted head: a whole recognizer folder beside the separator
+        _export_head(rec, Path(rec.cfg.asr), out / "asr", step)
+
+
+def _export_head(rec, src: Path, dst: Path, step: int) -> None:
+    """``dst`` = the recognizer folder ``src`` with the adapted ``ctc_head.pt``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name not in ("ctc_head.pt", "MODEL_CARD.md"):
+            shutil.copyfile(f, dst / f.name)
+    save_atomic(rec.model.heads.state_dict(), dst / "ctc_head.pt")
+    (dst / "ADAPTED.md").write_text(f"CTC head of {src} adapted on separated tracks (step {step}); "
+                                    f"the rest of the folder is {src}'s.\n")
 
 
 def train_separator(config_path: str, resume: bool = True, device: str | None = None, max_minutes: float | None = None,
@@ -289,6 +310,20 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
             raise CheckpointError(f"run.init_from {src}: its model config differs from this config's model")
         model.load_state_dict(init_model.state_dict())
         print(f"warm start from {src} (weights only)", file=sys.stderr)
+    rc = cfg.recognizer
+    rec, opt_head = None, None
+    if r.select not in ("si_sdri", "last"):
+        raise ConfigError(f"run.select must be 'si_sdri' or 'last', got {r.select!r}")
+    if rc.enabled:
+        from jrsv_stream.train.recognizer_loss import RecognizerLoss
+
+        rec = RecognizerLoss(rc).to(dev)
+        if rc.train_head:
+            opt_head = torch.optim.Adam(rec.head_parameters(), lr=rc.head_lr)
+            if ckpts and "head" in ck:
+                rec.model.heads.load_state_dict(ck["head"])
+                opt_head.load_state_dict(ck["head_optim"])
+        rec.model.heads.train(rc.train_head)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
 
     from torch.utils.data import DataLoader
@@ -315,16 +350,19 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
     def checkpoint() -> Path:
         extra = {"best": best, "best_step": best_step, "skipped": skipped, "model_config": _active_model_config(cfg.model),
                  "elapsed_s": elapsed_before + time.time() - t0}
+        if opt_head is not None:
+            extra.update(head=rec.model.heads.state_dict(), head_optim=opt_head.state_dict())
         return save_checkpoint(run_dir, step, model, opt, extra, r.keep_checkpoints)
 
-    def run_validation() -> dict:
+    def run_validation(final: bool = False) -> dict:
         nonlocal best, best_step
         tv = time.time()
         m = validate(model, valid_ds, dev)
         improved = math.isfinite(m["si_sdri_mean"]) and m["si_sdri_mean"] > best
         if improved:
             best, best_step = m["si_sdri_mean"], step
-            _export_best(model, cfg, m, step, run_dir)
+        if improved if r.select == "si_sdri" else final:
+            _export_best(model, cfg, m, step, run_dir, rec)
         log({"step": step, "valid": m, "best": improved, "seconds": round(time.time() - tv, 1)})
         return m
 
@@ -352,32 +390,52 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
                 lr = lr_at(step, o)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                out = model(mix)
-                terms = multitask_loss(out.sources, out.activity_logits, stems, mix, act, model.output_delay_samples,
-                                       o.alpha, o.presence_db)
+                with torch.set_grad_enabled(not rc.freeze_separator):
+                    out = model(mix)
+                    terms = multitask_loss(out.sources, out.activity_logits, stems, mix, act, model.output_delay_samples,
+                                           o.alpha, o.presence_db)
+                total = terms.total if not rc.freeze_separator else None
+                rterms = None
+                if rec is not None:
+                    if opt_head is not None:
+                        for g in opt_head.param_groups:
+                            g["lr"] = rc.head_lr * lr / o.lr
+                    rterms = rec(out.sources, stems, mix, batch["meta"], model.output_delay_samples)
+                    total = rterms["total"] if total is None else total + rterms["total"]
                 opt.zero_grad(set_to_none=True)
-                if not torch.isfinite(terms.total):
+                if opt_head is not None:
+                    opt_head.zero_grad(set_to_none=True)
+                if not torch.isfinite(total) or not total.requires_grad:
                     skipped += 1
                     step += 1
                     continue
-                terms.total.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-                if torch.isfinite(gnorm):
-                    opt.step()
-                else:
-                    skipped += 1
+                total.backward()
+                gnorm = torch.tensor(0.0)
+                if not rc.freeze_separator:
+                    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+                    if torch.isfinite(gnorm):
+                        opt.step()
+                    else:
+                        skipped += 1
+                if opt_head is not None:
+                    hnorm = torch.nn.utils.clip_grad_norm_(rec.head_parameters(), o.grad_clip)
+                    if torch.isfinite(hnorm):
+                        opt_head.step()
                 step += 1
                 sdr = terms.si_sdr
-                rec = {"loss": terms.total.item(), "sep": terms.sep.item(), "act": terms.act.item(),
-                       "si_sdr": float(torch.nanmean(sdr).item()) if terms.present.any() else float("nan"),
-                       "gnorm": float(gnorm)}
-                for k, v in rec.items():
+                rec_log = {"loss": float(total.item()), "sep": terms.sep.item(), "act": terms.act.item(),
+                           "si_sdr": float(torch.nanmean(sdr).item()) if terms.present.any() else float("nan"),
+                           "gnorm": float(gnorm)}
+                if rterms is not None:
+                    rec_log.update({f"rec_{k}": rterms[k] for k in ("ctc", "kd", "feat")})
+                for k, v in rec_log.items():
                     if math.isfinite(v):
                         avg[k] = v if k not in avg else 0.95 * avg[k] + 0.05 * v
                 bar.update(task, completed=step, info=f"loss {avg.get('loss', 0):.3f} sep {avg.get('sep', 0):.2f} "
                                                       f"act {avg.get('act', 0):.3f} lr {lr:.2e} best {best:.2f}")
                 if step % r.log_every == 0:
-                    log({"step": step, "lr": lr, **{k: round(v, 4) for k, v in rec.items()}, "skipped": skipped,
+                    log({"step": step, "lr": lr, **{k: round(v, 4) for k, v in rec_log.items() if math.isfinite(v)},
+                         "skipped": skipped,
                          "elapsed_s": round(elapsed_before + time.time() - t0, 1)})
                 if step % r.ckpt_every == 0:
                     checkpoint()
@@ -389,7 +447,9 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
             log_f.close()
             raise
         if stopped in ("max_steps", "max_minutes") and step > 0 and last_valid_step != step:
-            run_validation()  # the final weights compete for export too
+            run_validation(final=True)  # the final weights compete for export too (select: last: are exported)
+        elif r.select == "last" and step > 0 and stopped in ("max_steps", "max_minutes"):
+            run_validation(final=True)
         checkpoint()
     log({"step": step, "stopped": stopped, "elapsed_s": round(elapsed_before + time.time() - t0, 1)})
     log_f.close()
