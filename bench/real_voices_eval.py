@@ -159,6 +159,8 @@ def main(argv=None) -> int:
                     help="EndpointConfig fields to replace, e.g. rule2_trailing_silence_s=0.5")
     ap.add_argument("--session", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="SessionConfig fields to replace, e.g. gate_on=0.3 gate_off=0.2")
+    ap.add_argument("--voice-rescue", default=None, metavar="LOGIT|off",
+                    help="replace the pipeline's voice_rescue (talk on the singing track opens the speech gate)")
     ap.add_argument("--label", default=None)
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
@@ -172,12 +174,12 @@ def main(argv=None) -> int:
     endpoint = tuple(parse_overrides(a.endpoint, "--endpoint").items())
     session = tuple(parse_overrides(a.session, "--session").items())
     tmp = Path(tempfile.mkdtemp(prefix="real_voices_eval_"))
-    res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "track_margin": a.track_margin, "endpoint": dict(endpoint), "session": dict(session), "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
+    res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "track_margin": a.track_margin, "endpoint": dict(endpoint), "session": dict(session), "voice_rescue": a.voice_rescue, "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
     for name in a.sets:
         m = set_manifest(name, Path(a.real_voices), Path(a.corpus), a.per_set, tmp, Path(a.ood))
         cfg = SystemEvalConfig(pipeline=pipeline, separator=a.separator, streams=a.streams, threads=a.threads, label=name,
                                score_separation=False, track_margin=a.track_margin, endpoint=endpoint,
-                               session=session)
+                               session=session, voice_rescue_override=a.voice_rescue)
         ev = evaluate_system(m, cfg)
         row = {"n_items": ev["n_items"], "audio_s": ev["audio_s"], "rtf": ev["rtf"], "failed": len(ev["failed_items"]),
                "tracks": {t: {"wer": v["wer"], "last_partial_wer": v["last_partial_wer"], "n_ref_words": v["n_ref_words"],

@@ -83,6 +83,29 @@ def test_voice_gate_keeps_real_talk_on_the_speech_track_only(pipe, prompt):
     torch.testing.assert_close(g[0, 0], p[0, 0])  # the speech track is not gated
 
 
+def _rescued(p, audio, rescue: float):
+    p.voice_rescue = rescue
+    try:
+        return _run(p, audio)
+    finally:
+        p.voice_rescue = None
+
+
+def test_voice_rescue_moves_talk_from_the_singing_track_to_the_speech_gate(pipe, prompt):
+    """Talk the separator puts on the singing track raises the speech activity (the speech
+    final decodes the mixture, so the voice is captioned once, on the right track); a sung
+    line barely raises it; the lyrics track is the voice gate's either way."""
+    g, r = _acts(pipe, prompt, True), _rescued(pipe, prompt, 0.0)
+    assert bool((r[0, 0] >= g[0, 0] - 1e-6).all())  # only ever raises the speech activity
+    assert float((r[0, 0] - g[0, 0]).max()) > 0.2  # and here by a lot, where the talk went to singing
+    torch.testing.assert_close(r[0, 1], g[0, 1])
+    line = load_audio(DEMO)[int(21.7 * 16000):int(32.3 * 16000)]
+    sung_g, sung_r = _acts(pipe, line, True), _rescued(pipe, line, 0.0)
+    assert float((sung_r[0, 0] - sung_g[0, 0]).mean()) < 0.05  # the sung line is not taken for talk
+    with pytest.raises(ValueError, match="voice_rescue needs voice_gate"):
+        pipeline_from_folders(SEP, ASR, device="cpu", lm=False, voice_rescue=0.0)
+
+
 def test_voice_gate_is_causal_and_per_stream(pipe, talk):
     gated = pipe
     cs = gated.chunk_samples

@@ -82,6 +82,7 @@ class SystemEvalConfig:
     track_margin: float | None = None  # the sessions' cross-track rule (SessionConfig.track_margin)
     endpoint: tuple[tuple[str, float], ...] = ()  # EndpointConfig fields to replace, e.g. (("rule2_trailing_silence_s", 0.5),)
     session: tuple[tuple[str, float], ...] = ()  # SessionConfig fields to replace, e.g. (("gate_on", 0.3),)
+    voice_rescue_override: str | None = None  # "off" or a float: replaces the pipeline.yaml's voice_rescue
 
     def __post_init__(self):
         if self.streams < 1:
@@ -133,6 +134,14 @@ class SystemEvalConfig:
         return VOICE_BIAS if spec is None else spec["voice_bias"]
 
     @property
+    def voice_rescue(self) -> float | None:
+        """``voice_rescue`` of the pipeline's ``pipeline.yaml`` (None: off), or the override."""
+        if self.voice_rescue_override is not None:
+            return None if self.voice_rescue_override == "off" else float(self.voice_rescue_override)
+        spec = self._spec()
+        return None if spec is None else spec["voice_rescue"]
+
+    @property
     def separator_path(self) -> str:
         return self.separator or self._pipeline_part("separator")
 
@@ -169,7 +178,8 @@ def build_pipeline(cfg: SystemEvalConfig):
     try:
         p = pipeline_from_folders(cfg.separator_path if real else None, cfg.asr_path, cfg.chunk_samples, "cpu", lm=cfg.lm,
                                   lm_dir=cfg.lm_dir, speech_final_audio=cfg.speech_final_audio if real else "separated",
-                                  voice_gate=cfg.voice_gate and real, voice_bias=cfg.voice_bias)
+                                  voice_gate=cfg.voice_gate and real, voice_bias=cfg.voice_bias,
+                                  voice_rescue=cfg.voice_rescue if cfg.voice_gate and real else None)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e} (give --asr DIR and --separator DIR|none, or a --pipeline folder holding "
                                 f"asr/ and separator/)") from e

@@ -94,7 +94,7 @@ class JRSVPipeline(nn.Module):
 
     def __init__(self, separator: nn.Module, asr: ASRModel, tokenizer, chunk_samples: int = DEFAULT_CHUNK_SAMPLES, left_chunks: int = 16,
                  lm=None, track_gain: float = 1.0, speech_final_audio: str = "separated", voice_gate: bool = False,
-                 voice_bias: float = VOICE_BIAS):
+                 voice_bias: float = VOICE_BIAS, voice_rescue: float | None = None):
         super().__init__()
         if chunk_samples % asr.frame_samples or chunk_samples % separator.hop_samples:
             raise ValueError(f"chunk_samples={chunk_samples} must be a multiple of {asr.frame_samples} (recognizer frame) "
@@ -135,6 +135,14 @@ class JRSVPipeline(nn.Module):
             raise ValueError("voice_gate needs a recognizer with a voice-type head (voice_type.pt in its folder)")
         self.voice_gate = bool(voice_gate)
         self.voice_bias = float(voice_bias)
+        # voice rescue: talk that the separator routes to the singing track (real voices it
+        # rates as "singing") opens the speech track's gate: speech activity becomes the larger
+        # of its own and the singing track's activity times p(talk) = sigmoid(voice_rescue - z)
+        # of that voice (z the smoothed voice-type logit). The speech final then decodes the
+        # voice from the mixture (speech_final_audio: mixture). None: off.
+        if voice_rescue is not None and not voice_gate:
+            raise ValueError("voice_rescue needs voice_gate (the voice-type head's logits)")
+        self.voice_rescue = None if voice_rescue is None else float(voice_rescue)
         self.voice_alpha = float(torch.exp(torch.tensor(-asr.frame_samples / SAMPLE_RATE / VOICE_SMOOTH_S)))
         self.rescore_fn = None if self.whisper_finals else self._rescore_fn
 
@@ -175,8 +183,13 @@ class JRSVPipeline(nn.Module):
         logp, enc, asr_state = self.asr.step(tracks_audio, _tree_cat(state.speech, state.lyrics), self.left_chunks)
         vt = None
         if self.voice_gate:
-            p_sing, vt = self._voice_gate(enc[B:], state.vt)
-            act = torch.stack([act[:, SPEECH], act[:, SINGING] * p_sing.to(act.dtype)], 1)
+            z, vt = self._voice_logits(enc[B:], state.vt)
+            p_sing = torch.sigmoid(z - self.voice_bias).to(act.dtype)
+            speech_act = act[:, SPEECH]
+            if self.voice_rescue is not None:
+                p_talk = torch.sigmoid(self.voice_rescue - z).to(act.dtype)
+                speech_act = torch.maximum(speech_act, act[:, SINGING] * p_talk)
+            act = torch.stack([speech_act, act[:, SINGING] * p_sing], 1)
         t2 = time.perf_counter()
         self.last_stage_ms = {"separator": 1000 * (t1 - t0), "encoder": 1000 * (t2 - t1)}
         speech_state = map_state(lambda x: x[:B], asr_state)
@@ -190,16 +203,16 @@ class JRSVPipeline(nn.Module):
         )
         return out, JRSVState(sep_state, speech_state, lyrics_state, mix, act_hist, vt)
 
-    def _voice_gate(self, enc: torch.Tensor, vt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The lyrics track's encoder frames (B, F, D) -> p(singing) (B, F) from voice-type
-        logits smoothed frame by frame (one-pole, VOICE_SMOOTH_S) minus ``voice_bias``, and
-        the last smoothed logit (B,) for the next step."""
+    def _voice_logits(self, enc: torch.Tensor, vt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lyrics track's encoder frames (B, F, D) -> voice-type logits (B, F) smoothed
+        frame by frame (one-pole, VOICE_SMOOTH_S; p(singing) = sigmoid(logit - voice_bias)),
+        and the last smoothed logit (B,) for the next step."""
         z = self.asr.voice_type.logits(enc)  # (B, F)
         a, prev, out = self.voice_alpha, vt.to(z.dtype), []
         for f in range(z.shape[1]):
             prev = a * prev + (1 - a) * z[:, f]
             out.append(prev)
-        return torch.sigmoid(torch.stack(out, 1) - self.voice_bias), prev
+        return torch.stack(out, 1), prev
 
     def _track_audio(self, tracks_audio: torch.Tensor, asr_state, B: int, mix: torch.Tensor | None
                      ) -> dict[str, torch.Tensor]:
@@ -229,7 +242,7 @@ def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_s
                           device: str | None = None, left_chunks: int = 16, lm: bool = True,
                           whisper_overrides: dict | None = None, lm_dir: str | Path | None = None,
                           speech_final_audio: str = "separated", voice_gate: bool = False,
-                          voice_bias: float = VOICE_BIAS) -> JRSVPipeline:
+                          voice_bias: float = VOICE_BIAS, voice_rescue: float | None = None) -> JRSVPipeline:
     """A pipeline from a separator folder (or ``separator.pt``; None: the mixture passes
     through to both tracks) and a recognizer folder (a Whisper-CTC folder, ``type:
     whisper_ctc``, or the from-scratch baseline's), with the separator's output calibration
@@ -240,7 +253,8 @@ def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_s
     ``speech_final_audio``: what the speech track's Whisper finals decode: the separated
     speech (default) or the mixture (see :class:`JRSVPipeline`). ``voice_gate``: gate the
     lyrics track by the recognizer's voice-type head, ``voice_bias`` its prior toward talk
-    (see :class:`JRSVPipeline`).
+    (see :class:`JRSVPipeline`); ``voice_rescue``: talk on the singing track opens the speech
+    track's gate (see :class:`JRSVPipeline`).
 
     Raises:
         FileNotFoundError: a model folder is missing; ValueError: a checkpoint or LM is corrupt.
@@ -274,7 +288,8 @@ def pipeline_from_folders(separator: str | Path | None, asr: str | Path, chunk_s
     tok = Tokenizer(asr_dir / "tokenizer.model")
     return JRSVPipeline(sep, model, tok, chunk_samples or default_chunk, left_chunks,
                         lm=load_model_lm(lm_dir or asr_dir) if lm else None, track_gain=gain,
-                        speech_final_audio=speech_final_audio, voice_gate=voice_gate, voice_bias=voice_bias).to(dev)
+                        speech_final_audio=speech_final_audio, voice_gate=voice_gate, voice_bias=voice_bias,
+                        voice_rescue=voice_rescue).to(dev)
 
 
 FINAL_WHISPER_ENV = "JRSV_FINAL_WHISPER"
@@ -292,7 +307,7 @@ def set_final_whisper(size: str | None) -> None:
 def read_pipeline_file(model_dir: str | Path) -> dict | None:
     """``model_dir/pipeline.yaml`` resolved: ``{"separator": Path | None, "asr": Path,
     "lm": Path | None, "chunk_ms": float | None, "speech_final_audio": str, "voice_gate": bool,
-    "voice_bias": float, "endpoint": EndpointConfig | None}`` (folders relative to the file;
+    "voice_bias": float, "voice_rescue": float | None, "endpoint": EndpointConfig | None}`` (folders relative to the file;
     ``endpoint:`` a mapping of :class:`~jrsv_stream.decode.endpoint.EndpointConfig` fields,
     the endpoint rules of this pipeline's sessions), or None when the folder has no such file.
 
@@ -312,6 +327,8 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
         speech_final_audio = str(doc.get("speech_final_audio", "separated"))
         voice_gate = bool(doc.get("voice_gate", False))
         voice_bias = float(doc.get("voice_gate_bias", VOICE_BIAS))
+        rescue = doc.get("voice_rescue")
+        voice_rescue = None if rescue is None else float(rescue)
     except Exception as e:
         raise ValueError(f"{spec}: not a pipeline file (needs separator: and asr:): {e}") from e
     try:
@@ -322,7 +339,7 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
     return {"separator": None if sep_rel is None else root / sep_rel, "asr": root / asr_rel,
             "lm": None if lm_rel is None else root / lm_rel, "chunk_ms": None if chunk_ms is None else float(chunk_ms),
             "speech_final_audio": speech_final_audio, "voice_gate": voice_gate, "voice_bias": voice_bias,
-            "endpoint": endpoint}
+            "voice_rescue": voice_rescue, "endpoint": endpoint}
 
 
 def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
@@ -344,7 +361,8 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
             chunk_samples = int(round(spec["chunk_ms"] * SAMPLE_RATE / 1000))
         pipe = pipeline_from_folders(spec["separator"], spec["asr"], chunk_samples, device, left_chunks, lm,
                                      lm_dir=spec["lm"], speech_final_audio=spec["speech_final_audio"],
-                                     voice_gate=spec["voice_gate"], voice_bias=spec["voice_bias"])
+                                     voice_gate=spec["voice_gate"], voice_bias=spec["voice_bias"],
+                                     voice_rescue=spec["voice_rescue"])
         pipe.endpoint = spec["endpoint"]  # the sessions' endpoint rules (None: the defaults)
         return pipe
     for sub in ("separator", "asr"):
