@@ -63,6 +63,24 @@ def test_distillation_is_zero_on_the_clean_stems_and_grows_with_leakage(corpus, 
     assert t2["kd"] > 1e-3 and t2["feat"] > 1e-2
 
 
+def test_recognizer_hears_the_separated_tracks_at_the_calibrated_level(corpus, whisper):
+    """SI-SDR leaves the separator's output level free (the shipped one is ~26 dB low): the
+    loss hears the tracks after the same gain as the live pipeline, so quiet but otherwise
+    perfect tracks distil to zero with the gain and not without it."""
+    b = _batch(corpus, 64)
+    D, g_db = 48, 26.0
+    quiet = torch.nn.functional.pad(b["stems"], (D, 0))[..., :b["stems"].shape[-1]] * 10 ** (-g_db / 20)
+    cfg = RecognizerLossConfig(enabled=True, asr=ASR, kd=1.0, feat=1.0)
+    with_gain = RecognizerLoss(cfg, whisper=whisper, gain_db=g_db)(quiet, b["stems"], b["mixture"], b["meta"], D)
+    # (not exactly zero: the bf16 encoder rounds the rescaled samples' features)
+    assert with_gain["kd"] < 1e-3 and with_gain["feat"] < 0.03
+    no_gain = RecognizerLoss(cfg, whisper=whisper)(quiet, b["stems"], b["mixture"], b["meta"], D)
+    assert no_gain["feat"] > 10 * with_gain["feat"] and no_gain["kd"] > 10 * with_gain["kd"]
+    pinned = RecognizerLoss(RecognizerLossConfig(enabled=True, asr=ASR, kd=1.0, feat=1.0, gain_db=0.0),
+                            whisper=whisper, gain_db=g_db)  # the config's gain_db wins
+    assert pinned.gain == 1.0
+
+
 def test_ctc_gradient_reaches_the_separator_and_not_the_frozen_encoder(corpus, whisper, tmp_path):
     path = write_config(tmp_path / "c.yaml", corpus, tmp_path)
     from jrsv_stream.train.separator import load_train_config

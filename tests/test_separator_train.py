@@ -55,6 +55,8 @@ def test_train_checkpoint_export_and_exact_resume(tmp_path, corpus, arch):
     assert [p.name for p in list_checkpoints(run_a)] == ["ckpt-00000006.pt", "ckpt-00000008.pt"]  # keep 2
     export = tmp_path / "a" / "models" / "separator"
     assert (export / "config.yaml").is_file() and (export / "separator.pt").stat().st_size < 25e6
+    from jrsv_stream.nn.pipeline import separator_track_gain
+    assert (export / "calibration.json").is_file() and separator_track_gain(export) > 0  # its level, for the recognizer
     model, cfg, meta = load_separator(export)
     assert cfg.arch == arch and meta["valid"]["items"] == 2 and "si_sdri" in meta["valid"]
     assert load_train_config(export / "config.yaml").model == cfg

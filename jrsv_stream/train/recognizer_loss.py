@@ -59,6 +59,10 @@ class RecognizerLossConfig:
     freeze_separator: bool = False  # the frozen-separator variant: only the head learns
     presence_db: float = -30.0  # a source quieter than this relative to the mixture is absent
     edge_margin_s: float = 0.04  # frames this close to a cut word are outside the CTC span
+    # the level the recognizer hears the separated tracks at, as in the live pipeline (which
+    # applies the separator folder's calibration.json: SI-SDR leaves the output level free,
+    # ~26 dB below the stems): None takes run.init_from's calibration (0 dB without one)
+    gain_db: float | None = None
 
 
 class RecognizerLossTerms(dict):
@@ -85,7 +89,9 @@ class RecognizerLoss(nn.Module):
     """The recognizer (frozen encoder, head frozen unless ``train_head``) and the loss of
     :class:`RecognizerLossConfig`; ``forward(sources, stems, mixture, meta, delay)``."""
 
-    def __init__(self, cfg: RecognizerLossConfig, whisper=None):
+    def __init__(self, cfg: RecognizerLossConfig, whisper=None, gain_db: float = 0.0):
+        """``gain_db``: the separated tracks' gain before the recognizer (used when
+        ``cfg.gain_db`` is None)."""
         super().__init__()
         if cfg.features not in ("whole", "live"):
             raise ValueError(f"recognizer.features must be 'whole' or 'live', got {cfg.features!r}")
@@ -97,6 +103,7 @@ class RecognizerLoss(nn.Module):
         if cfg.train_head and cfg.kd == 0 and cfg.ctc == 0:
             raise ValueError("recognizer.train_head needs a ctc or kd term (features alone do not reach the head)")
         self.cfg = cfg
+        self.gain = 10.0 ** ((gain_db if cfg.gain_db is None else cfg.gain_db) / 20.0)
         self.model = WhisperCTC.from_pretrained(cfg.asr, whisper=whisper)
         self.model.heads.requires_grad_(cfg.train_head)
         self.tok = None
@@ -147,7 +154,7 @@ class RecognizerLoss(nn.Module):
         nan = float("nan")
         if not rows:
             return RecognizerLossTerms(total=sources.sum() * 0.0, ctc=nan, kd=nan, feat=nan, rows=0)
-        student_wav = torch.stack([est[b, s] for b, s in rows])
+        student_wav = torch.stack([est[b, s] for b, s in rows]) * self.gain
         if c.freeze_separator:
             student_wav = student_wav.detach()
         tracks = torch.tensor([TRACK_OF_SOURCE[s] for _, s in rows], device=est.device)

@@ -239,8 +239,23 @@ def _export_best(model, cfg: TrainSeparatorConfig, metrics: dict, step: int, run
     tmp = out / "config.yaml.part"
     tmp.write_text(dump_config(cfg))
     os.replace(tmp, out / "config.yaml")
+    _calibrate_export(out, Path(cfg.data.corpus) / "valid.jsonl")
     if rec is not None and rec.cfg.train_head:  # the adapted head: a whole recognizer folder beside the separator
         _export_head(rec, Path(rec.cfg.asr), out / "asr", step)
+
+
+def _calibrate_export(out: Path, manifest: Path) -> None:
+    """The exported separator's output level for the recognizer (``calibration.json``, see
+    :mod:`jrsv_stream.eval.calibrate`): without it the pipeline would feed the recognizer
+    tracks ~26 dB below their natural level. A stale one is removed when it cannot be made."""
+    from jrsv_stream.eval.calibrate import calibrate_separator
+    from jrsv_stream.nn.pipeline import CALIBRATION_FILE
+
+    try:
+        calibrate_separator(out, manifest, max_items=40)
+    except (FileNotFoundError, ValueError) as e:
+        (out / CALIBRATION_FILE).unlink(missing_ok=True)
+        print(f"warning: {out} not calibrated ({e}); the pipeline will use it at 0 dB", file=sys.stderr)
 
 
 def _export_head(rec, src: Path, dst: Path, step: int) -> None:
@@ -317,7 +332,12 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
     if rc.enabled:
         from jrsv_stream.train.recognizer_loss import RecognizerLoss
 
-        rec = RecognizerLoss(rc).to(dev)
+        from jrsv_stream.nn.pipeline import separator_track_gain
+
+        gain_db = 20.0 * math.log10(separator_track_gain(r.init_from)) if r.init_from else 0.0
+        rec = RecognizerLoss(rc, gain_db=gain_db).to(dev)
+        print(f"recognizer loss: separated tracks at {rec.gain:.1f}x "
+              f"({20 * math.log10(rec.gain):+.1f} dB)", file=sys.stderr)
         if rc.train_head:
             opt_head = torch.optim.Adam(rec.head_parameters(), lr=rc.head_lr)
             if ckpts and "head" in ck:
