@@ -158,3 +158,17 @@ def test_pipeline_file_carries_its_sessions_endpoint_rules(tmp_path):
     (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\nendpoint:\n  rule9_s: 1\n")
     with pytest.raises(ValueError, match="pipeline.yaml: bad endpoint.*rule9_s"):
         read_pipeline_file(tmp_path)
+
+
+def test_pipeline_file_voice_rescue_is_read_and_checked(tmp_path):
+    """The shipped default rescues talk from the singing track (voice_rescue 0.0, measured in
+    the README); a pipeline.yaml without the line has it off; a bad value is a clear error."""
+    from jrsv_stream.nn.pipeline import read_pipeline_file
+
+    assert read_pipeline_file(DEFAULT)["voice_rescue"] == 0.0
+    assert read_pipeline_file(DEFAULT)["voice_gate"] is True  # rescue reads the voice gate's head
+    (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\n")
+    assert read_pipeline_file(tmp_path)["voice_rescue"] is None
+    (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\nvoice_rescue: loud\n")
+    with pytest.raises(ValueError, match="pipeline.yaml"):
+        read_pipeline_file(tmp_path)
