@@ -27,12 +27,14 @@ def librivox():
 @pytest.mark.parametrize("lookahead,rnn", [(0, 0), (1, 16)])
 def test_window_encoder_streaming_equals_offline_and_is_causal(tiny, librivox, lookahead, rnn):
     """Also with one chunk of lookahead (frames of chunk k come from step k + 1: still
-    causal in the input, lagged by a chunk) and an LSTM head carried in the state."""
+    causal in the input, lagged by a chunk) and an LSTM head carried in the state. In
+    float32: under bfloat16 autocast a batch of windows and one window take different
+    kernels (AMX), ~1e-2 apart (see the next test)."""
     from jrsv_stream.nn.whisper_ctc import HeadConfig, WhisperCTC, WhisperCTCConfig
 
     torch.manual_seed(0)
-    m = WhisperCTC(WhisperCTCConfig(window_s=1.28, lookahead_chunks=lookahead, head=HeadConfig(hidden=32, rnn=rnn)),
-                   whisper=tiny).eval()
+    m = WhisperCTC(WhisperCTCConfig(window_s=1.28, lookahead_chunks=lookahead, compute_dtype="float32",
+                                    head=HeadConfig(hidden=32, rnn=rnn)), whisper=tiny).eval()
     a = librivox[4][0][: 16000 * 2]
     tracks = torch.tensor([1])
     chunk = 2560
@@ -55,6 +57,31 @@ def test_window_encoder_streaming_equals_offline_and_is_causal(tiny, librivox, l
     lp_b, _ = m(b[None], tracks, chunk_samples=chunk)
     assert torch.allclose(lp_b[:, :64], off_lp[:, :64], atol=1e-5)
     assert not torch.allclose(lp_b[:, 64:], off_lp[:, 64:], atol=1e-3)
+
+
+def test_window_encoder_bfloat16_streaming_close_to_offline(tiny, librivox):
+    """The shipped compute dtype: streaming (one window a step) and offline (windows in a
+    batch) agree to bfloat16 precision, and both stay close to float32."""
+    from jrsv_stream.nn.whisper_ctc import HeadConfig, WhisperCTC, WhisperCTCConfig
+
+    a = librivox[4][0][: 16000 * 2]
+    tracks, chunk = torch.tensor([1]), 2560
+    out = {}
+    for dt in ("bfloat16", "float32"):
+        torch.manual_seed(0)
+        m = WhisperCTC(WhisperCTCConfig(window_s=1.28, compute_dtype=dt, head=HeadConfig(hidden=32)), whisper=tiny).eval()
+        off_lp, _ = m(a[None], tracks, chunk_samples=chunk)
+        st = m.init_state(1, tracks=[1])
+        lps = []
+        for i in range(0, len(a), chunk):
+            x = torch.nn.functional.pad(a[i:i + chunk], (0, max(0, i + chunk - len(a))))
+            lp, _, st = m.step(x[None], st)
+            lps.append(lp)
+        out[dt] = (torch.cat(lps, 1), off_lp)
+    stream, off = out["bfloat16"]
+    assert (stream - off).abs().max() < 0.05
+    assert (stream - out["float32"][1]).abs().max() < 0.25
+    assert (stream.argmax(-1) == off.argmax(-1)).float().mean() > 0.95
 
 
 def test_window_encoder_bad_chunks_are_refused(tiny):

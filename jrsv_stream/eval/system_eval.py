@@ -183,6 +183,9 @@ def build_pipeline(cfg: SystemEvalConfig):
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e} (give --asr DIR and --separator DIR|none, or a --pipeline folder holding "
                                 f"asr/ and separator/)") from e
+    spec = cfg._spec()
+    if spec is not None and cfg.asr is None:  # the pipeline's own incremental finals (pipeline.yaml)
+        p.commit_every_s = spec["commit_every_s"]
     if (cfg.lm_weight is not None or cfg.lm_bonus is not None) and p.lm is None:
         raise ValueError(f"--lm-weight/--lm-bonus given but {cfg.asr_path} has no lm.npz (or --no-lm was given)")
     if p.lm is not None:

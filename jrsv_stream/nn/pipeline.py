@@ -126,6 +126,8 @@ class JRSVPipeline(nn.Module):
         self.mix_samples = separator.output_delay_samples + (self.lag_chunks + 1) * chunk_samples
         self.algorithmic_latency_ms += 1000.0 * self.lag_chunks * chunk_samples / SAMPLE_RATE
         self.final_fn = self._final_fn if self.whisper_finals else None
+        self.final_prefix = self.whisper_finals  # final_fn takes prefix= (incremental finals)
+        self.commit_every_s: float | None = None  # the sessions' incremental finals (pipeline.yaml commit_every_s)
         # voice gate: the lyrics track's activity times p(singing) of its voice, from the
         # recognizer's voice-type head over the track's own encoder frames (nn.voice_type),
         # smoothed causally, with a prior toward talk (voice_bias). Real talk that the separator
@@ -226,10 +228,11 @@ class JRSVPipeline(nn.Module):
             a = tracks_audio
         return {"speech": a[:B] if mix is None else mix[:, :self.chunk_samples], "lyrics": a[B:]}
 
-    def _final_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = ()):
+    def _final_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = (), prefix: str = ""):
         """The segment's final from its track audio (see :meth:`WhisperCTC.finalize`);
-        ``hotwords`` prompt its decoder."""
-        return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords)
+        ``hotwords`` prompt its decoder; ``prefix``: the segment's words already committed
+        (incremental finals: the result is what follows them)."""
+        return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix)
 
     @torch.no_grad()
     def _rescore_fn(self, track: str, encoder_out: torch.Tensor, hyps: list[list[int]]):
@@ -307,7 +310,8 @@ def set_final_whisper(size: str | None) -> None:
 def read_pipeline_file(model_dir: str | Path) -> dict | None:
     """``model_dir/pipeline.yaml`` resolved: ``{"separator": Path | None, "asr": Path,
     "lm": Path | None, "chunk_ms": float | None, "speech_final_audio": str, "voice_gate": bool,
-    "voice_bias": float, "voice_rescue": float | None, "endpoint": EndpointConfig | None}`` (folders relative to the file;
+    "voice_bias": float, "voice_rescue": float | None, "endpoint": EndpointConfig | None,
+    "commit_every_s": float | None}`` (folders relative to the file;
     ``endpoint:`` a mapping of :class:`~jrsv_stream.decode.endpoint.EndpointConfig` fields,
     the endpoint rules of this pipeline's sessions), or None when the folder has no such file.
 
@@ -329,6 +333,10 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
         voice_bias = float(doc.get("voice_gate_bias", VOICE_BIAS))
         rescue = doc.get("voice_rescue")
         voice_rescue = None if rescue is None else float(rescue)
+        commit = doc.get("commit_every_s")
+        commit_every_s = None if commit is None else float(commit)
+        if commit_every_s is not None and commit_every_s < 0:
+            raise ValueError(f"commit_every_s must be >= 0, got {commit_every_s}")
     except Exception as e:
         raise ValueError(f"{spec}: not a pipeline file (needs separator: and asr:): {e}") from e
     try:
@@ -339,7 +347,7 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
     return {"separator": None if sep_rel is None else root / sep_rel, "asr": root / asr_rel,
             "lm": None if lm_rel is None else root / lm_rel, "chunk_ms": None if chunk_ms is None else float(chunk_ms),
             "speech_final_audio": speech_final_audio, "voice_gate": voice_gate, "voice_bias": voice_bias,
-            "voice_rescue": voice_rescue, "endpoint": endpoint}
+            "voice_rescue": voice_rescue, "endpoint": endpoint, "commit_every_s": commit_every_s}
 
 
 def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
@@ -364,6 +372,7 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
                                      voice_gate=spec["voice_gate"], voice_bias=spec["voice_bias"],
                                      voice_rescue=spec["voice_rescue"])
         pipe.endpoint = spec["endpoint"]  # the sessions' endpoint rules (None: the defaults)
+        pipe.commit_every_s = spec["commit_every_s"]  # the sessions' incremental finals (None: off)
         return pipe
     for sub in ("separator", "asr"):
         if not (root / sub).is_dir():

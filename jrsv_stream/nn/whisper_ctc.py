@@ -317,12 +317,14 @@ class WhisperCTC(nn.Module):
         ``hotwords``: phrases given to the decoder as previous text (its prompt)."""
         return self._decode(audio, beam, max_tokens, hotwords)[0]
 
-    def _decode(self, audio, beam: int | None = None, max_tokens: int | None = None, hotwords: Sequence[str] = ()
-                ) -> tuple[list[tuple[str, float, int]], float, list[tuple[str, float]] | None]:
+    def _decode(self, audio, beam: int | None = None, max_tokens: int | None = None, hotwords: Sequence[str] = (),
+                prefix: str = "") -> tuple[list[tuple[str, float, int]], float, list[tuple[str, float]] | None]:
         """:meth:`decode_segment`'s n-best, p(<|nospeech|>) (greedy; 0.0 with a beam) and
         per candidate its words with their decoder confidence (greedy; None with a beam).
         Greedy with ``hotwords``: two candidates, the plain decoding and the one prompted
-        with the phrases (the final's choice weighs them, see :meth:`finalize`)."""
+        with the phrases (the final's choice weighs them, see :meth:`finalize`).
+        ``prefix``: display text already committed for this audio (incremental finals):
+        forced as the decoder's first tokens (greedy only), the candidates are what follows it."""
         from jrsv_stream.nn.whisper_decode import (beam_decode, encode_segment, greedy_decode, prompt_tokens,
                                                    segment_token_limit)
 
@@ -333,6 +335,9 @@ class WhisperCTC(nn.Module):
         tok = wm.tokenizer
         b = beam if beam is not None else fc.beam
         prev = prompt_tokens(wm, list(hotwords))
+        forced = tok.encode(" " + prefix.strip()) if prefix.strip() else []
+        if forced:
+            b = 1  # the beam search takes no forced prefix
         with self._autocast(a.device, fc.compute_dtype):  # the encoder: the bulk of a final's cost
             feats = encode_segment(wm, a, fc.min_pad_s, fc.pad_to_s).float()
         # the decoder in float32: per-token autocast would recast the 51k-word output
@@ -343,7 +348,8 @@ class WhisperCTC(nn.Module):
                 sc: list[float] = []
                 ns: list[float] = []
                 tl: list[list[float]] = []
-                ids = greedy_decode(wm, feats, max_tokens=limit, scores=sc, no_speech=ns, prev=pv, token_logps=tl)[0]
+                ids = greedy_decode(wm, feats, max_tokens=limit, scores=sc, no_speech=ns, prev=pv, token_logps=tl,
+                                    prefix=forced)[0]
                 out.append((tok.decode(ids).strip(), float(sc[0]), len(ids)))
                 conf.append(decoder_word_confidence(tok, ids, tl[0]))
                 ns0 = ns0 if k else float(ns[0])
@@ -364,20 +370,28 @@ class WhisperCTC(nn.Module):
         return self._final_model
 
     @torch.no_grad()
-    def finalize(self, audio: np.ndarray, logp: np.ndarray, ctc_text: str, tokenizer, hotwords: Sequence[str] = ()
-                 ) -> SegmentFinal | None:
+    def finalize(self, audio: np.ndarray, logp: np.ndarray, ctc_text: str, tokenizer, hotwords: Sequence[str] = (),
+                 prefix: str = "") -> SegmentFinal | None:
         """The final of an endpointed segment: Whisper's decoder over the segment's track
         audio (T,), chosen against and timed by the segment's CTC log-probs (F, V) with
         :func:`jrsv_stream.decode.hybrid.choose_final` (loops, invented or unalignable text
         fall back to the CTC text ``ctc_text``). None when the CTC path is empty (nothing
         heard: no final over music or silence). Word frames are relative to the segment;
         each word carries its confidence (:mod:`jrsv_stream.decode.confidence`).
-        ``hotwords``: phrases the decoder is prompted with (Whisper's previous text)."""
+        ``hotwords``: phrases the decoder is prompted with (Whisper's previous text).
+
+        Incremental finals: ``prefix`` is the segment's text already committed (display
+        words); Whisper decodes the whole ``audio`` with it forced and the result is what
+        follows it, chosen against, and timed over, ``logp`` / ``ctc_text``: the CTC
+        log-probs and text of the frames after the committed words only. A continuation that
+        is empty (the decoder ends right after the prefix) gives an empty final."""
         from jrsv_stream.decode.hybrid import Candidate, HybridConfig, choose_final, time_display_words
 
         if not ctc_text.strip() or not self.cfg.final.enabled:
             return None
-        nbest, ns, dec_words = self._decode(audio, hotwords=hotwords)
+        nbest, ns, dec_words = self._decode(audio, hotwords=hotwords, prefix=prefix)
+        if prefix.strip() and not any(t.strip() for t, _, _ in nbest):
+            return SegmentFinal("", (), "attention", ("empty",))  # nothing follows the committed words
         cands = [Candidate(t, lp, n) for t, lp, n in nbest]
         if hotwords and len(cands) == 2:
             # the prompted decoding competes only when it writes a phrase, and is preferred by

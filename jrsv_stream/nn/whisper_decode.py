@@ -57,7 +57,7 @@ def prompt_tokens(model: WhisperModel, phrases) -> list[int]:
 def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens: int = 224,
                   language: str = "en", task: str = "transcribe", scores: list[float] | None = None,
                   no_speech: list[float] | None = None, prev: list[int] | None = None,
-                  token_logps: list[list[float]] | None = None) -> list[list[int]]:
+                  token_logps: list[list[float]] | None = None, prefix: list[int] | None = None) -> list[list[int]]:
     """Greedy decoding of a batch: audio_features (B, S, D) -> per row the tokens after the
     SOT sequence up to (not including) <|endoftext|>. Finished rows are dropped from the
     batch (and the cache) as they end. ``scores``, when a list, receives per row the summed
@@ -65,9 +65,13 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
     tokens). ``no_speech``, when a list, receives per row the probability of
     <|nospeech|> at the <|startoftranscript|> position (Whisper's no-speech detection).
     ``prev``: previous-text tokens (see :func:`prompt_tokens`). ``token_logps``, when a
-    list, receives per row the log-probability of each of its tokens."""
+    list, receives per row the log-probability of each of its tokens. ``prefix``: tokens
+    forced after the SOT sequence (text already committed: the decoder continues it; they
+    are not in the output or the scores; they count in the text context)."""
     tok = model.tokenizer
     prompt = _prompt(model, language, task, prev)
+    prefix = list(prefix or [])[: max(0, model.dims.n_text_ctx // 2 - 1)]
+    prompt = prompt + prefix
     dev = audio_features.device
     B = audio_features.shape[0]
     every, first = suppress_masks(model, dev)
@@ -75,7 +79,7 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
     tokens = torch.tensor([prompt] * B, dtype=torch.long, device=dev)
     all_logits = model.decoder(tokens, audio_features, cache)
     if no_speech is not None:
-        sot = prompt.index(tok.sot)
+        sot = prompt.index(tok.sot)  # the first: a prefix never holds SOT
         no_speech.extend(torch.softmax(all_logits[:, sot].float(), -1)[:, tok.no_speech].tolist())
     logits = all_logits[:, -1]
     out: list[list[int]] = [[] for _ in range(B)]
@@ -83,7 +87,7 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
     sums = [0.0] * B
     alive = list(range(B))  # batch row -> output index
     for step in range(_limit(model, len(prompt), max_tokens)):
-        masked = logits.float().masked_fill(first if step == 0 else every, float("-inf"))
+        masked = logits.float().masked_fill(first if (step == 0 and not prefix) else every, float("-inf"))
         nxt = masked.argmax(-1)
         lp = (masked.gather(-1, nxt[:, None])[:, 0] - torch.logsumexp(masked, -1)).tolist() \
             if (scores is not None or token_logps is not None) else [0.0] * len(alive)

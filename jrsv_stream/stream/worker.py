@@ -315,6 +315,11 @@ class BatchWorker:
         with self._cond:
             self._finals_waiting -= 1
 
+    @property
+    def finals_waiting(self) -> int:
+        """Calls queued or running on the finals lane."""
+        return self._finals_waiting
+
     # ------------------------------------------------------------------ statistics
     @property
     def queue_depth(self) -> int:
