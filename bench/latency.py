@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="endpoint after this much trailing blank (default: the pipeline's rule 2)")
     ap.add_argument("--endpoint", nargs="*", default=[], metavar="FIELD=SECONDS",
                     help="EndpointConfig fields to replace in the pipeline's rules, e.g. pause_trailing_silence_s=0.32")
+    ap.add_argument("--session", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="SessionConfig fields to replace, e.g. commit_every_s=0.64 (incremental finals)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = ap.parse_args(argv)
     if a.threads:
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.trailing_silence_s is not None:  # the endpoint's trailing blank after decoded tokens (rule 2)
         over["rule2_trailing_silence_s"] = a.trailing_silence_s
     endpoint = dataclasses.replace(session_endpoint(SessionConfig(), pipeline), **over)  # the pipeline's rules, replaced
-    scfg = SessionConfig(endpoint=endpoint)
+    scfg = SessionConfig(endpoint=endpoint, **parse_overrides(a.session, "--session"))
     st = ServerThread(pipeline, ServerConfig(host="127.0.0.1", port=0), scfg).start()
     received_by_item = []
     audio_s = 0.0
@@ -208,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
            "commit": git_commit(), **device_info(device),
            "config": {"manifest": str(a.manifest), "items": len(items), "audio_s": round(audio_s, 1), "match": mode,
                       "tolerance_s": a.tolerance_s, "frame_ms": 20, "trailing_silence_s": endpoint.rule2_trailing_silence_s,
-                      "endpoint": dataclasses.asdict(endpoint), "transport": "websocket on 127.0.0.1, real-time pacing"},
+                      "endpoint": dataclasses.asdict(endpoint), "session": parse_overrides(a.session, "--session"),
+                      "commit_every_s": (scfg.commit_every_s if scfg.commit_every_s is not None
+                                         else getattr(pipeline, "commit_every_s", None)),
+                      "transport": "websocket on 127.0.0.1, real-time pacing"},
            "algorithmic_latency_ms": pipeline.algorithmic_latency_ms,
            "partial_latency_ms": {**pct(m["partial"]), "n": m["n_partial"]},
            "final_latency_ms": {**pct(m["final"]), "n": m["n_final"]},

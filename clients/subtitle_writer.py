@@ -17,7 +17,7 @@ from pathlib import Path
 
 from jrsv_stream.export.subtitles import FORMATS, LiveSubtitleWriter
 from jrsv_stream.serve.protocol import decode_server_message, stream_url
-from jrsv_stream.stream.events import Final
+from jrsv_stream.stream.events import Final, UtteranceEnd
 
 
 class SubtitleSink:
@@ -33,10 +33,16 @@ class SubtitleSink:
                     continue
                 self.writers[(t, f)] = LiveSubtitleWriter(self.out_dir / f"{t}.{f}", f, t, word_times=lrc_word_times)
 
-    def add(self, final: Final) -> None:
+    def add(self, final: Final, more: bool = False) -> None:
+        """``more``: a piece of an utterance that goes on (written at its utterance_end)."""
         for (t, _), w in self.writers.items():
             if t == final.track:
-                w.add(final)
+                w.add(final, more)
+
+    def end_utterance(self, track: str) -> None:
+        for (t, _), w in self.writers.items():
+            if t == track:
+                w.end_utterance()
 
     def close(self) -> None:
         for w in self.writers.values():
@@ -59,8 +65,10 @@ async def write_live(url: str, sink: SubtitleSink, duration_s: float | None = No
             async for m in ws:
                 msg = decode_server_message(m)
                 if isinstance(msg, Final) and msg.text:
-                    sink.add(msg)
+                    sink.add(msg, more=True)  # written at the utterance's end (its pieces joined)
                     n += 1
+                elif isinstance(msg, UtteranceEnd):
+                    sink.end_utterance(msg.track)
                 elif exit_on_end and isinstance(msg, dict) and msg.get("type") == "stream" and msg.get("state") == "ended":
                     return
 

@@ -2,7 +2,8 @@
 
     python -m clients.viewer ws://127.0.0.1:8765 --stream demo [--token T] [--duration S]
 
-Panes Speech and Lyrics: committed finals in normal text, the current partial dimmed
+Panes Speech and Lyrics: committed finals in normal text (the pieces of one utterance,
+with incremental finals, joined on one line until its utterance_end), the current partial dimmed
 (replaced as it grows, replaced by its final); an activity meter per track (green while
 the server's gate for the track is open); a footer with the connection state, caption
 latency (server-side: audio arrival -> event; network: event -> this screen), RTF and
@@ -29,7 +30,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from jrsv_stream.serve.protocol import decode_server_message, stream_url
-from jrsv_stream.stream.events import Activity, Error, EventDecodeError, Final, Partial, Stats
+from jrsv_stream.stream.events import Activity, Error, EventDecodeError, Final, Partial, Stats, UtteranceEnd
 
 TITLES = {"speech": "Speech", "lyrics": "Lyrics \u266a"}
 
@@ -42,6 +43,7 @@ class TrackView:
     partial_words: tuple = ()
     partial_segment: str | None = None
     closed_segments: set = field(default_factory=set)
+    line_open: bool = False  # the last line's utterance goes on (incremental finals: no utterance_end yet)
     activity: float = 0.0
     active: bool = False
 
@@ -96,15 +98,22 @@ class CaptionBoard:
                     v.partial, v.partial_segment, v.partial_words = msg.text, msg.segment_id, msg.words
             else:
                 v.closed_segments.add(msg.segment_id)
-                if msg.text:
+                if msg.text and v.line_open and v.finals:  # the next piece of the same utterance: one line
+                    v.finals[-1] = f"{v.finals[-1]} {msg.text}"
+                    if len(v.final_words) == len(v.finals):
+                        v.final_words[-1] = tuple(v.final_words[-1]) + tuple(msg.words)
+                elif msg.text:
                     v.finals.append(msg.text)
                     v.final_words.append(msg.words)
+                v.line_open = bool(msg.text) or v.line_open
                 if v.partial_segment == msg.segment_id:
                     v.partial, v.partial_segment, v.partial_words = None, None, ()
             if msg.latency_ms is not None:
                 self.latency_ms = msg.latency_ms
             self.net_ms = max(0.0, 1000.0 * (now - msg.emitted_at))
             self.audio_time_s = max(self.audio_time_s, msg.audio_time_s)
+        elif isinstance(msg, UtteranceEnd):
+            self._view(msg.track).line_open = False
         elif isinstance(msg, Activity):
             for tr, a in msg.activity.items():
                 v = self._view(tr)
@@ -155,7 +164,7 @@ def render(board: CaptionBoard, lines: int = 4, min_conf: float | None = None) -
             body.append_text(caption_text(line, ws, min_conf))
         if v.partial:
             if len(body):
-                body.append("\n")
+                body.append(" " if v.line_open else "\n")  # an utterance committed in pieces goes on
             body.append_text(caption_text(v.partial, v.partial_words, min_conf, "dim italic"))
         if not len(body):
             body.append("\u2026", style="dim")

@@ -19,7 +19,7 @@ from rich.console import Console
 from clients.viewer import CaptionBoard, render, run_viewer
 from jrsv_stream.serve.protocol import message
 from jrsv_stream.serve.server import CaptionServer, ServerConfig
-from jrsv_stream.stream.events import Activity, Error, Final, Partial, Stats
+from jrsv_stream.stream.events import Activity, Error, Final, Partial, Stats, UtteranceEnd
 from jrsv_stream.nn.tiny import TinyPipeline
 from tests.prereq import needs
 
@@ -39,7 +39,9 @@ def _board() -> CaptionBoard:
     b = CaptionBoard()
     for m in [json.loads(message("hello", stream_id="show", live=True, tracks=["speech", "lyrics"])),
               _p("speech", "speech-0", 1, "good eve"), _p("speech", "speech-0", 2, "good evening every"),
-              _f("speech", "speech-0", 3, "good evening everyone"), _p("speech", "speech-1", 4, "welcome to"),
+              _f("speech", "speech-0", 3, "good evening everyone"),
+              UtteranceEnd("s", "speech", "speech-0", 4, "silence", 1.2, 1.2, time.time()),
+              _p("speech", "speech-1", 4, "welcome to"),
               _p("lyrics", "lyrics-0", 5, "twinkle twinkle"),
               Activity("s", 6, 1.2, time.time(), {"speech": 0.92, "lyrics": 0.15}, {"speech": True, "lyrics": False}),
               Stats("s", 7, 1.2, time.time(), 0.042, 0, 0, 3, 4, {})]:
@@ -63,6 +65,24 @@ def test_board_semantics():
     b.apply(Error("s", 11, "bad_audio", "odd byte count", False, time.time()))
     b.apply(json.loads(message("stream", stream_id="show", state="ended")))
     assert b.status == "stream ended" and "bad_audio: odd byte count" in b.errors
+
+
+def test_board_joins_the_pieces_of_an_utterance_until_its_end():
+    """Incremental finals: pieces of one utterance (finals with no utterance_end between
+    them) make one line, the partial goes on on it; the next utterance starts a new line."""
+    b = CaptionBoard()
+    for m in [_f("speech", "speech-0", 1, "Good evening,"), _p("speech", "speech-1", 2, "every"),
+              _f("speech", "speech-1", 3, "everyone, welcome"), _p("speech", "speech-2", 4, "to the")]:
+        b.apply(m)
+    sp = b.views["speech"]
+    assert list(sp.finals) == ["Good evening, everyone, welcome"] and sp.line_open and sp.partial == "to the"
+    con = Console(record=True, width=80, file=io.StringIO())
+    con.print(render(b))
+    assert "Good evening, everyone, welcome to the" in con.export_text()
+    b.apply(_f("speech", "speech-2", 5, "to the show."))
+    b.apply(UtteranceEnd("s", "speech", "speech-2", 6, "silence", 3.0, 3.2, time.time()))
+    b.apply(_f("speech", "speech-3", 7, "Next up:"))
+    assert list(sp.finals) == ["Good evening, everyone, welcome to the show.", "Next up:"]
 
 
 def test_render_two_panes_partial_dimmed():

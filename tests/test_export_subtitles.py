@@ -75,3 +75,17 @@ def test_write_subtitles_and_live_writer(tmp_path):
     with LiveSubtitleWriter(tmp_path / "lyrics.lrc", "lrc", "lyrics") as w:
         w.add(FINALS[1])
     assert (tmp_path / "lyrics.lrc").read_text() == "[00:02.00]la la land\n"
+
+
+def test_live_writer_joins_the_pieces_of_an_utterance(tmp_path):
+    """Incremental finals: pieces of one utterance wait for its end and make one cue."""
+    p = tmp_path / "speech.srt"
+    w = LiveSubtitleWriter(p, "srt", "speech")
+    assert w.add(_final("speech", 0, "Good evening,", [("Good", 1.0, 1.3), ("evening,", 1.4, 1.9)]), more=True) == 0
+    assert w.add(_final("speech", 1, "everyone.", [("everyone.", 2.0, 2.6)], seq=2), more=True) == 0
+    assert p.read_text() == ""  # nothing yet: the utterance goes on
+    assert w.end_utterance() == 1
+    assert p.read_text() == "1\n00:00:01,000 --> 00:00:02,600\nGood evening, everyone.\n\n"
+    assert w.add(_final("speech", 2, "Next.", [("Next.", 4.0, 4.5)], seq=3), more=True) == 0
+    w.close()  # a waiting utterance is written at close
+    assert p.read_text().endswith("2\n00:00:04,000 --> 00:00:04,500\nNext.\n\n")

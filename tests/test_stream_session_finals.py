@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from jrsv_stream.nn.whisper_ctc import SegmentFinal
-from jrsv_stream.stream.events import Final
+from jrsv_stream.stream.events import Final, Partial
 from jrsv_stream.stream.pipeline_api import PipelineOutput
 from jrsv_stream.stream.session import StreamSession
 from jrsv_stream.stream.worker import BatchWorker
-from tests.test_stream_session import LYRICS, N, ON, SPEECH, ScriptedPipeline, ScriptState
+from tests.test_stream_session import LYRICS, N, ON, SPEECH, ScriptedPipeline, ScriptState, script
 
 torch.set_num_threads(1)
 SILENT = torch.log_softmax(torch.tensor([[9.0] + [0.0] * (SPEECH.shape[1] - 1)]).repeat(N, 1), -1)
@@ -140,3 +140,106 @@ def test_a_full_finals_lane_refuses_and_the_ctc_final_stands():
         assert w.finals_refused >= 1
     texts = {f.text for f in ev if isinstance(f, Final)}
     assert "HI YO" in texts and "la la" in texts
+
+
+# ---------------------------------------------------------------------- incremental finals
+WORDS = [("One", 2, 5), ("two", 8, 11), ("three", 14, 19), ("four", 22, 26), ("five.", 30, 34)]  # segment frames
+COUNT = script({2: "o", 3: "n", 4: "e", 5: " ", 8: "t", 9: "w", 10: "o", 11: " ", 14: "t", 15: "h", 16: "r", 17: "e",
+                18: "e", 19: " ", 22: "f", 23: "o", 24: "u", 25: "r", 26: " ", 30: "f", 31: "i", 32: "v", 33: "e"}, N)
+
+
+class PrefixPipeline(AudioPipeline):
+    final_prefix = True  # its final_fn takes prefix=
+
+
+def _whisperish(calls, words=WORDS, early=None):
+    """A final_fn that behaves like Whisper with a forced prefix: it "hears" the words whose
+    end is inside the audio it gets (``early``: what it writes instead while the audio is
+    shorter than a number of frames), and returns those after the prefix, with frames
+    counted from the first frame of the log-probs it gets (the committed words' end)."""
+
+    def fn(track, audio, logp, ctc_text, hotwords=(), prefix=""):
+        n = len(audio) // 640
+        cut = n - logp.shape[0]
+        calls.append((track, n, cut, prefix, ctc_text))
+        heard = [w for w in words if w[2] <= n]
+        if early is not None and n < early[0]:
+            heard = early[1]
+        rest = heard[len(prefix.split()):]
+        return SegmentFinal(" ".join(w[0] for w in rest), tuple((w[0], w[1] - cut, w[2] - cut) for w in rest), "attention")
+
+    return fn
+
+
+def _run_commit(final_fn, config):
+    audio = np.zeros(N * 640, dtype=np.float32)
+    p = PrefixPipeline({"speech": COUNT, "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, final_fn)
+    with BatchWorker(p, max_wait_ms=1) as w:
+        s = StreamSession(w, "t", config)
+        ev = s.process(audio) + s.finish()
+        s.close()
+    return [e for e in ev if e.__class__.__name__ in ("Final", "Partial", "UtteranceEnd") and e.track == "speech"]
+
+
+def test_incremental_finals_commit_agreed_words_before_the_endpoint():
+    from jrsv_stream.stream.session import SessionConfig
+
+    calls = []
+    ev = _run_commit(_whisperish(calls), SessionConfig(commit_every_s=0.24, commit_wait=True))
+    finals = [e for e in ev if isinstance(e, Final)]
+    ends = [e for e in ev if e.__class__.__name__ == "UtteranceEnd"]
+    assert " ".join(f.text for f in finals) == "One two three four five."
+    assert len(finals) >= 3  # committed in pieces, each its own segment
+    assert len({f.segment_id for f in finals}) == len(finals)
+    assert len(ends) == 1 and ends[0].segment_id == finals[-1].segment_id  # one utterance, one end
+    # the first words are final long before the endpoint (trailing blank after frame 34)
+    assert finals[0].text == "One" and finals[0].audio_time_s <= 0.6
+    # word times: segment frames -> audio time, whatever the piece they were committed in
+    times = [w[1:3] for f in finals for w in f.words]
+    assert times == [(round(a * 0.04, 3), round(b * 0.04, 3)) for _, a, b in WORDS]
+    # each hypothesis / the final decodes the whole segment so far with the committed words
+    # forced, its CTC log-probs from the committed words' end on
+    for track, n, cut, prefix, ctc_text in calls:
+        assert cut == ([b for _, _, b in WORDS[:len(prefix.split())]] or [0])[-1]
+        assert prefix == " ".join(w for w, _, _ in WORDS[:len(prefix.split())])
+    # every partial after a commit shows only what is not final yet
+    for e in ev:
+        if isinstance(e, Partial):
+            committed = [f for f in finals if f.seq < e.seq]
+            done = " ".join(f.text for f in committed).split()
+            assert not e.text.split()[:1] or e.text.split()[0] not in done[-1:]
+
+
+def test_incremental_finals_commit_only_what_two_hypotheses_agree_on():
+    """Local agreement: while the audio is short the decoder writes "One too" (twice: at 6
+    and 12 frames), then "One two three": only "One" is ever committed from the early
+    hypotheses; "too" never reaches a final."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    calls = []
+    early = (13, [("One", 2, 5), ("too", 8, 11)])
+    ev = _run_commit(_whisperish(calls, early=early), SessionConfig(commit_every_s=0.24, commit_wait=True,
+                                                                     commit_guard_s=0.6))
+    text = " ".join(e.text for e in ev if isinstance(e, Final))
+    assert text == "One two three four five."
+    assert "too" not in text
+
+
+def test_incremental_finals_off_gives_one_final_per_segment():
+    from jrsv_stream.stream.session import SessionConfig
+
+    calls = []
+    ev = _run_commit(_whisperish(calls), SessionConfig(commit_every_s=0.0))
+    assert [e.text for e in ev if isinstance(e, Final)] == ["One two three four five."]
+    assert [c[3] for c in calls] == [""]  # no hypotheses, no prefix
+
+
+def test_incremental_finals_live_mode_never_waits_and_loses_nothing():
+    """Live sessions (commit_wait False): hypotheses go on the lane only when it is idle and
+    are taken when done; whatever the timing, the finals together say the whole segment."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    for _ in range(3):
+        calls = []
+        ev = _run_commit(_whisperish(calls), SessionConfig(commit_every_s=0.24))
+        assert " ".join(e.text for e in ev if isinstance(e, Final)) == "One two three four five."

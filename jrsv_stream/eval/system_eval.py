@@ -204,12 +204,24 @@ def _hypotheses(events, tracks) -> tuple[dict[str, str], list[str], dict[str, st
     from jrsv_stream.stream.events import Error, Final, Partial
 
     finals = sorted((e for e in events if isinstance(e, Final) and e.text), key=lambda e: (e.start_s, e.seq))
-    last_partial: dict[tuple[str, str], str] = {}
+    last_partial: dict[tuple[str, str], Partial] = {}
     for e in events:
         if isinstance(e, Partial):
-            last_partial[(e.track, e.segment_id)] = e.text
+            last_partial[(e.track, e.segment_id)] = e
     errors = [f"{e.code}: {e.message}" for e in events if isinstance(e, Error)]
-    partials = {t: " ".join(last_partial.get((t, e.segment_id), "") for e in finals if e.track == t).strip() for t in tracks}
+
+    def shown(f: Final) -> str:
+        # the partial's words over the final's stretch of audio: with incremental finals a
+        # final commits the first words of what its partial showed, the rest goes on in the
+        # next segment's partial (scored there)
+        p = last_partial.get((f.track, f.segment_id))
+        if p is None:
+            return ""
+        if not p.words:
+            return p.text
+        return " ".join(w[0] for w in p.words if w[1] <= f.end_s + 1e-6)
+
+    partials = {t: " ".join(shown(e) for e in finals if e.track == t).strip() for t in tracks}
     return {t: " ".join(e.text for e in finals if e.track == t) for t in tracks}, errors, partials
 
 

@@ -166,13 +166,30 @@ class LiveSubtitleWriter:
         self._f: IO[str] = open(self.path, "w", encoding="utf-8")
         self.count = 0
         self._last_end = 0.0
+        self._pieces: list[Final] = []  # finals of the open utterance (see add's ``more``)
         if fmt == "vtt":
             self._f.write(VTT_HEADER)
         self._f.flush()
 
-    def add(self, final: Final) -> int:
-        """Write the cues of one final (other tracks and empty finals are ignored); returns cues written."""
-        cues = cues_from_finals([final], self.track, max_chars=self.max_chars)
+    def add(self, final: Final, more: bool = False) -> int:
+        """Write the cues of one final (other tracks and empty finals are ignored); returns cues
+        written. ``more``: the final is a piece of an utterance that goes on (incremental
+        finals; its ``utterance_end`` has not come): it waits, and the utterance's pieces are
+        written together as one final by the next call without ``more`` or by
+        :meth:`end_utterance`, so a cue is a readable line, not a word or two."""
+        if final.track != self.track or not final.text:
+            return 0
+        self._pieces.append(final)
+        return 0 if more else self.end_utterance()
+
+    def end_utterance(self) -> int:
+        """Write the waiting pieces as one final's cues; returns cues written."""
+        if not self._pieces:
+            return 0
+        ps, self._pieces = self._pieces, []
+        joined = {"track": self.track, "text": " ".join(p.text for p in ps), "words": [w for p in ps for w in p.words],
+                  "start_s": ps[0].start_s, "end_s": ps[-1].end_s}
+        cues = cues_from_finals([joined], self.track, max_chars=self.max_chars)
         for c in cues:
             c = Cue(max(c.start_s, self._last_end), max(c.end_s, max(c.start_s, self._last_end) + 0.001), c.text, c.words)
             self.count += 1
@@ -188,6 +205,7 @@ class LiveSubtitleWriter:
 
     def close(self) -> None:
         if not self._f.closed:
+            self.end_utterance()
             self._f.close()
 
     def __enter__(self):

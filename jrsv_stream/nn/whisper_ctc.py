@@ -387,8 +387,8 @@ class WhisperCTC(nn.Module):
         is empty (the decoder ends right after the prefix) gives an empty final."""
         from jrsv_stream.decode.hybrid import Candidate, HybridConfig, choose_final, time_display_words
 
-        if not ctc_text.strip() or not self.cfg.final.enabled:
-            return None
+        if not (ctc_text.strip() or prefix.strip()) or not self.cfg.final.enabled:
+            return None  # (after committed words, the CTC head may have missed what follows)
         nbest, ns, dec_words = self._decode(audio, hotwords=hotwords, prefix=prefix)
         if prefix.strip() and not any(t.strip() for t, _, _ in nbest):
             return SegmentFinal("", (), "attention", ("empty",))  # nothing follows the committed words

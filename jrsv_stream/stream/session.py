@@ -410,20 +410,29 @@ class StreamSession:
 
     # ------------------------------------------------------------------ incremental finals
     def _tail(self, tokens, frames, first_frame: int) -> tuple[tuple, tuple]:
-        """The CTC path's words that start at absolute frame ``first_frame`` or later (a word
-        begun before it belongs to what is already committed / hypothesized)."""
+        """The CTC path's words whose text starts at absolute frame ``first_frame`` or later
+        (a word begun before it belongs to what is already committed / hypothesized; a bare
+        word-start piece, which CTC may emit frames before the word's letters, does not
+        count as its beginning)."""
         i = 0
         while i < len(tokens) and frames[i] < first_frame:
             i += 1
-        while i < len(tokens) and not self.tokenizer.is_word_start(int(tokens[i])):
-            i += 1
+        if 0 < i < len(tokens) and not self.tokenizer.is_word_start(int(tokens[i])):
+            j = i - 1
+            while j > 0 and not self.tokenizer.is_word_start(int(tokens[j])):
+                j -= 1
+            if not self.tokenizer.decode([int(t) for t in tokens[j:i]]).strip():
+                i = j  # the word's text begins after first_frame
+            else:
+                while i < len(tokens) and not self.tokenizer.is_word_start(int(tokens[i])):
+                    i += 1
         return tuple(tokens[i:]), tuple(frames[i:])
 
     def _maybe_hypothesize(self, tr: _Track) -> None:
         """Queue a hypothesis of the open segment on the finals lane (see
         ``SessionConfig.commit_every_s``): when commits are on, none is pending, the lane is
         idle (finals first), the segment grew by ``commit_frames`` since the last one and
-        the CTC path heard something beyond the committed words."""
+        the CTC path or the last hypothesis heard something beyond the committed words."""
         if self.commit_frames <= 0 or tr.hyp_future is not None or not tr.audio:
             return
         if self.worker.finals_waiting and not self.config.commit_wait:
@@ -434,7 +443,7 @@ class StreamSession:
         top = best(tr.beam, self.config.beam)
         toks, _ = self._tail(top.tokens, top.token_frames, tr.seg_start_frame + tr.cut_frame)
         ctc_text = self.tokenizer.decode(list(toks)).strip()
-        if not ctc_text:
+        if not (ctc_text or tr.hyp):  # nothing heard beyond the committed words
             return
         audio = np.concatenate(tr.audio)
         tr.audio = [audio]
