@@ -243,3 +243,22 @@ def test_incremental_finals_live_mode_never_waits_and_loses_nothing():
         calls = []
         ev = _run_commit(_whisperish(calls), SessionConfig(commit_every_s=0.24))
         assert " ".join(e.text for e in ev if isinstance(e, Final)) == "One two three four five."
+
+
+def test_incremental_finals_wait_for_confident_words():
+    """A word two hypotheses agree on is committed only once both are sure of it
+    (decoder confidence >= commit_min_conf): "One" is unsure until 20 frames of audio."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    def unsure_first(track, audio, logp, ctc_text, hotwords=(), prefix=""):
+        res = base(track, audio, logp, ctc_text, hotwords, prefix)
+        conf = 0.3 if len(audio) // 640 < 20 else 0.9
+        return res._replace(words=tuple((w[0], w[1], w[2], conf) for w in res.words))
+
+    calls = []
+    base = _whisperish(calls)
+    ev = _run_commit(unsure_first, SessionConfig(commit_every_s=0.24, commit_wait=True))
+    finals = [e for e in ev if isinstance(e, Final)]
+    assert " ".join(f.text for f in finals) == "One two three four five."
+    assert finals[0].audio_time_s >= 0.96  # hypotheses at 24 and 30 frames are the first sure ones
+    assert all(w[3] == 0.9 for f in finals for w in f.words)

@@ -339,8 +339,11 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     dataset = ManifestDataset(manifest, pipeline.separator.hop_samples, max_items=cfg.max_items)
     if not len(dataset):
         raise ValueError(f"{manifest} has no items")
+    # max_pending_finals: room for every stream's finals and incremental-finals hypotheses
+    # (sessions wait for them here, SessionConfig.commit_wait), so none is refused and the
+    # captions do not depend on how the streams interleave
     worker = BatchWorker(pipeline, max_batch=cfg.streams, max_wait_ms=cfg.max_wait_ms, max_streams=cfg.streams,
-                         device=pick_device(cfg.device or "auto"))
+                         device=pick_device(cfg.device or "auto"), max_pending_finals=64 * cfg.streams)
     from jrsv_stream.stream.session import SessionConfig
 
     session_config = SessionConfig(track_margin=cfg.track_margin, **dict(cfg.session))

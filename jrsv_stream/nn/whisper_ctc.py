@@ -41,10 +41,11 @@ import yaml
 from torch import nn
 
 from jrsv_stream.config import config_from_dict
-from jrsv_stream.decode.hybrid import TimedWord
+from jrsv_stream.decode.hybrid import TimedWord, normalize_word
 from jrsv_stream.nn.whisper import mel_filters, normalize_log_mel
 
 FRAME_SAMPLES = 320  # one Whisper encoder frame (2 mel hops of 10 ms)
+_LEADING_PUNCT = re.compile(r"^[\s,.;:!?\-]+")
 HOTWORD_FINAL_BONUS = 2.0  # nats per hotword word a final candidate writes (the hybrid choice's scale)
 N_FFT, HOP = 400, 160
 TRACKS = {"speech": 0, "singing": 1}
@@ -390,8 +391,14 @@ class WhisperCTC(nn.Module):
         if not (ctc_text.strip() or prefix.strip()) or not self.cfg.final.enabled:
             return None  # (after committed words, the CTC head may have missed what follows)
         nbest, ns, dec_words = self._decode(audio, hotwords=hotwords, prefix=prefix)
-        if prefix.strip() and not any(t.strip() for t, _, _ in nbest):
-            return SegmentFinal("", (), "attention", ("empty",))  # nothing follows the committed words
+        if prefix.strip():
+            # a continuation may open with the punctuation of the committed words' last one
+            # (", 4 of clubs"): it would stand alone after them; drop it
+            nbest = [(_LEADING_PUNCT.sub("", t), lp, n) for t, lp, n in nbest]
+            if dec_words is not None:
+                dec_words = [_drop_leading_punct(ws) for ws in dec_words]
+            if not any(t.strip() for t, _, _ in nbest):
+                return SegmentFinal("", (), "attention", ("empty",))  # nothing follows the committed words
         cands = [Candidate(t, lp, n) for t, lp, n in nbest]
         if hotwords and len(cands) == 2:
             # the prompted decoding competes only when it writes a phrase, and is preferred by
@@ -472,6 +479,14 @@ class WhisperCTC(nn.Module):
         if (d / VOICE_TYPE_FILE).is_file():
             model.voice_type = load_voice_type(d / VOICE_TYPE_FILE, model.d_model)
         return model.to(device).eval()
+
+
+def _drop_leading_punct(words: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """``words`` without its leading punctuation-only words (as ``_LEADING_PUNCT`` strips the text)."""
+    k = 0
+    while k < len(words) and not normalize_word(words[k][0]):
+        k += 1
+    return list(words[k:])
 
 
 def decoder_word_confidence(tok, ids: Sequence[int], token_logps: Sequence[float]) -> list[tuple[str, float]]:
