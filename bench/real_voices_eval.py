@@ -53,8 +53,10 @@ def _spread(rows: list[dict], n: int | None) -> list[dict]:
 
 
 def set_manifest(name: str, real_root: Path, corpus_root: Path, n: int | None, out_dir: Path,
-                 ood_root: Path = Path("data/ood")) -> Path:
-    """A manifest of the set's items written under ``out_dir`` (mixture paths absolute)."""
+                 ood_root: Path = Path("data/ood"), timed: bool = False) -> Path:
+    """A manifest of the set's items written under ``out_dir`` (mixture paths absolute).
+    ``timed``: the real voices from the manifests with reference word times
+    (``bench/word_times.py``), so the word latencies are measured on them too."""
     if name == "ood_mix":  # items whose every vocal has a transcript; n split evenly over the 3 scenarios,
         # a seeded sample within each (the set's scenario / SNR cycles would alias with an even stride)
         rows, root = _rows(ood_root / "test_transcribed.jsonl"), ood_root
@@ -71,6 +73,8 @@ def set_manifest(name: str, real_root: Path, corpus_root: Path, n: int | None, o
             rows = pick
     elif name.startswith("real_"):
         src = real_root / ("test_clean.jsonl" if name == "real_clean" else "test_mixed.jsonl")
+        if timed:
+            src = src.with_name(src.stem + "_timed.jsonl")
         rows = _rows(src)
         if name != "real_clean":
             bucket = {"real_m5": -5, "real_0": 0, "real_p5": 5}[name]
@@ -161,6 +165,8 @@ def main(argv=None) -> int:
                     help="SessionConfig fields to replace, e.g. gate_on=0.3 gate_off=0.2")
     ap.add_argument("--voice-rescue", default=None, metavar="LOGIT|off",
                     help="replace the pipeline's voice_rescue (talk on the singing track opens the speech gate)")
+    ap.add_argument("--timed", action="store_true",
+                    help="real voices with reference word times (bench/word_times.py): word latencies on them too")
     ap.add_argument("--label", default=None)
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
@@ -174,9 +180,9 @@ def main(argv=None) -> int:
     endpoint = tuple(parse_overrides(a.endpoint, "--endpoint").items())
     session = tuple(parse_overrides(a.session, "--session").items())
     tmp = Path(tempfile.mkdtemp(prefix="real_voices_eval_"))
-    res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "track_margin": a.track_margin, "endpoint": dict(endpoint), "session": dict(session), "voice_rescue": a.voice_rescue, "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
+    res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "track_margin": a.track_margin, "endpoint": dict(endpoint), "session": dict(session), "voice_rescue": a.voice_rescue, "timed": a.timed, "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
     for name in a.sets:
-        m = set_manifest(name, Path(a.real_voices), Path(a.corpus), a.per_set, tmp, Path(a.ood))
+        m = set_manifest(name, Path(a.real_voices), Path(a.corpus), a.per_set, tmp, Path(a.ood), a.timed)
         cfg = SystemEvalConfig(pipeline=pipeline, separator=a.separator, streams=a.streams, threads=a.threads, label=name,
                                score_separation=False, track_margin=a.track_margin, endpoint=endpoint,
                                session=session, voice_rescue_override=a.voice_rescue)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.common import git_commit  # noqa: E402
+from bench.common import git_commit, parse_overrides  # noqa: E402
 from jrsv_stream.nn.loader import default_pipeline_spec, load_pipeline  # noqa: E402
 from jrsv_stream.stream.session import SessionConfig, StreamSession  # noqa: E402
 from jrsv_stream.stream.worker import BatchWorker, QueueFull  # noqa: E402
@@ -134,10 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--manifest", default=None, help="use these corpus mixtures as stream audio (default: synthetic)")
     ap.add_argument("--keep-going", action="store_true", help="run all levels even after one is not real time")
+    ap.add_argument("--session", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="SessionConfig fields to replace, e.g. commit_every_s=0 (incremental finals off)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     levels = [int(x) for x in a.streams.split(",")]
+    scfg = SessionConfig(**parse_overrides(a.session, "--session"))
     pipeline = load_pipeline(a.pipeline, int(round(a.chunk_ms * 16)) if a.chunk_ms else None)
     worker = BatchWorker(pipeline, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_streams=max(levels))
     worker.start()
@@ -146,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         # warm up (allocator, kernels)
-        asyncio.run(run_level(worker, 2, 2 * chunk_ms / 1000, a.manifest, pool, SessionConfig()))
+        asyncio.run(run_level(worker, 2, 2 * chunk_ms / 1000, a.manifest, pool, scfg))
         for n in levels:
-            r = asyncio.run(run_level(worker, n, a.seconds, a.manifest, pool, SessionConfig()))
+            r = asyncio.run(run_level(worker, n, a.seconds, a.manifest, pool, scfg))
             results.append(r)
             print(f"{n:5d} streams: chunk latency p50 {r['chunk_latency_ms']['p50']:8.1f} ms  p95 {r['chunk_latency_ms']['p95']:8.1f} ms"
                   f"  model step p50 {r['model_step_ms']['p50']:7.1f} ms  batch {r['mean_batch']:6.1f}"
@@ -164,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
            "config": {"chunk_ms": chunk_ms, "seconds_per_level": a.seconds, "max_batch": a.max_batch,
                       "max_wait_ms": a.max_wait_ms, "decode_threads": a.decode_threads,
                       "audio": a.manifest or "synthetic noise bursts (65 % active)",
-                      "algorithmic_latency_ms": worker.pipeline.algorithmic_latency_ms},
+                      "algorithmic_latency_ms": worker.pipeline.algorithmic_latency_ms,
+                      "session": parse_overrides(a.session, "--session"),
+                      "commit_every_s": (scfg.commit_every_s if scfg.commit_every_s is not None
+                                         else getattr(worker.pipeline, "commit_every_s", None))},
            "chunk_ms": chunk_ms, "max_realtime_streams": max(ok) if ok else 0, "levels": results,
            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     path = Path(a.json)

@@ -129,6 +129,15 @@ def test_speech_finals_from_the_mixture_are_aligned_with_the_emitted_frames():
     assert not torch.equal(outs[3].track_audio["lyrics"], outs[3].track_audio["speech"])
     with pytest.raises(ValueError, match="speech_final_audio"):
         JRSVPipeline(sep, asr, tok, 5120, speech_final_audio="both")
+    # speech_final_mix w: w x that mixture + (1 - w) x the separated speech of the same frames
+    sep_only = JRSVPipeline(sep, asr, tok, 5120, speech_final_audio="separated")
+    p.speech_final_mix = 0.25
+    st, st2 = p.init_state(2), sep_only.init_state(2)
+    for k in range(4):
+        o, st = p.step(x[:, k * 5120:(k + 1) * 5120], st)
+        o2, st2 = sep_only.step(x[:, k * 5120:(k + 1) * 5120], st2)
+        torch.testing.assert_close(o.track_audio["speech"], 0.25 * outs[k].track_audio["speech"]
+                                   + 0.75 * o2.track_audio["speech"])
 
 
 def test_pipeline_file_carries_its_sessions_endpoint_rules(tmp_path):
@@ -172,3 +181,18 @@ def test_pipeline_file_voice_rescue_is_read_and_checked(tmp_path):
     (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\nvoice_rescue: loud\n")
     with pytest.raises(ValueError, match="pipeline.yaml"):
         read_pipeline_file(tmp_path)
+
+
+def test_pipeline_file_incremental_finals_and_final_mix(tmp_path):
+    """``commit_every_s`` and ``speech_final_mix`` in pipeline.yaml: read, range-checked."""
+    from jrsv_stream.nn.pipeline import read_pipeline_file
+
+    (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: a\ncommit_every_s: 0.64\nspeech_final_mix: 0.5\n")
+    spec = read_pipeline_file(tmp_path)
+    assert spec["commit_every_s"] == 0.64 and spec["speech_final_mix"] == 0.5
+    (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: a\n")
+    assert read_pipeline_file(tmp_path)["commit_every_s"] is None and read_pipeline_file(tmp_path)["speech_final_mix"] == 1.0
+    for bad in ("commit_every_s: -1", "speech_final_mix: 1.5", "commit_every_s: soon"):
+        (tmp_path / "pipeline.yaml").write_text(f"separator: null\nasr: a\n{bad}\n")
+        with pytest.raises(ValueError, match="pipeline.yaml|commit_every_s|speech_final_mix"):
+            read_pipeline_file(tmp_path)

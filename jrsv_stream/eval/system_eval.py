@@ -186,6 +186,7 @@ def build_pipeline(cfg: SystemEvalConfig):
     spec = cfg._spec()
     if spec is not None and cfg.asr is None:  # the pipeline's own incremental finals (pipeline.yaml)
         p.commit_every_s = spec["commit_every_s"]
+        p.speech_final_mix = spec["speech_final_mix"]
     if (cfg.lm_weight is not None or cfg.lm_bonus is not None) and p.lm is None:
         raise ValueError(f"--lm-weight/--lm-bonus given but {cfg.asr_path} has no lm.npz (or --no-lm was given)")
     if p.lm is not None:

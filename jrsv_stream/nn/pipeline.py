@@ -128,6 +128,9 @@ class JRSVPipeline(nn.Module):
         self.final_fn = self._final_fn if self.whisper_finals else None
         self.final_prefix = self.whisper_finals  # final_fn takes prefix= (incremental finals)
         self.commit_every_s: float | None = None  # the sessions' incremental finals (pipeline.yaml commit_every_s)
+        # with speech_final_audio "mixture": the speech finals decode speech_final_mix x the
+        # mixture + (1 - speech_final_mix) x the separated speech (1.0: the mixture alone)
+        self.speech_final_mix = 1.0
         # voice gate: the lyrics track's activity times p(singing) of its voice, from the
         # recognizer's voice-type head over the track's own encoder frames (nn.voice_type),
         # smoothed causally, with a prior toward talk (voice_bias). Real talk that the separator
@@ -226,7 +229,14 @@ class JRSVPipeline(nn.Module):
             a = asr_state.history[:, -(self.lag_chunks + 1) * cs: asr_state.history.shape[1] - self.lag_chunks * cs]
         else:
             a = tracks_audio
-        return {"speech": a[:B] if mix is None else mix[:, :self.chunk_samples], "lyrics": a[B:]}
+        if mix is None:
+            speech = a[:B]
+        elif self.speech_final_mix >= 1.0:
+            speech = mix[:, :self.chunk_samples]
+        else:  # the music partly removed, the separator's artifacts partly masked
+            w = self.speech_final_mix
+            speech = w * mix[:, :self.chunk_samples].to(a.dtype) + (1.0 - w) * a[:B]
+        return {"speech": speech, "lyrics": a[B:]}
 
     def _final_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = (), prefix: str = ""):
         """The segment's final from its track audio (see :meth:`WhisperCTC.finalize`);
@@ -311,7 +321,7 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
     """``model_dir/pipeline.yaml`` resolved: ``{"separator": Path | None, "asr": Path,
     "lm": Path | None, "chunk_ms": float | None, "speech_final_audio": str, "voice_gate": bool,
     "voice_bias": float, "voice_rescue": float | None, "endpoint": EndpointConfig | None,
-    "commit_every_s": float | None}`` (folders relative to the file;
+    "commit_every_s": float | None, "speech_final_mix": float}`` (folders relative to the file;
     ``endpoint:`` a mapping of :class:`~jrsv_stream.decode.endpoint.EndpointConfig` fields,
     the endpoint rules of this pipeline's sessions), or None when the folder has no such file.
 
@@ -333,6 +343,9 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
         voice_bias = float(doc.get("voice_gate_bias", VOICE_BIAS))
         rescue = doc.get("voice_rescue")
         voice_rescue = None if rescue is None else float(rescue)
+        final_mix = float(doc.get("speech_final_mix", 1.0))
+        if not 0.0 <= final_mix <= 1.0:
+            raise ValueError(f"speech_final_mix must be in [0, 1], got {final_mix}")
         commit = doc.get("commit_every_s")
         commit_every_s = None if commit is None else float(commit)
         if commit_every_s is not None and commit_every_s < 0:
@@ -347,7 +360,8 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
     return {"separator": None if sep_rel is None else root / sep_rel, "asr": root / asr_rel,
             "lm": None if lm_rel is None else root / lm_rel, "chunk_ms": None if chunk_ms is None else float(chunk_ms),
             "speech_final_audio": speech_final_audio, "voice_gate": voice_gate, "voice_bias": voice_bias,
-            "voice_rescue": voice_rescue, "endpoint": endpoint, "commit_every_s": commit_every_s}
+            "voice_rescue": voice_rescue, "endpoint": endpoint, "commit_every_s": commit_every_s,
+            "speech_final_mix": final_mix}
 
 
 def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
@@ -373,6 +387,7 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
                                      voice_rescue=spec["voice_rescue"])
         pipe.endpoint = spec["endpoint"]  # the sessions' endpoint rules (None: the defaults)
         pipe.commit_every_s = spec["commit_every_s"]  # the sessions' incremental finals (None: off)
+        pipe.speech_final_mix = spec["speech_final_mix"]
         return pipe
     for sub in ("separator", "asr"):
         if not (root / sub).is_dir():

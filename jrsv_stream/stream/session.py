@@ -15,7 +15,14 @@ into caption events, per track:
    (:mod:`jrsv_stream.decode.rescoring`, run on the worker thread) -> the segment's
    :class:`~jrsv_stream.stream.events.Final` with word times and confidences in audio
    time, then an :class:`~jrsv_stream.stream.events.UtteranceEnd` naming the endpoint's
-   reason; the next segment of the track gets the next ``segment_id``.
+   reason; the next segment of the track gets the next ``segment_id``;
+4. **incremental finals** (``SessionConfig.commit_every_s`` > 0, pipelines whose
+   ``final_fn`` takes a ``prefix``): while a segment is open, the pipeline's final_fn
+   decodes it so far on the finals lane (a *hypothesis*, with the words already committed
+   forced as its prefix); the words two consecutive hypotheses agree on, confidently, are
+   committed at once as a Final of their own segment (no utterance_end: the utterance goes
+   on), the partial shows the latest hypothesis' other words and the CTC words beyond it,
+   and the endpoint's final is what follows the committed words.
 
 The stream's :class:`~jrsv_stream.stream.captions.CaptionOptions` choose the tracks
 decoded, add hotwords to the beam search (and the ``final_fn``'s prompt), and rewrite

@@ -54,12 +54,14 @@ def train_files(corpus: Path, split: str, singing_frac: float, seed: int = 0) ->
     return files
 
 
-def load_adapted(folder: str | os.PathLike, encoder) -> BlockCausalWhisper:
+def load_adapted(folder: str | os.PathLike, encoder, chunk_frames: int | None = None,
+                 compute_dtype: str = "float32") -> BlockCausalWhisper:
     """A :class:`BlockCausalWhisper` over ``encoder`` with the adapters of ``folder``
-    (``config.json`` + ``adapter.pt``), float32, eval mode."""
+    (``config.json`` + ``adapter.pt``), eval mode; ``chunk_frames`` None: the trained chunk."""
     d = Path(folder)
     cfg = json.loads((d / "config.json").read_text())
-    bc = BlockCausalWhisper(encoder, cfg["chunk_frames"], cfg.get("left_chunks", -1), lora_rank=cfg["lora_rank"],
+    bc = BlockCausalWhisper(encoder, chunk_frames or cfg["chunk_frames"], cfg.get("left_chunks", -1),
+                            compute_dtype=compute_dtype, lora_rank=cfg["lora_rank"],
                             lora_targets=cfg["lora_targets"], lora_layers=cfg.get("lora_layers"),
                             lora_alpha=cfg.get("lora_alpha"))
     bc.load_lora_state_dict(torch.load(d / "adapter.pt", map_location="cpu", weights_only=True))
@@ -96,7 +98,7 @@ class Distiller:
         kl = (t_lp.exp() * (t_lp - s_lp)).sum(-1).mean()
         n = min(feats.shape[1], full.shape[1])
         fe = (feats[:, :n] - full[:, :n]).pow(2).mean() / full[:, :n].pow(2).mean()
-        return kl + self.feat_weight * fe, {"kl": float(kl), "feat": float(fe)}
+        return kl + self.feat_weight * fe, {"kl": float(kl.detach()), "feat": float(fe.detach())}
 
 
 def main(argv=None) -> None:
