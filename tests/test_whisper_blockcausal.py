@@ -113,3 +113,19 @@ def test_bad_input_refused(tiny):
         BlockCausalWhisper(tiny.encoder, 16, compute_dtype="float16")
     with pytest.raises(ValueError, match="LoRA target"):
         BlockCausalWhisper(tiny.encoder, 16, lora_rank=2, lora_targets=("nope",))
+
+
+def test_shipped_adapters_load():
+    """models/whisper_blockcausal (LoRA for Whisper base, 320 ms chunks) matches the layout
+    its config names (a randomly initialized base-sized encoder: no weights needed)."""
+    from pathlib import Path
+
+    from jrsv_stream.nn.whisper import WhisperDims, WhisperEncoder
+    from jrsv_stream.train.blockcausal_lora import load_adapted
+
+    folder = Path(__file__).resolve().parents[1] / "models" / "whisper_blockcausal"
+    dims = WhisperDims(80, 1500, 512, 8, 6, 51865, 448, 512, 8, 6)
+    bc = load_adapted(folder, WhisperEncoder(dims))
+    assert bc.chunk_frames == 16 and bc.algorithmic_latency_ms == 320.0
+    assert len(bc.lora_names) == 24 and sum(p.numel() for p in bc.lora_parameters()) == 393216
+    assert any(float(p.detach().abs().max()) > 0 for n, p in bc.encoder.named_parameters() if n.endswith("lora_b"))
