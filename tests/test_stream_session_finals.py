@@ -5,6 +5,7 @@ empty final_fn leaves the CTC final, and nothing is asked where the CTC path is 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -171,14 +172,14 @@ def _whisperish(calls, words=WORDS, early=None):
     return fn
 
 
-def _run_commit(final_fn, config):
+def _run_commit(final_fn, config, track="speech", lyrics=SILENT):
     audio = np.zeros(N * 640, dtype=np.float32)
-    p = PrefixPipeline({"speech": COUNT, "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, final_fn)
+    p = PrefixPipeline({"speech": COUNT, "lyrics": lyrics}, {"speech": ON, "lyrics": ON}, final_fn)
     with BatchWorker(p, max_wait_ms=1) as w:
         s = StreamSession(w, "t", config)
         ev = s.process(audio) + s.finish()
         s.close()
-    return [e for e in ev if e.__class__.__name__ in ("Final", "Partial", "UtteranceEnd") and e.track == "speech"]
+    return [e for e in ev if e.__class__.__name__ in ("Final", "Partial", "UtteranceEnd") and e.track == track]
 
 
 def test_incremental_finals_commit_agreed_words_before_the_endpoint():
@@ -262,3 +263,20 @@ def test_incremental_finals_wait_for_confident_words():
     assert " ".join(f.text for f in finals) == "One two three four five."
     assert finals[0].audio_time_s >= 0.96  # hypotheses at 24 and 30 frames are the first sure ones
     assert all(w[3] == 0.9 for f in finals for w in f.words)
+
+
+def test_incremental_finals_only_on_the_commit_tracks():
+    """The default commits the speech track only: the lyrics track (the same words here)
+    keeps one final per segment, with no hypothesis asked for it."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    calls = []
+    cfg = SessionConfig(commit_every_s=0.24, commit_wait=True)
+    assert cfg.commit_tracks == ("speech",)
+    ly = _run_commit(_whisperish(calls), cfg, track="lyrics", lyrics=COUNT)
+    assert [e.text for e in ly if isinstance(e, Final)] == ["One two three four five."]
+    assert [c[3] for c in calls if c[0] == "lyrics"] == [""] and len([c for c in calls if c[0] == "speech"]) > 2
+    calls.clear()
+    ly = _run_commit(_whisperish(calls), dataclasses.replace(cfg, commit_tracks=("speech", "lyrics")),
+                     track="lyrics", lyrics=COUNT)
+    assert len([e for e in ly if isinstance(e, Final)]) > 2

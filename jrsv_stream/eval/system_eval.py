@@ -83,6 +83,7 @@ class SystemEvalConfig:
     endpoint: tuple[tuple[str, float], ...] = ()  # EndpointConfig fields to replace, e.g. (("rule2_trailing_silence_s", 0.5),)
     session: tuple[tuple[str, float], ...] = ()  # SessionConfig fields to replace, e.g. (("gate_on", 0.3),)
     voice_rescue_override: str | None = None  # "off" or a float: replaces the pipeline.yaml's voice_rescue
+    speech_final_mix: float | None = None  # replaces the pipeline.yaml's speech_final_mix
 
     def __post_init__(self):
         if self.streams < 1:
@@ -187,6 +188,8 @@ def build_pipeline(cfg: SystemEvalConfig):
     if spec is not None and cfg.asr is None:  # the pipeline's own incremental finals (pipeline.yaml)
         p.commit_every_s = spec["commit_every_s"]
         p.speech_final_mix = spec["speech_final_mix"]
+    if cfg.speech_final_mix is not None:
+        p.speech_final_mix = float(cfg.speech_final_mix)
     if (cfg.lm_weight is not None or cfg.lm_bonus is not None) and p.lm is None:
         raise ValueError(f"--lm-weight/--lm-bonus given but {cfg.asr_path} has no lm.npz (or --no-lm was given)")
     if p.lm is not None:
@@ -393,7 +396,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     return _json_safe({
         "label": cfg.label,
         "config": {"pipeline": None if cfg.separator and cfg.asr else cfg.pipeline, "separator": cfg.separator_path, "asr": cfg.asr_path,
-                   "chunk_ms": cfg.chunk_ms, "track_margin": cfg.track_margin, "endpoint": dict(cfg.endpoint), "session": dict(cfg.session), "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
+                   "chunk_ms": cfg.chunk_ms, "track_margin": cfg.track_margin, "endpoint": dict(cfg.endpoint), "session": dict(cfg.session), "commit_every_s": session_config.commit_every_s if session_config.commit_every_s is not None else getattr(pipeline, "commit_every_s", None), "speech_final_mix": getattr(pipeline, "speech_final_mix", None), "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
                    "streams": cfg.streams, "device": str(worker.device), "max_items": cfg.max_items,
                    "lm": None if pipeline.lm is None else {"order": pipeline.lm.order, "weight": pipeline.lm.weight,
                                                            "token_bonus": pipeline.lm.token_bonus}},
