@@ -142,13 +142,30 @@ def test_overlay_in_headless_chromium(tmp_path):
 
                 # a final goes after its reading time (17 cps, at least 0.5 s): "la la land" -> 0.59 s
                 await cdp.wait_for("document.getElementById('lyrics').classList.contains('idle')", timeout_s=5)
+
+                # incremental finals: the pieces of one utterance stay together for the reading
+                # time of all of them ("oh" alone would go after 0.5 s; with its 44-character
+                # continuation both stay ~2.6 s)
+                def piece(seg, text, seq):
+                    return json.dumps({"v": 1, "type": "final", "stream_id": "ov", "track": "lyrics",
+                                       "segment_id": f"lyrics-{seg}", "seq": seq, "text": text, "words": [],
+                                       "start_s": 3, "end_s": 4, "audio_time_s": 4.2, "emitted_at": time.time()})
+                srv._dispatch(hub, [piece(1, "oh", 10), piece(2, "whoa whoa whoa whoa whoa whoa whoa whoa whoa", 11)])
+                await cdp.wait_for("document.getElementById('lyrics').innerText.includes('whoa')")
+                await asyncio.sleep(1.0)
+                pieces_text = await cdp.js("document.getElementById('lyrics').innerText")
+                srv._dispatch(hub, [json.dumps({"v": 1, "type": "utterance_end", "stream_id": "ov", "track": "lyrics",
+                                                "segment_id": "lyrics-2", "seq": 12, "reason": "silence", "end_s": 4,
+                                                "audio_time_s": 4.2, "emitted_at": time.time()})])
+                await cdp.wait_for("document.getElementById('lyrics').classList.contains('idle')", timeout_s=5)
         finally:
             proc.terminate()
             await asyncio.to_thread(proc.wait, 10)
             await srv.stop()
-        return sent, speech, lyrics_idle, rect, shot, long_lines, dimmed, lyrics_text
+        return sent, speech, lyrics_idle, rect, shot, long_lines, dimmed, lyrics_text, pieces_text
 
-    sent, speech, lyrics_idle, rect, shot, long_lines, dimmed, lyrics_text = asyncio.run(asyncio.wait_for(main(), 90))
+    sent, speech, lyrics_idle, rect, shot, long_lines, dimmed, lyrics_text, pieces_text = asyncio.run(
+        asyncio.wait_for(main(), 90))
     assert speech.strip() == sent.text
     assert lyrics_idle is True
     import base64
@@ -166,3 +183,4 @@ def test_overlay_in_headless_chromium(tmp_path):
     assert long_lines[-1].endswith("twenty")
     assert dimmed == [False, True, False]
     assert lyrics_text.strip() == "la la land"
+    assert pieces_text.split()[0] == "oh" and pieces_text.count("whoa") == 9  # 1 s on: the first piece still shown
