@@ -516,7 +516,7 @@ class StreamSession:
         (with incremental finals: the latest hypothesis' uncommitted words, then the CTC
         words beyond the audio it heard)."""
         hyp = best(tr.beam, self.config.beam)
-        if self.commit_frames <= 0:
+        if self.commit_frames <= 0 or tr.name not in self.config.commit_tracks:
             text = self.tokenizer.decode(list(hyp.tokens)).strip()
             if text and text != tr.partial_text:
                 tr.partial_text = text
