@@ -280,3 +280,27 @@ def test_incremental_finals_only_on_the_commit_tracks():
     ly = _run_commit(_whisperish(calls), dataclasses.replace(cfg, commit_tracks=("speech", "lyrics")),
                      track="lyrics", lyrics=COUNT)
     assert len([e for e in ly if isinstance(e, Final)]) > 2
+
+
+def test_incremental_finals_commit_at_a_pause_without_closing_the_utterance():
+    """A pause (0.32 s of CTC blank, shorter than the 0.8 s endpoint) asks a hypothesis at
+    once and commits the words it is sure of without a second opinion; the utterance goes
+    on after the pause and its endpoint's final continues the committed words."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    words = [("One", 2, 5), ("two", 8, 11), ("three.", 25, 30)]
+    paused = script({2: "o", 3: "n", 4: "e", 5: " ", 8: "t", 9: "w", 10: "o", 11: " ",
+                     25: "t", 26: "h", 27: "r", 28: "e", 29: "e"}, N)
+    calls = []
+    audio = np.zeros(N * 640, dtype=np.float32)
+    p = PrefixPipeline({"speech": paused, "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, _whisperish(calls, words))
+    with BatchWorker(p, max_wait_ms=1) as w:
+        s = StreamSession(w, "t", SessionConfig(commit_every_s=10.0, commit_pause_s=0.32, commit_wait=True))
+        ev = s.process(audio) + s.finish()
+        s.close()
+    finals = [e for e in ev if isinstance(e, Final) and e.track == "speech"]
+    ends = [e for e in ev if e.__class__.__name__ == "UtteranceEnd" and e.track == "speech"]
+    assert [f.text for f in finals] == ["One two", "three."]
+    assert finals[0].audio_time_s <= 0.96  # speech ended at frame 12 (0.48 s): + 0.32 s of pause + a chunk
+    assert len(ends) == 1 and ends[0].segment_id == finals[1].segment_id
+    assert [c[3] for c in calls] == ["", "One two"]  # one pause hypothesis, then the endpoint's final

@@ -108,6 +108,12 @@ class SessionConfig:
         commit_tracks: the tracks with incremental finals (Whisper reads the corpus's
             singing too poorly for early commits: lyrics +3.6 WER points with them, and
             each track's hypotheses share the one finals lane).
+        commit_pause_s: a pause: once the CTC path has been blank this long after words, a
+            hypothesis is asked at once (one per pause) and its words are committed without
+            waiting for a second one to agree (only the confidence rule): what follows them
+            is silence, so the endpoint's final would decode the same audio; the segment
+            stays open (the endpoint still needs ``rule2_trailing_silence_s``), so an
+            utterance that goes on is not cut. 0: off.
         commit_wait: every ``commit_every_s`` a hypothesis is queued whatever the lane is
             doing, and the next chunk waits for it: the commits no longer depend on how
             fast the machine is (offline transcription and evaluation; live sessions keep
@@ -129,6 +135,7 @@ class SessionConfig:
     commit_guard_s: float = 0.2
     commit_min_conf: float = 0.7
     commit_tracks: tuple[str, ...] = ("speech",)
+    commit_pause_s: float = 0.0
     commit_wait: bool = False
 
     def __post_init__(self):
@@ -201,6 +208,7 @@ class StreamSession:
         self.commit_frames = (int(round((every or 0.0) / self.frame_shift_s))
                               if self.final_fn is not None and getattr(p, "final_prefix", False) else 0)
         self.guard_frames = int(round(config.commit_guard_s / self.frame_shift_s))
+        self.pause_frames = int(round(config.commit_pause_s / self.frame_shift_s))
         self.clock = clock
         self.handle = worker.open_stream(stream_id)
         self._pending = np.zeros(0, dtype=np.float32)  # samples of the incomplete chunk
@@ -457,7 +465,9 @@ class StreamSession:
         if self.worker.finals_waiting and not self.config.commit_wait:
             return
         n = tr.beam.num_frames - tr.seg_start_frame
-        if n - tr.hyp_submitted < self.commit_frames:
+        blank = tr.beam.trailing_blank_frames
+        pause = 0 < self.pause_frames <= blank and n - blank > max(tr.pause_at, tr.cut_frame)
+        if n - tr.hyp_submitted < self.commit_frames and not pause:
             return
         top = best(tr.beam, self.config.beam)
         toks, _ = self._tail(top.tokens, top.token_frames, tr.seg_start_frame + tr.cut_frame)
@@ -473,6 +483,9 @@ class StreamSession:
         except Exception:  # lane full or worker stopping: no hypothesis this time
             return
         tr.hyp_submitted = n
+        tr.hyp_pause = pause
+        if pause:
+            tr.pause_at = n - blank
 
     def _take_hypothesis(self, tr: _Track, now: float, ready_at: float) -> list[Event]:
         """A finished hypothesis of the open segment: commit the words it and the previous
@@ -493,6 +506,9 @@ class StreamSession:
         prev = tr.hyp or ()
         limit = tr.hyp_submitted - self.guard_frames
         k = 0
+        if tr.hyp_pause:  # at a pause: the words it is sure of, no second opinion needed
+            while k < len(new) and new[k][3] >= self.config.commit_min_conf:
+                k += 1
         while (k < min(len(prev), len(new)) and new[k][2] <= limit
                and normalize_word(prev[k][0]) == normalize_word(new[k][0])
                and min(prev[k][3], new[k][3]) >= self.config.commit_min_conf):

@@ -55,6 +55,8 @@ class _Track:
     hyp_frames: int = 0
     hyp_future: Future | None = None  # a hypothesis decoding on the finals lane
     hyp_submitted: int = 0  # segment frames the pending (or last) hypothesis covers
+    hyp_pause: bool = False  # the pending hypothesis was asked at a pause (SessionConfig.commit_pause_s)
+    pause_at: int = -1  # segment frame where the speech before the last pause hypothesis ended
 
 
 @dataclass
