@@ -103,8 +103,8 @@ class SessionConfig:
             docs/protocol.md) is at least this in both hypotheses: Whisper misreads the
             first words of an utterance while it has heard little after them ("Howdy, Mary"
             for "Had he married" until 3 s of audio), agreeing with itself, but unsure
-            (measured on real voices: 0.04-0.5 for such words, 0.8-1.0 for the right ones;
-            0.7 kept every final WER of the evaluation sets where 0.5 cost 1-2 points).
+            (measured on real voices: 0.04-0.5 for such words, 0.65-1.0 for the right ones;
+            0.6 and 0.7 keep the final WER of the real-voice sets, 0.5 cost 1-2 points).
         commit_tracks: the tracks with incremental finals (Whisper reads the corpus's
             singing too poorly for early commits: lyrics +3.6 WER points with them, and
             each track's hypotheses share the one finals lane).
@@ -133,9 +133,9 @@ class SessionConfig:
     track_margin: float | None = None
     commit_every_s: float | None = None
     commit_guard_s: float = 0.2
-    commit_min_conf: float = 0.7
+    commit_min_conf: float = 0.6
     commit_tracks: tuple[str, ...] = ("speech",)
-    commit_pause_s: float = 0.0
+    commit_pause_s: float = 0.32
     commit_wait: bool = False
 
     def __post_init__(self):
