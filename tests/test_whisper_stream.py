@@ -24,6 +24,18 @@ def librivox():
 
 
 # ---------------------------------------------------------------------- streaming window encoder
+def _streamed(m, a: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``m.step`` over ``a`` (singing track) chunk by chunk, the last chunk zero-padded ->
+    the log-probs of every step joined (1, F, V)."""
+    st = m.init_state(1, tracks=[1])
+    lps = []
+    for i in range(0, len(a), chunk):
+        x = torch.nn.functional.pad(a[i:i + chunk], (0, max(0, i + chunk - len(a))))
+        lp, _, st = m.step(x[None], st)
+        lps.append(lp)
+    return torch.cat(lps, 1)
+
+
 @pytest.mark.parametrize("lookahead,rnn", [(0, 0), (1, 16)])
 def test_window_encoder_streaming_equals_offline_and_is_causal(tiny, librivox, lookahead, rnn):
     """Also with one chunk of lookahead (frames of chunk k come from step k + 1: still
@@ -39,13 +51,7 @@ def test_window_encoder_streaming_equals_offline_and_is_causal(tiny, librivox, l
     tracks = torch.tensor([1])
     chunk = 2560
     off_lp, off_enc = m(a[None], tracks, chunk_samples=chunk)
-    st = m.init_state(1, tracks=[1])
-    lps = []
-    for i in range(0, len(a), chunk):
-        x = torch.nn.functional.pad(a[i:i + chunk], (0, max(0, i + chunk - len(a))))
-        lp, _, st = m.step(x[None], st)
-        lps.append(lp)
-    stream = torch.cat(lps, 1)
+    stream = _streamed(m, a, chunk)
     assert stream.shape == off_lp.shape == (1, 104, 128)
     assert torch.allclose(stream, off_lp, atol=1e-4)
     if lookahead:  # step k emits the frames of chunk k - 1: the ones the window ends one chunk after
@@ -71,13 +77,7 @@ def test_window_encoder_bfloat16_streaming_close_to_offline(tiny, librivox):
         torch.manual_seed(0)
         m = WhisperCTC(WhisperCTCConfig(window_s=1.28, compute_dtype=dt, head=HeadConfig(hidden=32)), whisper=tiny).eval()
         off_lp, _ = m(a[None], tracks, chunk_samples=chunk)
-        st = m.init_state(1, tracks=[1])
-        lps = []
-        for i in range(0, len(a), chunk):
-            x = torch.nn.functional.pad(a[i:i + chunk], (0, max(0, i + chunk - len(a))))
-            lp, _, st = m.step(x[None], st)
-            lps.append(lp)
-        out[dt] = (torch.cat(lps, 1), off_lp)
+        out[dt] = (_streamed(m, a, chunk), off_lp)
     stream, off = out["bfloat16"]
     assert (stream - off).abs().max() < 0.05
     assert (stream - out["float32"][1]).abs().max() < 0.25
