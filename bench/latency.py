@@ -175,13 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = load_pipeline(a.pipeline, int(round(a.chunk_ms * 16)) if a.chunk_ms else None)
     import dataclasses
 
-    from jrsv_stream.stream.session import SessionConfig, session_endpoint
+    from jrsv_stream.stream.session import SessionConfig, session_commit_every_s, session_endpoint
 
     over = parse_overrides(a.endpoint, "--endpoint")
     if a.trailing_silence_s is not None:  # the endpoint's trailing blank after decoded tokens (rule 2)
         over["rule2_trailing_silence_s"] = a.trailing_silence_s
     endpoint = dataclasses.replace(session_endpoint(SessionConfig(), pipeline), **over)  # the pipeline's rules, replaced
-    scfg = SessionConfig(endpoint=endpoint, **parse_overrides(a.session, "--session"))
+    session = parse_overrides(a.session, "--session")
+    scfg = SessionConfig(endpoint=endpoint, **session)
     st = ServerThread(pipeline, ServerConfig(host="127.0.0.1", port=0), scfg).start()
     received_by_item = []
     audio_s = 0.0
@@ -210,9 +211,8 @@ def main(argv: list[str] | None = None) -> int:
            "commit": git_commit(), **device_info(device),
            "config": {"manifest": str(a.manifest), "items": len(items), "audio_s": round(audio_s, 1), "match": mode,
                       "tolerance_s": a.tolerance_s, "frame_ms": 20, "trailing_silence_s": endpoint.rule2_trailing_silence_s,
-                      "endpoint": dataclasses.asdict(endpoint), "session": parse_overrides(a.session, "--session"),
-                      "commit_every_s": (scfg.commit_every_s if scfg.commit_every_s is not None
-                                         else getattr(pipeline, "commit_every_s", None)),
+                      "endpoint": dataclasses.asdict(endpoint), "session": session,
+                      "commit_every_s": session_commit_every_s(scfg, pipeline),
                       "transport": "websocket on 127.0.0.1, real-time pacing"},
            "algorithmic_latency_ms": pipeline.algorithmic_latency_ms,
            "partial_latency_ms": {**pct(m["partial"]), "n": m["n_partial"]},

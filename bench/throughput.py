@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from bench.common import git_commit, parse_overrides  # noqa: E402
 from jrsv_stream.nn.loader import default_pipeline_spec, load_pipeline  # noqa: E402
-from jrsv_stream.stream.session import SessionConfig, StreamSession  # noqa: E402
+from jrsv_stream.stream.session import SessionConfig, StreamSession, session_commit_every_s  # noqa: E402
 from jrsv_stream.stream.worker import BatchWorker, QueueFull  # noqa: E402
 
 
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     levels = [int(x) for x in a.streams.split(",")]
-    scfg = SessionConfig(**parse_overrides(a.session, "--session"))
+    session = parse_overrides(a.session, "--session")
+    scfg = SessionConfig(**session)
     pipeline = load_pipeline(a.pipeline, int(round(a.chunk_ms * 16)) if a.chunk_ms else None)
     worker = BatchWorker(pipeline, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_streams=max(levels))
     worker.start()
@@ -168,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                       "max_wait_ms": a.max_wait_ms, "decode_threads": a.decode_threads,
                       "audio": a.manifest or "synthetic noise bursts (65 % active)",
                       "algorithmic_latency_ms": worker.pipeline.algorithmic_latency_ms,
-                      "session": parse_overrides(a.session, "--session"),
-                      "commit_every_s": (scfg.commit_every_s if scfg.commit_every_s is not None
-                                         else getattr(worker.pipeline, "commit_every_s", None))},
+                      "session": session, "commit_every_s": session_commit_every_s(scfg, worker.pipeline)},
            "chunk_ms": chunk_ms, "max_realtime_streams": max(ok) if ok else 0, "levels": results,
            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     path = Path(a.json)

@@ -348,7 +348,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     # captions do not depend on how the streams interleave
     worker = BatchWorker(pipeline, max_batch=cfg.streams, max_wait_ms=cfg.max_wait_ms, max_streams=cfg.streams,
                          device=pick_device(cfg.device or "auto"), max_pending_finals=64 * cfg.streams)
-    from jrsv_stream.stream.session import SessionConfig
+    from jrsv_stream.stream.session import SessionConfig, session_commit_every_s
 
     session_config = SessionConfig(track_margin=cfg.track_margin, **dict(cfg.session))
     if cfg.endpoint:  # the pipeline's rules with these fields replaced
@@ -396,7 +396,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     return _json_safe({
         "label": cfg.label,
         "config": {"pipeline": None if cfg.separator and cfg.asr else cfg.pipeline, "separator": cfg.separator_path, "asr": cfg.asr_path,
-                   "chunk_ms": cfg.chunk_ms, "track_margin": cfg.track_margin, "endpoint": dict(cfg.endpoint), "session": dict(cfg.session), "commit_every_s": session_config.commit_every_s if session_config.commit_every_s is not None else getattr(pipeline, "commit_every_s", None), "speech_final_mix": getattr(pipeline, "speech_final_mix", None), "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
+                   "chunk_ms": cfg.chunk_ms, "track_margin": cfg.track_margin, "endpoint": dict(cfg.endpoint), "session": dict(cfg.session), "commit_every_s": session_commit_every_s(session_config, pipeline), "speech_final_mix": getattr(pipeline, "speech_final_mix", None), "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
                    "streams": cfg.streams, "device": str(worker.device), "max_items": cfg.max_items,
                    "lm": None if pipeline.lm is None else {"order": pipeline.lm.order, "weight": pipeline.lm.weight,
                                                            "token_bonus": pipeline.lm.token_bonus}},

@@ -156,6 +156,15 @@ def session_endpoint(config: SessionConfig, pipeline) -> EndpointConfig:
         return config.endpoint
     return getattr(pipeline, "endpoint", None) or EndpointConfig()
 
+
+def session_commit_every_s(config: SessionConfig, pipeline) -> float:
+    """The incremental finals' interval a session of ``pipeline`` runs (0: off):
+    ``config.commit_every_s``, else the pipeline's ``commit_every_s`` attribute
+    (``pipeline.yaml``), else off."""
+    if config.commit_every_s is not None:
+        return float(config.commit_every_s)
+    return float(getattr(pipeline, "commit_every_s", None) or 0.0)
+
 class StreamSession:
     """One stream: chunking, its worker slot, per-track decoding, events.
 
@@ -204,8 +213,7 @@ class StreamSession:
                 lm=config.beam.lm if config.beam.lm is not None else getattr(p, "lm", None))),
             endpoint=dataclasses.replace(session_endpoint(config, p), frame_shift_ms=1000.0 * self.frame_shift_s))
         # incremental finals: frames between hypotheses (0: off) and the commit guard
-        every = config.commit_every_s if config.commit_every_s is not None else getattr(p, "commit_every_s", None)
-        self.commit_frames = (int(round((every or 0.0) / self.frame_shift_s))
+        self.commit_frames = (int(round(session_commit_every_s(config, p) / self.frame_shift_s))
                               if self.final_fn is not None and getattr(p, "final_prefix", False) else 0)
         self.guard_frames = int(round(config.commit_guard_s / self.frame_shift_s))
         self.pause_frames = int(round(config.commit_pause_s / self.frame_shift_s))
