@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     session = parse_overrides(a.session, "--session")
     scfg = SessionConfig(**session)
     pipeline = load_pipeline(a.pipeline, int(round(a.chunk_ms * 16)) if a.chunk_ms else None)
-    worker = BatchWorker(pipeline, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_streams=max(levels))
+    worker = BatchWorker(pipeline, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_streams=max(2, *levels))  # the warm-up runs 2 streams
     worker.start()
     pool = concurrent.futures.ThreadPoolExecutor(a.decode_threads)
     chunk_ms = 1000 * worker.chunk_samples / 16000
