@@ -149,7 +149,9 @@ def test_demo_in_tmux_shows_both_panes(tmp_path):
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", "-c", str(REPO), cmd], check=True)
     try:
         screen, deadline = "", time.monotonic() + 40
-        while time.monotonic() < deadline and "demo:" not in screen.split("Lyrics")[-1]:
+        # the demo prints a "demo: ..." notice before the viewer draws, so wait for the summary
+        # line that comes after the Lyrics pane, not for any "demo:"
+        while time.monotonic() < deadline and not ("Lyrics" in screen and "demo:" in screen.split("Lyrics")[-1]):
             time.sleep(0.5)
             screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
         # the live viewer was drawn: two panes, a footer; then the demo's summary line
