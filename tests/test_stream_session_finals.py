@@ -16,7 +16,7 @@ from jrsv_stream.stream.events import Final, Partial
 from jrsv_stream.stream.pipeline_api import PipelineOutput
 from jrsv_stream.stream.session import StreamSession
 from jrsv_stream.stream.worker import BatchWorker
-from tests.test_stream_session import LYRICS, N, ON, SPEECH, ScriptedPipeline, ScriptState, script
+from tests.test_stream_session import CHUNK, LYRICS, N, ON, SPEECH, ScriptedPipeline, ScriptState, script
 
 torch.set_num_threads(1)
 SILENT = torch.log_softmax(torch.tensor([[9.0] + [0.0] * (SPEECH.shape[1] - 1)]).repeat(N, 1), -1)
@@ -304,3 +304,55 @@ def test_incremental_finals_commit_at_a_pause_without_closing_the_utterance():
     assert finals[0].audio_time_s <= 0.96  # speech ended at frame 12 (0.48 s): + 0.32 s of pause + a chunk
     assert len(ends) == 1 and ends[0].segment_id == finals[1].segment_id
     assert [c[3] for c in calls] == ["", "One two"]  # one pause hypothesis, then the endpoint's final
+
+
+class AheadPipeline(PrefixPipeline):
+    """A recognizer with one chunk of lookahead, as the Whisper-CTC one: besides the chunk's
+    frames (the scripted ones) each step gives the next chunk's provisional frames and audio
+    (``ahead_logp`` / ``ahead_audio``, here the script's own next frames and silence)."""
+
+    def step(self, audio, state):
+        out, st = super().step(audio, state)
+        F = out.logp["speech"].shape[1]
+        T = next(iter(self.logp.values())).shape[0]
+        idx = (state.pos[:, None] + F + torch.arange(F)[None]).clamp_max(T - 1)
+        ahead = {t: self.logp[t][idx] for t in self.tracks}
+        return out._replace(ahead_logp=ahead, ahead_audio={t: torch.zeros_like(audio) for t in self.tracks}), st
+
+
+def test_hypotheses_hear_the_newest_chunk_but_commit_only_from_the_emitted_frames():
+    """With lookahead, a hypothesis decodes the segment's audio plus the newest chunk's
+    (provisional) frames: its words reach the partial a chunk earlier; words are still
+    committed only where the emitted frames reach (minus the guard), also at a pause, so the
+    finals are the same words at the same times as without the newest chunk."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    def run(pipe_cls):
+        calls = []
+        audio = np.zeros(N * 640, dtype=np.float32)
+        p = pipe_cls({"speech": COUNT, "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, _whisperish(calls))
+        with BatchWorker(p, max_wait_ms=1) as w:
+            s = StreamSession(w, "t", SessionConfig(commit_every_s=0.24, commit_wait=True))
+            ev = s.process(audio) + s.finish()
+            s.close()
+        return calls, [e for e in ev if isinstance(e, (Final, Partial)) and e.track == "speech"]
+
+    calls0, ev0 = run(PrefixPipeline)
+    calls1, ev1 = run(AheadPipeline)
+    F = CHUNK // 640
+    hyps0 = [c for c in calls0[:-1]]  # (the last call is the endpoint's final: no newest chunk then)
+    hyps1 = [c for c in calls1[:-1]]
+    assert hyps1 and all(n % F == 0 for _, n, _, _, _ in hyps1)
+    assert hyps1[0][1] == hyps0[0][1] + F  # the same moment, one chunk more audio heard
+    finals0 = [(w[0], w[1], w[2]) for e in ev0 if isinstance(e, Final) for w in e.words]
+    finals1 = [(w[0], w[1], w[2]) for e in ev1 if isinstance(e, Final) for w in e.words]
+    assert finals1 == finals0 == [(w, round(a * 0.04, 3), round(b * 0.04, 3)) for w, a, b in WORDS]
+    # a piece committed before the endpoint ends a guard (0.2 s) before the emitted frames'
+    # end (here the audio fed: this scripted recognizer has no lag), never in the newest chunk
+    pieces = [e for e in ev1 if isinstance(e, Final)][:-1]
+    assert pieces and all(f.words[-1][2] <= f.audio_time_s - 0.2 + 1e-6 for f in pieces)
+
+    def first_shown(ev, word):
+        return min(e.audio_time_s for e in ev if word in e.text.split())
+
+    assert first_shown(ev1, "three") < first_shown(ev0, "three")

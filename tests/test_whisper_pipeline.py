@@ -140,6 +140,40 @@ def test_speech_finals_from_the_mixture_are_aligned_with_the_emitted_frames():
                                    + 0.75 * o2.track_audio["speech"])
 
 
+def test_ahead_frames_are_the_newest_chunks_window_edge_and_its_audio():
+    """With one chunk of lookahead, a step also gives the newest chunk's provisional CTC
+    log-probs (exactly what the same recognizer without lookahead emits for that chunk: the
+    frames at its window's edge) and its track audio (what the next step emits as the
+    frames' audio, blended the same way for speech finals)."""
+    from jrsv_stream.nn.pipeline import JRSVPipeline
+    from jrsv_stream.nn.separator import load_separator
+    from jrsv_stream.nn.whisper_ctc import WhisperCTC, WhisperCTCConfig
+    from jrsv_stream.decode.tokenizer import Tokenizer
+
+    sep = load_separator(REPO / "models" / "separator", "cpu")[0]
+    asr1 = WhisperCTC(WhisperCTCConfig(whisper="tiny.en", lookahead_chunks=1, compute_dtype="float32"))
+    asr0 = WhisperCTC(WhisperCTCConfig(whisper="tiny.en", lookahead_chunks=0, compute_dtype="float32"), whisper=asr1.whisper)
+    asr0.heads.load_state_dict(asr1.heads.state_dict())
+    tok = Tokenizer(REPO / "models" / "whisper_ctc" / "tokenizer.model")
+    p1 = JRSVPipeline(sep, asr1, tok, 5120, speech_final_audio="mixture")
+    p1.speech_final_mix = 0.5
+    p0 = JRSVPipeline(sep, asr0, tok, 5120, speech_final_audio="separated")
+    torch.manual_seed(0)
+    x = torch.randn(2, 5120 * 4) * 0.1
+    s1, s0, outs1 = p1.init_state(2), p0.init_state(2), []
+    for k in range(4):
+        o1, s1 = p1.step(x[:, k * 5120:(k + 1) * 5120], s1)
+        o0, s0 = p0.step(x[:, k * 5120:(k + 1) * 5120], s0)
+        outs1.append(o1)
+        for t in ("speech", "lyrics"):
+            torch.testing.assert_close(o1.ahead_logp[t], o0.logp[t], atol=1e-5, rtol=1e-5)
+        assert not torch.equal(o1.ahead_logp["speech"], o1.logp["speech"])
+    for k in range(3):
+        for t in ("speech", "lyrics"):
+            torch.testing.assert_close(outs1[k].ahead_audio[t], outs1[k + 1].track_audio[t])
+    assert p0.step(x[:, :5120], p0.init_state(2))[0].ahead_logp is None  # no lookahead: nothing ahead
+
+
 def test_pipeline_file_carries_its_sessions_endpoint_rules(tmp_path):
     """``endpoint:`` in pipeline.yaml is the rules of the pipeline's sessions (a session's
     own config still wins); a bad field is a clear error before any model loads."""

@@ -185,7 +185,11 @@ class JRSVPipeline(nn.Module):
         tracks_audio = torch.cat([sep.sources[:, SPEECH], sep.sources[:, SINGING]], 0)
         if self.track_gain != 1.0:
             tracks_audio = tracks_audio * self.track_gain
-        logp, enc, asr_state = self.asr.step(tracks_audio, _tree_cat(state.speech, state.lyrics), self.left_chunks)
+        ahead_logp = None
+        if self.whisper_finals and self.lag_chunks:  # the newest chunk's provisional frames too (hypotheses)
+            logp, enc, asr_state, ahead_logp = self.asr.step_ahead(tracks_audio, _tree_cat(state.speech, state.lyrics))
+        else:
+            logp, enc, asr_state = self.asr.step(tracks_audio, _tree_cat(state.speech, state.lyrics), self.left_chunks)
         vt = None
         if self.voice_gate:
             z, vt = self._voice_logits(enc[B:], state.vt)
@@ -205,6 +209,8 @@ class JRSVPipeline(nn.Module):
             activity={"speech": act[:, SPEECH], "lyrics": act[:, SINGING]},
             encoder_out=None if self.whisper_finals else {"speech": enc[:B], "lyrics": enc[B:]},
             track_audio=self._track_audio(tracks_audio, asr_state, B, mix) if self.whisper_finals else None,
+            ahead_logp=None if ahead_logp is None else {"speech": ahead_logp[:B], "lyrics": ahead_logp[B:]},
+            ahead_audio=None if ahead_logp is None else self._ahead_audio(tracks_audio, B, mix),
         )
         return out, JRSVState(sep_state, speech_state, lyrics_state, mix, act_hist, vt)
 
@@ -237,6 +243,16 @@ class JRSVPipeline(nn.Module):
             w = self.speech_final_mix
             speech = w * mix[:, :self.chunk_samples].to(a.dtype) + (1.0 - w) * a[:B]
         return {"speech": speech, "lyrics": a[B:]}
+
+    def _ahead_audio(self, tracks_audio: torch.Tensor, B: int, mix: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The track audio of the newest chunk, which the emitted frames lag (with lookahead):
+        what ``ahead_logp`` describes, mixed for the speech track as :meth:`_track_audio`."""
+        speech = tracks_audio[:B]
+        if mix is not None:
+            w = self.speech_final_mix
+            cs = self.chunk_samples
+            speech = w * mix[:, cs:2 * cs].to(speech.dtype) + (1.0 - w) * speech
+        return {"speech": speech, "lyrics": tracks_audio[B:]}
 
     def _final_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = (), prefix: str = ""):
         """The segment's final from its track audio (see :meth:`WhisperCTC.finalize`);

@@ -245,6 +245,15 @@ class WhisperCTC(nn.Module):
              ) -> tuple[torch.Tensor, torch.Tensor, WhisperCTCState]:
         """wav_chunk (B, n * 320) -> ctc_logp (B, n, V), encoder frames (B, n, D), new state.
         ``left_chunks`` is ignored (the window bounds the context)."""
+        logp, enc, new_state, _ = self.step_ahead(wav_chunk, state)
+        return logp, enc, new_state
+
+    def step_ahead(self, wav_chunk: torch.Tensor, state: WhisperCTCState
+                   ) -> tuple[torch.Tensor, torch.Tensor, WhisperCTCState, torch.Tensor | None]:
+        """:meth:`step`, and with ``lookahead_chunks=1`` also the CTC log-probs (B, n, V) of
+        the newest chunk's frames, which the same window encodes at its edge (provisional:
+        the next step emits them again, seeing one more chunk); None without lookahead.
+        Incremental finals' hypotheses read them to hear the newest audio a step early."""
         if wav_chunk.dim() != 2 or wav_chunk.shape[1] % FRAME_SAMPLES or wav_chunk.shape[1] == 0:
             raise ValueError(f"expected (B, n * {FRAME_SAMPLES}) audio, got {tuple(wav_chunk.shape)}")
         n = wav_chunk.shape[1] // FRAME_SAMPLES
@@ -252,11 +261,19 @@ class WhisperCTC(nn.Module):
             raise ValueError(f"chunk of {wav_chunk.shape[1]} samples (lookahead {self.cfg.lookahead_chunks} chunks) "
                              f"does not fit the window ({self.window_samples})")
         hist = torch.cat([state.history, wav_chunk.to(state.history.dtype)], dim=1)[:, -self.history_samples:]
-        enc = self._chunk_frames(hist, n)
+        ahead = None
+        if self.cfg.lookahead_chunks == 0:
+            enc = self.encode_windows(hist, n)
+        else:  # each chunk's frames see the next chunk, and come one chunk later
+            both = self.encode_windows(hist, 2 * n)
+            enc, ahead = both[:, :n], both[:, n:]
         hc = (state.head_h, state.head_c) if self.cfg.head.rnn else None
         logits, hc = self.heads(enc, state.tracks, hc)
+        ahead_logp = None
+        if ahead is not None:  # from the head's state after the emitted frames; that state is not kept
+            ahead_logp = torch.log_softmax(self.heads(ahead, state.tracks, hc)[0].float(), dim=-1)
         h, c = hc if hc is not None else (state.head_h, state.head_c)
-        return torch.log_softmax(logits.float(), dim=-1), enc, WhisperCTCState(hist, state.tracks, h, c)
+        return torch.log_softmax(logits.float(), dim=-1), enc, WhisperCTCState(hist, state.tracks, h, c), ahead_logp
 
     def _chunk_frames(self, windows: torch.Tensor, n: int) -> torch.Tensor:
         """The frames a step emits from its window: the last ``n`` (no lookahead), or the

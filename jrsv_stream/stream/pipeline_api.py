@@ -33,12 +33,18 @@ class PipelineOutput(NamedTuple):
     track_audio: optional track -> (B, chunk_samples) audio the recognizer heard this chunk
         (the separated track), on the frames' time base; kept by sessions only when the
         pipeline has a ``final_fn`` (finals decoded from the segment's audio need it).
+    ahead_logp / ahead_audio: optional track -> (B, F', V) / (B, F' * frame samples): a
+        recognizer with lookahead emits each chunk's frames a step late; these are the
+        newest chunk's provisional log-probs and audio (the next step emits the frames
+        again). Incremental finals' hypotheses read them to hear the newest audio.
     """
 
     logp: dict[str, torch.Tensor]
     activity: dict[str, torch.Tensor]
     encoder_out: dict[str, torch.Tensor] | None = None
     track_audio: dict[str, torch.Tensor] | None = None
+    ahead_logp: dict[str, torch.Tensor] | None = None
+    ahead_audio: dict[str, torch.Tensor] | None = None
 
 
 @runtime_checkable

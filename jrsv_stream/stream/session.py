@@ -118,6 +118,10 @@ class SessionConfig:
             doing, and the next chunk waits for it: the commits no longer depend on how
             fast the machine is (offline transcription and evaluation; live sessions keep
             False: a hypothesis must never hold the captions back).
+        commit_ahead: hypotheses also hear the newest chunk, which a recognizer with
+            lookahead has encoded only at its window's edge (``PipelineOutput.ahead_logp``):
+            their words reach the partial a chunk earlier; commits still come only from the
+            emitted frames (minus ``commit_guard_s``).
     """
 
     beam: PrefixBeamConfig = PrefixBeamConfig(beam=8, top_k=8, nbest=8)
@@ -137,6 +141,7 @@ class SessionConfig:
     commit_tracks: tuple[str, ...] = ("speech",)
     commit_pause_s: float = 0.32
     commit_wait: bool = False
+    commit_ahead: bool = True
 
     def __post_init__(self):
         if not 0.0 <= self.gate_off <= self.gate_on <= 1.0:
@@ -485,12 +490,18 @@ class StreamSession:
         audio = np.concatenate(tr.audio)
         tr.audio = [audio]
         logp = self._seg_logp(tr)[tr.cut_frame:n]
+        heard = n
+        if tr.ahead is not None:  # and the newest chunk, which the segment's frames lag
+            logp = np.concatenate([logp, tr.ahead[0]])
+            audio = np.concatenate([audio, tr.ahead[1]])
+            heard += tr.ahead[0].shape[0]
         try:
             tr.hyp_future = self.worker.call_final(self.final_fn, tr.name, audio, logp, ctc_text, self.final_hotwords,
                                                    " ".join(tr.committed))
         except Exception:  # lane full or worker stopping: no hypothesis this time
             return
         tr.hyp_submitted = n
+        tr.hyp_heard = heard
         tr.hyp_pause = pause
         if pause:
             tr.pause_at = n - blank
@@ -515,7 +526,8 @@ class StreamSession:
         limit = tr.hyp_submitted - self.guard_frames
         k = 0
         if tr.hyp_pause:  # at a pause: the words it is sure of, no second opinion needed
-            while k < len(new) and new[k][3] >= self.config.commit_min_conf:
+            # (before the pause: not a word begun in the newest chunk, heard only in part)
+            while k < len(new) and new[k][3] >= self.config.commit_min_conf and new[k][2] <= tr.hyp_submitted:
                 k += 1
         while (k < min(len(prev), len(new)) and new[k][2] <= limit
                and normalize_word(prev[k][0]) == normalize_word(new[k][0])
@@ -532,7 +544,7 @@ class StreamSession:
             tr.last_final = fin
             tr.segment += 1
             tr.partial_text = None
-        tr.hyp, tr.hyp_frames = new[k:], tr.hyp_submitted
+        tr.hyp, tr.hyp_frames = new[k:], tr.hyp_heard
         return events
 
     def _partial(self, tr: _Track, now: float, ready_at: float) -> list[Event]:
@@ -611,7 +623,8 @@ class StreamSession:
         return out
 
     def _decode_track(self, tr: _Track, logp: np.ndarray, act: np.ndarray, enc, now: float, ready_at: float,
-                      audio: np.ndarray | None = None, other_act: np.ndarray | None = None) -> list[Event]:
+                      audio: np.ndarray | None = None, other_act: np.ndarray | None = None,
+                      ahead: tuple | None = None) -> list[Event]:
         events: list[Event] = self._take_hypothesis(tr, now, ready_at)
         gate = self._gate(tr, act)
         if not gate.all():
@@ -646,6 +659,7 @@ class StreamSession:
                 g = tr.gate
                 self._tracks[tr.name] = tr = self._new_track(tr.name, tr.beam.num_frames, nxt, g)
         events += self._partial(tr, now, ready_at)
+        tr.ahead = ahead
         self._maybe_hypothesize(tr)
         tr.activity = float(act.mean()) if len(act) else 0.0
         return events
@@ -675,7 +689,12 @@ class StreamSession:
             enc = result.encoder_out[t][:valid_frames] if (self.rescore_fn is not None and result.encoder_out) else None
             audio = (result.track_audio[t].numpy()[:valid_frames * self.frame_samples]
                      if (self.final_fn is not None and result.track_audio) else None)
-            events += self._decode_track(self._tracks[t], logp, act, enc, now, chunk.ready_at, audio, other_act)
+            ahead = None
+            if (audio is not None and result.ahead_logp and self.config.commit_ahead
+                    and chunk.valid_samples == self.chunk_samples):
+                # the newest chunk's provisional frames (not of a padded last chunk or a flush)
+                ahead = (result.ahead_logp[t].numpy(), result.ahead_audio[t].numpy())
+            events += self._decode_track(self._tracks[t], logp, act, enc, now, chunk.ready_at, audio, other_act, ahead)
         if self._finals_pending:
             events += self._drain_finals(block=False)
         decode_ms = 1000.0 * (time.perf_counter() - t0)

@@ -52,11 +52,15 @@ class _Track:
     # relative to the segment, confidence) beyond the committed ones, over the first
     # hyp_frames frames of the segment; None: no hypothesis to agree with
     hyp: tuple | None = None
-    hyp_frames: int = 0
+    hyp_frames: int = 0  # (with the newest chunk's provisional frames it heard)
     hyp_future: Future | None = None  # a hypothesis decoding on the finals lane
     hyp_submitted: int = 0  # segment frames the pending (or last) hypothesis covers
+    hyp_heard: int = 0  # the same with the newest chunk's provisional frames it also heard
     hyp_pause: bool = False  # the pending hypothesis was asked at a pause (SessionConfig.commit_pause_s)
     pause_at: int = -1  # segment frame where the speech before the last pause hypothesis ended
+    # the newest chunk's provisional CTC log-probs (F', V) and audio, beyond the segment's
+    # frames (a recognizer with lookahead, PipelineOutput.ahead_logp): hypotheses hear them
+    ahead: tuple | None = None
 
 
 @dataclass

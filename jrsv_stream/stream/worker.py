@@ -68,6 +68,10 @@ class StepResult:
     batch_size: int
     stage_ms: dict[str, float] | None = None  # the pipeline's own per-stage times for the batch, if it reports them
     track_audio: dict[str, torch.Tensor] | None = None
+    # the newest chunk's provisional log-probs / audio (a recognizer with lookahead; see
+    # PipelineOutput.ahead_logp), or None
+    ahead_logp: dict[str, torch.Tensor] | None = None
+    ahead_audio: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -448,6 +452,9 @@ class BatchWorker:
         enc = {t: v.float().cpu() for t, v in out.encoder_out.items()} if out.encoder_out else None
         ta = getattr(out, "track_audio", None)
         ta = {t: v.float().cpu() for t, v in ta.items()} if ta else None
+        al, aa = getattr(out, "ahead_logp", None), getattr(out, "ahead_audio", None)
+        al = {t: v.float().cpu() for t, v in al.items()} if al else None
+        aa = {t: v.float().cpu() for t, v in aa.items()} if aa else None
         ok = torch.ones(len(items), dtype=torch.bool)
         for t in tracks:
             ok &= torch.isfinite(logp[t]).flatten(1).all(1) & torch.isfinite(act[t]).flatten(1).all(1)
@@ -478,4 +485,6 @@ class BatchWorker:
                 activity={t: act[t][i] for t in tracks},
                 encoder_out={t: enc[t][i] for t in enc} if enc else None,
                 queued_ms=1000.0 * (t0 - it.submitted), compute_ms=compute_ms, batch_size=len(items), stage_ms=stage,
-                track_audio={t: ta[t][i] for t in ta} if ta else None))
+                track_audio={t: ta[t][i] for t in ta} if ta else None,
+                ahead_logp={t: al[t][i] for t in al} if al else None,
+                ahead_audio={t: aa[t][i] for t in aa} if aa else None))
