@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 
 import numpy as np
 import torch
@@ -356,3 +357,72 @@ def test_hypotheses_hear_the_newest_chunk_but_commit_only_from_the_emitted_frame
         return min(e.audio_time_s for e in ev if word in e.text.split())
 
     assert first_shown(ev1, "three") < first_shown(ev0, "three")
+
+
+def test_poll_gives_a_decoded_final_without_waiting_for_the_next_chunk():
+    """A segment's final decoding on the finals lane comes out of ``poll()`` once done (the
+    server calls it when the lane finishes), not only with the next chunk."""
+    release = threading.Event()
+
+    def final_fn(track, audio, logp, ctc_text):
+        release.wait(10)
+        return SegmentFinal(ctc_text.upper(), tuple((w, 0, 1) for w in ctc_text.split()), "ctc")
+
+    audio = np.zeros(N * 640, dtype=np.float32)
+    p = AudioPipeline({"speech": SPEECH, "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, final_fn)
+    with BatchWorker(p, max_wait_ms=1) as w:
+        s = StreamSession(w, "t")
+        ev, k = [], 0
+        while not s.waiting_on():  # feed until the first segment's final is on the lane
+            ev += s.process(audio[k:k + CHUNK])
+            k += CHUNK
+        assert not s.poll_ready and s.poll() == []
+        release.set()
+        deadline = time.monotonic() + 10
+        while not s.poll_ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+        got = s.poll()
+        assert [(e.text, e.track) for e in got if isinstance(e, Final)] == [("HI YO", "speech")]
+        assert not s.waiting_on() and s.poll() == []
+        s.close()
+
+
+def test_the_server_sends_a_final_while_the_publisher_sends_nothing():
+    """Live: the publisher stops sending after an utterance's endpoint (a pause in its
+    capture, push-to-talk): the final still reaches the subscriber when decoded."""
+    import asyncio
+
+    from tests.test_serve_server import collect_until_ended, connect, end_stream, recv_msg, send_audio, url
+    from jrsv_stream.serve.server import CaptionServer, ServerConfig
+
+    def final_fn(track, audio, logp, ctc_text):
+        time.sleep(0.3)  # a decode that outlasts the chunks fed so far
+        return SegmentFinal(ctc_text.upper(), tuple((w, 0, 1) for w in ctc_text.split()), "ctc")
+
+    async def main():
+        p = AudioPipeline({"speech": SPEECH, "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, final_fn)
+        srv = await CaptionServer(p, ServerConfig(port=0)).start()
+        try:
+            sub = await connect(url(srv, "subscribe", "s"), proxy=None)
+            await recv_msg(sub)  # hello
+            pub = await connect(url(srv, "publish", "s"), proxy=None)
+            await pub.send('{"v": 1, "type": "start", "sample_rate": 16000, "dtype": "s16le"}')
+            await recv_msg(pub)  # ready
+            x = (0.1 * np.ones(40 * 640)).astype(np.float32)  # 1.6 s: "hi yo", then its endpoint
+            await send_audio(pub, x)
+            final = None
+            deadline = time.monotonic() + 10
+            while final is None and time.monotonic() < deadline:  # nothing more is sent meanwhile
+                m = await recv_msg(sub)
+                if isinstance(m, Final) and m.track == "speech":
+                    final = m
+            await end_stream(pub)
+            await collect_until_ended(sub)
+            await sub.close()
+            return final
+        finally:
+            await srv.stop()
+
+    final = asyncio.run(asyncio.wait_for(main(), 30))
+    assert final is not None and final.text == "HI YO"
+    assert final.audio_time_s <= 1.6 + 1e-6  # sent before any audio after the pause

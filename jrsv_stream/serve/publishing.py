@@ -182,9 +182,44 @@ class PublisherMixin:
         except ConnectionClosed:
             pass
 
+    async def _next_chunk(self, hub: _Hub, s: StreamSession):
+        """The stream's next chunk (None: the end). While waiting for it, what the finals
+        lane finishes for the session (a segment's final, a hypothesis) is dispatched at
+        once (:meth:`StreamSession.poll`), not held until the next chunk arrives."""
+        loop = asyncio.get_running_loop()
+        get = asyncio.ensure_future(hub.chunks.get())
+        try:
+            while True:
+                if hub.failed is None and s.poll_ready:
+                    events = await loop.run_in_executor(self._decode_pool, s.poll)
+                    if events:
+                        self._dispatch(hub, events)
+                    continue
+                futs = [] if hub.failed is not None else s.waiting_on()
+                if not futs:
+                    return await get
+                wake = asyncio.Event()
+
+                def done(_f, wake=wake):  # on the finals lane's thread
+                    try:
+                        loop.call_soon_threadsafe(wake.set)
+                    except RuntimeError:  # the loop is closed (shutdown)
+                        pass
+
+                for f in futs:
+                    f.add_done_callback(done)
+                woke = asyncio.ensure_future(wake.wait())
+                await asyncio.wait({get, woke}, return_when=asyncio.FIRST_COMPLETED)
+                woke.cancel()
+                if get.done():
+                    return get.result()
+        finally:
+            if not get.done():
+                get.cancel()
+
     async def _process(self, hub: _Hub, s: StreamSession) -> None:
         while True:
-            c = await hub.chunks.get()
+            c = await self._next_chunk(hub, s)
             if c is None:
                 return
             if hub.failed is not None:

@@ -227,6 +227,7 @@ class StreamSession:
         self._pending = np.zeros(0, dtype=np.float32)  # samples of the incomplete chunk
         self._chunks_made = 0
         self._chunks_done = 0
+        self._last_ready_at = 0.0  # the last decoded chunk's ready_at (the latency base of poll()'s events)
         self._samples_in = 0
         self.audio_time_s = 0.0  # audio decoded so far
         self._seq = itertools.count(1)  # next() is atomic: errors may be made on another thread
@@ -679,6 +680,7 @@ class StreamSession:
             valid_frames = int(np.ceil(frames_valid / self.chunk_samples * n_frames))
         self.audio_time_s += chunk.valid_samples / self.sample_rate
         now = self.clock()
+        self._last_ready_at = chunk.ready_at
         events: list[Event] = []
         acts = {t: result.activity[t].numpy()[:valid_frames].astype(np.float64) for t in self.tracks}
         for t in self.caption_tracks:
@@ -711,6 +713,36 @@ class StreamSession:
         if self.audio_time_s + 1e-9 >= self._next_stats_s:
             self._next_stats_s += self.config.stats_every_s * max(1, int((self.audio_time_s - self._next_stats_s) // self.config.stats_every_s) + 1)
             events.append(self.stats())
+        return events
+
+    def waiting_on(self) -> list[Future]:
+        """The finals-lane futures whose results this session has not taken yet (segment
+        finals, incremental-finals hypotheses): a live driver that waits for the next chunk
+        should also wake on these and call :meth:`poll`, so a final or a hypothesis reaches
+        subscribers when it is decoded, not with the next chunk (or never, while a
+        publisher sends nothing)."""
+        futs = [self._finals_pending[0].future] if self._finals_pending else []  # finals leave in order
+        return futs + [tr.hyp_future for tr in self._tracks.values() if tr.hyp_future is not None]
+
+    @property
+    def poll_ready(self) -> bool:
+        """True when :meth:`poll` has something to take (one of :meth:`waiting_on` is done)."""
+        return any(f.done() for f in self.waiting_on())
+
+    def poll(self) -> list[Event]:
+        """Events from finals-lane work that finished since the last chunk: the Finals of
+        decoded segments (in order) and, for a finished hypothesis, its commits and the
+        partial it changes. Never waits; call between chunks (not concurrently with
+        :meth:`on_result`)."""
+        now = self.clock()
+        events: list[Event] = []
+        for t in self.caption_tracks:
+            tr = self._tracks[t]
+            if tr.hyp_future is not None and tr.hyp_future.done():
+                events += self._take_hypothesis(tr, now, self._last_ready_at)
+                events += self._partial(tr, now, self._last_ready_at)
+        if self._finals_pending:
+            events += self._drain_finals(block=False)
         return events
 
     def on_failure(self, chunk: Chunk, exc: BaseException) -> list[Event]:
