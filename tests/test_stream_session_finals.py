@@ -10,6 +10,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from jrsv_stream.nn.whisper_ctc import SegmentFinal
@@ -426,3 +427,27 @@ def test_the_server_sends_a_final_while_the_publisher_sends_nothing():
     final = asyncio.run(asyncio.wait_for(main(), 30))
     assert final is not None and final.text == "HI YO"
     assert final.audio_time_s <= 1.6 + 1e-6  # sent before any audio after the pause
+
+
+def test_a_pause_is_seen_in_the_newest_chunk_too():
+    """With lookahead, a pause (commit_pause_s of blank) counts the newest chunk's
+    provisional frames that go on with it: the pause hypothesis, and its commit, come a
+    chunk earlier; the words are the same."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    words = [("One", 2, 5), ("two", 8, 11), ("three.", 25, 30)]
+    paused = script({2: "o", 3: "n", 4: "e", 5: " ", 8: "t", 9: "w", 10: "o", 11: " ",
+                     25: "t", 26: "h", 27: "r", 28: "e", 29: "e"}, N)
+
+    def run(pipe_cls):
+        audio = np.zeros(N * 640, dtype=np.float32)
+        p = pipe_cls({"speech": paused, "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, _whisperish([], words))
+        with BatchWorker(p, max_wait_ms=1) as w:
+            s = StreamSession(w, "t", SessionConfig(commit_every_s=10.0, commit_pause_s=0.32, commit_wait=True))
+            ev = s.process(audio) + s.finish()
+            s.close()
+        return [e for e in ev if isinstance(e, Final) and e.track == "speech"]
+
+    f0, f1 = run(PrefixPipeline), run(AheadPipeline)
+    assert [f.text for f in f0] == [f.text for f in f1] == ["One two", "three."]
+    assert f1[0].audio_time_s == pytest.approx(f0[0].audio_time_s - CHUNK / 16000)

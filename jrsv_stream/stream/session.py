@@ -120,8 +120,9 @@ class SessionConfig:
             False: a hypothesis must never hold the captions back).
         commit_ahead: hypotheses also hear the newest chunk, which a recognizer with
             lookahead has encoded only at its window's edge (``PipelineOutput.ahead_logp``):
-            their words reach the partial a chunk earlier; commits still come only from the
-            emitted frames (minus ``commit_guard_s``).
+            their words reach the partial a chunk earlier, and a pause (``commit_pause_s``)
+            is seen as soon as its newest frames are blank too; commits still come only
+            from the emitted frames (minus ``commit_guard_s``).
     """
 
     beam: PrefixBeamConfig = PrefixBeamConfig(beam=8, top_k=8, nbest=8)
@@ -480,7 +481,11 @@ class StreamSession:
             return
         n = tr.beam.num_frames - tr.seg_start_frame
         blank = tr.beam.trailing_blank_frames
-        pause = 0 < self.pause_frames <= blank and n - blank > max(tr.pause_at, tr.cut_frame)
+        seen = blank  # the pause so far, with the newest chunk's provisional frames that go on with it
+        if tr.ahead is not None and blank:
+            nb = tr.ahead[0].argmax(-1) != self.config.beam.blank_id
+            seen += int(nb.argmax()) if nb.any() else len(nb)
+        pause = 0 < self.pause_frames <= seen and n - blank > max(tr.pause_at, tr.cut_frame)
         if n - tr.hyp_submitted < self.commit_frames and not pause:
             return
         top = best(tr.beam, self.config.beam)
