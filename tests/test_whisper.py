@@ -244,6 +244,11 @@ def test_text_reencodes_to_the_decoders_own_tokens_and_a_prefix_continues_it(tin
         assert tok.encode(" " + tok.decode(row).strip()) == row
     half = len(ids[0]) // 2
     assert greedy_decode(tiny, feats[:1], prefix=ids[0][:half])[0] == ids[0][half:]
+    # the beam search reports p(<|nospeech|>) as the greedy decoding does
+    ns_b, ns_g = [], []
+    beam_decode(tiny, feats[:1], beam=5, no_speech=ns_b)
+    greedy_decode(tiny, feats[:1], no_speech=ns_g)
+    assert ns_b == pytest.approx(ns_g, abs=1e-5) and 0.0 <= ns_b[0] < 0.5
 
 
 def test_beam_matches_faster_whisper(tiny, librivox, fw_model):

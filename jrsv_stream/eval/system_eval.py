@@ -84,6 +84,7 @@ class SystemEvalConfig:
     session: tuple[tuple[str, float], ...] = ()  # SessionConfig fields to replace, e.g. (("gate_on", 0.3),)
     voice_rescue_override: str | None = None  # "off" or a float: replaces the pipeline.yaml's voice_rescue
     speech_final_mix: float | None = None  # replaces the pipeline.yaml's speech_final_mix
+    final_beam: int | None = None  # replaces the Whisper finals' beam (final.beam of the recognizer)
 
     def __post_init__(self):
         if self.streams < 1:
@@ -190,6 +191,10 @@ def build_pipeline(cfg: SystemEvalConfig):
         p.speech_final_mix = spec["speech_final_mix"]
     if cfg.speech_final_mix is not None:
         p.speech_final_mix = float(cfg.speech_final_mix)
+    if cfg.final_beam is not None:
+        if not hasattr(p.asr.cfg, "final"):
+            raise ValueError("--final-beam needs a Whisper-CTC recognizer")
+        p.asr.cfg = dataclasses.replace(p.asr.cfg, final=dataclasses.replace(p.asr.cfg.final, beam=int(cfg.final_beam)))
     if (cfg.lm_weight is not None or cfg.lm_bonus is not None) and p.lm is None:
         raise ValueError(f"--lm-weight/--lm-bonus given but {cfg.asr_path} has no lm.npz (or --no-lm was given)")
     if p.lm is not None:

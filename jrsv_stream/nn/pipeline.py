@@ -126,6 +126,9 @@ class JRSVPipeline(nn.Module):
         self.mix_samples = separator.output_delay_samples + (self.lag_chunks + 1) * chunk_samples
         self.algorithmic_latency_ms += 1000.0 * self.lag_chunks * chunk_samples / SAMPLE_RATE
         self.final_fn = self._final_fn if self.whisper_finals else None
+        # incremental finals' hypotheses: greedy whatever the finals' beam (their words need
+        # the decoder's confidence)
+        self.hypothesis_fn = self._hypothesis_fn if self.whisper_finals else None
         self.final_prefix = self.whisper_finals  # final_fn takes prefix= (incremental finals)
         self.commit_every_s: float | None = None  # the sessions' incremental finals (pipeline.yaml commit_every_s)
         # with speech_final_audio "mixture": the speech finals decode speech_final_mix x the
@@ -259,6 +262,10 @@ class JRSVPipeline(nn.Module):
         ``hotwords`` prompt its decoder; ``prefix``: the segment's words already committed
         (incremental finals: the result is what follows them)."""
         return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix)
+
+    def _hypothesis_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = (), prefix: str = ""):
+        """:meth:`_final_fn` greedy (a hypothesis of an open segment, incremental finals)."""
+        return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix, beam=1)
 
     @torch.no_grad()
     def _rescore_fn(self, track: str, encoder_out: torch.Tensor, hyps: list[list[int]]):

@@ -337,7 +337,7 @@ class WhisperCTC(nn.Module):
 
     def _decode(self, audio, beam: int | None = None, max_tokens: int | None = None, hotwords: Sequence[str] = (),
                 prefix: str = "") -> tuple[list[tuple[str, float, int]], float, list[tuple[str, float]] | None]:
-        """:meth:`decode_segment`'s n-best, p(<|nospeech|>) (greedy; 0.0 with a beam) and
+        """:meth:`decode_segment`'s n-best, p(<|nospeech|>) and
         per candidate its words with their decoder confidence (greedy; None with a beam).
         Greedy with ``hotwords``: two candidates, the plain decoding and the one prompted
         with the phrases (the final's choice weighs them, see :meth:`finalize`).
@@ -354,8 +354,6 @@ class WhisperCTC(nn.Module):
         b = beam if beam is not None else fc.beam
         prev = prompt_tokens(wm, list(hotwords))
         forced = tok.encode(" " + prefix.strip()) if prefix.strip() else []
-        if forced:
-            b = 1  # the beam search takes no forced prefix
         with self._autocast(a.device, fc.compute_dtype):  # the encoder: the bulk of a final's cost
             feats = encode_segment(wm, a, fc.min_pad_s, fc.pad_to_s).float()
         # the decoder in float32: per-token autocast would recast the 51k-word output
@@ -372,8 +370,9 @@ class WhisperCTC(nn.Module):
                 conf.append(decoder_word_confidence(tok, ids, tl[0]))
                 ns0 = ns0 if k else float(ns[0])
             return out, ns0, conf
-        res = beam_decode(wm, feats, beam=b, max_tokens=limit, prev=prev)
-        return [(tok.decode(list(t)).strip(), float(s), len(t)) for t, s, _ in res], 0.0, None
+        ns: list[float] = []
+        res = beam_decode(wm, feats, beam=b, max_tokens=limit, prev=prev, prefix=forced, no_speech=ns)
+        return [(tok.decode(list(t)).strip(), float(s), len(t)) for t, s, _ in res], ns[0], None
 
     def final_model(self):
         """The Whisper model the finals decode with (``final_whisper``, loaded on first use,
@@ -389,7 +388,7 @@ class WhisperCTC(nn.Module):
 
     @torch.no_grad()
     def finalize(self, audio: np.ndarray, logp: np.ndarray, ctc_text: str, tokenizer, hotwords: Sequence[str] = (),
-                 prefix: str = "") -> SegmentFinal | None:
+                 prefix: str = "", beam: int | None = None) -> SegmentFinal | None:
         """The final of an endpointed segment: Whisper's decoder over the segment's track
         audio (T,), chosen against and timed by the segment's CTC log-probs (F, V) with
         :func:`jrsv_stream.decode.hybrid.choose_final` (loops, invented or unalignable text
@@ -402,12 +401,15 @@ class WhisperCTC(nn.Module):
         words); Whisper decodes the whole ``audio`` with it forced and the result is what
         follows it, chosen against, and timed over, ``logp`` / ``ctc_text``: the CTC
         log-probs and text of the frames after the committed words only. A continuation that
-        is empty (the decoder ends right after the prefix) gives an empty final."""
+        is empty (the decoder ends right after the prefix) gives an empty final.
+
+        ``beam``: the decoder's beam (None: ``final.beam``); 1 is greedy, whose words carry
+        the decoder's own confidence (what incremental finals' hypotheses need)."""
         from jrsv_stream.decode.hybrid import Candidate, HybridConfig, choose_final, time_display_words
 
         if not (ctc_text.strip() or prefix.strip()) or not self.cfg.final.enabled:
             return None  # (after committed words, the CTC head may have missed what follows)
-        nbest, ns, dec_words = self._decode(audio, hotwords=hotwords, prefix=prefix)
+        nbest, ns, dec_words = self._decode(audio, beam, hotwords=hotwords, prefix=prefix)
         if prefix.strip():
             # a continuation may open with the punctuation of the committed words' last one
             # (", 4 of clubs"): it would stand alone after them; drop it
@@ -417,7 +419,7 @@ class WhisperCTC(nn.Module):
             if not any(t.strip() for t, _, _ in nbest):
                 return SegmentFinal("", (), "attention", ("empty",))  # nothing follows the committed words
         cands = [Candidate(t, lp, n) for t, lp, n in nbest]
-        if hotwords and len(cands) == 2:
+        if hotwords and dec_words is not None and len(cands) == 2:  # greedy: plain and prompted
             # the prompted decoding competes only when it writes a phrase, and is preferred by
             # its words (once per occurrence): a prompt that only rewords a segment is not taken
             from jrsv_stream.decode.hybrid import normalize_text

@@ -117,7 +117,8 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
 @torch.no_grad()
 def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5, max_tokens: int = 224,
                 length_penalty: float | None = None, language: str = "en", task: str = "transcribe",
-                patience: float = 1.0, prev: list[int] | None = None) -> list[tuple[list[int], float, float]]:
+                patience: float = 1.0, prev: list[int] | None = None, prefix: list[int] | None = None,
+                no_speech: list[float] | None = None) -> list[tuple[list[int], float, float]]:
     """Beam search for one utterance: audio_features (1, S, D) -> n-best
     ``[(tokens, sum_logprob, avg_logprob)]``, best first.
 
@@ -129,22 +130,28 @@ def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5
     <|endoftext|> becomes a hypothesis only when it ranks within the top ``beam`` (as in
     CTranslate2's beam search, faster-whisper's engine). The search stops once
     ``round(beam * patience)`` hypotheses have ended, or at the length limit (then the live
-    beams count as ended). Returns at most ``beam`` hypotheses.
+    beams count as ended). Returns at most ``beam`` hypotheses. ``prefix``: tokens forced
+    after the SOT sequence, as in :func:`greedy_decode` (not in the output or the scores).
+    ``no_speech``, when a list, receives p(<|nospeech|>) (as :func:`greedy_decode`).
     """
     if audio_features.shape[0] != 1:
         raise ValueError(f"beam_decode takes one utterance, got batch {audio_features.shape[0]}")
     tok = model.tokenizer
-    prompt = _prompt(model, language, task, prev)
+    prefix = list(prefix or [])[: max(0, model.dims.n_text_ctx // 2 - 1)]
+    prompt = _prompt(model, language, task, prev) + prefix
     dev = audio_features.device
     every, first = suppress_masks(model, dev)
     cache = DecoderCache()
-    logits = model.decoder(torch.tensor([prompt], device=dev), audio_features, cache)[:, -1]
+    all_logits = model.decoder(torch.tensor([prompt], device=dev), audio_features, cache)
+    if no_speech is not None:
+        no_speech.append(float(torch.softmax(all_logits[0, prompt.index(tok.sot)].float(), -1)[tok.no_speech]))
+    logits = all_logits[:, -1]
     seqs: list[list[int]] = [[]]
     sums = torch.zeros(1, device=dev, dtype=torch.float64)
     finished: list[tuple[list[int], float]] = []
     want = max(1, round(beam * patience))
     for step in range(_limit(model, len(prompt), max_tokens)):
-        lp = torch.log_softmax(logits.float().masked_fill(first if step == 0 else every, float("-inf")), -1)
+        lp = torch.log_softmax(logits.float().masked_fill(first if (step == 0 and not prefix) else every, float("-inf")), -1)
         cand = (sums[:, None] + lp.double()).reshape(-1)
         top = cand.topk(min(2 * beam, cand.numel()))
         V = lp.shape[1]

@@ -100,6 +100,8 @@ class StreamingPipeline(Protocol):
     # lm: TokenNgramLM | None - the recognizer's LM; sessions fuse it into their beam search.
     # final_fn: FinalFn | None - finals from the segment's track audio (``track_audio`` in
     #     the outputs); when set, sessions use it instead of ``rescore_fn``.
+    # hypothesis_fn: FinalFn | None - incremental finals' hypotheses of an open segment (a
+    #     greedy final_fn whose words carry the decoder's confidence); default: final_fn.
 
     def init_state(self, batch: int, device: torch.device | str) -> Any: ...
 

@@ -203,6 +203,8 @@ class StreamSession:
         self.tokenizer = p.tokenizer
         self.final_fn = getattr(p, "final_fn", None) if rescore else None
         self.rescore_fn = p.rescore_fn if (rescore and self.final_fn is None) else None
+        # incremental finals' hypotheses (the pipeline's greedy hypothesis_fn, else its final_fn)
+        self.hypothesis_fn = getattr(p, "hypothesis_fn", None) or self.final_fn
         self.frame_samples = int(round(self.frame_shift_s * self.sample_rate))
         # a pipeline whose outputs lag its input by lag_chunks chunks (a recognizer with
         # lookahead): the frames of chunk k describe chunk k - lag; the end of the stream
@@ -502,7 +504,7 @@ class StreamSession:
             audio = np.concatenate([audio, tr.ahead[1]])
             heard += tr.ahead[0].shape[0]
         try:
-            tr.hyp_future = self.worker.call_final(self.final_fn, tr.name, audio, logp, ctc_text, self.final_hotwords,
+            tr.hyp_future = self.worker.call_final(self.hypothesis_fn, tr.name, audio, logp, ctc_text, self.final_hotwords,
                                                    " ".join(tr.committed))
         except Exception:  # lane full or worker stopping: no hypothesis this time
             return
