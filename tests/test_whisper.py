@@ -244,7 +244,12 @@ def test_text_reencodes_to_the_decoders_own_tokens_and_a_prefix_continues_it(tin
         assert tok.encode(" " + tok.decode(row).strip()) == row
     half = len(ids[0]) // 2
     assert greedy_decode(tiny, feats[:1], prefix=ids[0][:half])[0] == ids[0][half:]
-    # the beam search reports p(<|nospeech|>) as the greedy decoding does
+    # the beam search continues a forced prefix too (to the rest of its own transcript: it
+    # does not stop at the first phrase boundary where <|endoftext|> is merely possible),
+    # and reports p(<|nospeech|>) as the greedy decoding does
+    full = beam_decode(tiny, feats[:1], beam=5)[0][0]
+    h = len(full) // 2
+    assert beam_decode(tiny, feats[:1], beam=5, prefix=full[:h])[0][0] == full[h:]
     ns_b, ns_g = [], []
     beam_decode(tiny, feats[:1], beam=5, no_speech=ns_b)
     greedy_decode(tiny, feats[:1], no_speech=ns_g)

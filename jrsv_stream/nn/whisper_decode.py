@@ -155,12 +155,18 @@ def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5
         cand = (sums[:, None] + lp.double()).reshape(-1)
         top = cand.topk(min(2 * beam, cand.numel()))
         V = lp.shape[1]
+        # after a forced prefix (mid-utterance) <|endoftext|> keeps a fair probability at
+        # every phrase boundary: endings there would fill the finished list before the
+        # continuation is done; so there a beam ends only where ending is its own best next token
+        ends_ok = (lp.argmax(-1) == tok.eot).tolist() if prefix else None
         new_seqs, new_sums, rows = [], [], []
         for rank, (s, flat) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
             r, t = divmod(flat, V)
             if s == float("-inf"):
                 break
             if t == tok.eot:
+                if ends_ok is not None and not ends_ok[r]:
+                    continue
                 if rank < beam:  # an ending among the best `beam` candidates is a hypothesis
                     finished.append((seqs[r], s))
             elif len(new_seqs) < beam:  # live beams: the best `beam` candidates that go on
