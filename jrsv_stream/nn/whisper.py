@@ -141,6 +141,8 @@ class ResidualAttentionBlock(nn.Module):
                 if cache is not None:
                     cache[key] = (ck, cv)
             h = self.cross_attn_ln(x)
+            if ck.shape[0] == 1 < h.shape[0]:  # one utterance's keys shared by its beams
+                ck, cv = ck.expand(h.shape[0], -1, -1, -1), cv.expand(h.shape[0], -1, -1, -1)
             x = x + c.merge_out(F.scaled_dot_product_attention(c.split(c.query(h)), ck, cv))
         return x + self.mlp(self.mlp_ln(x))
 
@@ -201,15 +203,19 @@ def cache_length(cache: dict | None) -> int:
     return int(cache["self.0"][0].shape[2])
 
 
-def cache_reorder(cache: dict, idx: torch.Tensor | list[int]) -> dict:
+def cache_reorder(cache: dict, idx: torch.Tensor | list[int], cross: bool = True) -> dict:
     """Keep / repeat batch rows ``idx`` of every cached tensor (beam search), **in place**;
-    returns the same ``cache``. ``idx`` (B',) of row indices, repeats allowed."""
+    returns the same ``cache``. ``idx`` (B',) of row indices, repeats allowed.
+    ``cross=False``: the cross-attention keys/values are left as they are (one utterance's
+    beams: a single row that every beam shares, broadcast in the attention), which saves
+    copying (beams, audio frames, width) per layer at every step."""
     if not cache:
         return cache
     any_t = next(iter(cache.values()))[0]
     idx = torch.as_tensor(idx, dtype=torch.long, device=any_t.device)
     for key, (k, v) in list(cache.items()):
-        cache[key] = (k.index_select(0, idx), v.index_select(0, idx))
+        if cross or not key.startswith("cross."):
+            cache[key] = (k.index_select(0, idx), v.index_select(0, idx))
     return cache
 
 

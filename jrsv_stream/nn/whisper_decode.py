@@ -175,7 +175,7 @@ def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5
                 rows.append(r)
         if len(finished) >= want or not new_seqs:
             break
-        cache_reorder(cache, rows)
+        cache_reorder(cache, rows, cross=False)  # the beams share the utterance's cross-attention keys
         seqs, sums = new_seqs, torch.tensor(new_sums, device=dev, dtype=torch.float64)
         logits = model.decoder(torch.tensor([[s[-1]] for s in seqs], device=dev), None, cache)[:, -1]
     else:
