@@ -286,3 +286,22 @@ def test_openai_checkpoint_roundtrip(tiny, librivox, tmp_path):
         assert torch.equal(back.encoder(mel), tiny.encoder(mel))
         xa = tiny.encoder(mel)
         assert torch.equal(back.decoder(toks, xa), tiny.decoder(toks, xa))
+
+
+def test_beams_sharing_one_row_of_cross_attention_keys_decode_the_same(tiny, librivox):
+    """cache_reorder(cross=False) (beam search: the cross-attention keys/values stay one row
+    that every beam broadcasts) gives the decoder the same logits as copying them per beam."""
+    from jrsv_stream.nn.whisper import DecoderCache, cache_reorder
+
+    with torch.no_grad():
+        feats = tiny.embed_audio(faster_whisper_mel(librivox[0][0]))
+        prompt = torch.tensor([[tiny.tokenizer.sot, 50362]])
+        outs = []
+        for cross in (True, False):
+            cache = DecoderCache()
+            tiny.decoder(prompt, feats, cache)
+            cache_reorder(cache, [0, 0, 0], cross=cross)
+            assert cache["cross.0"][0].shape[0] == (3 if cross else 1)
+            outs.append(tiny.decoder(torch.tensor([[262], [383], [290]]), None, cache)[:, -1])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(outs[0][0], outs[0][1])  # three different tokens, three different rows
