@@ -250,6 +250,17 @@ def test_text_reencodes_to_the_decoders_own_tokens_and_a_prefix_continues_it(tin
     full = beam_decode(tiny, feats[:1], beam=5)[0][0]
     h = len(full) // 2
     assert beam_decode(tiny, feats[:1], beam=5, prefix=full[:h])[0][0] == full[h:]
+    # a beam's n-best get the decoder's token log-probs as greedy reports its own (word
+    # confidences): teacher-forced in one pass, equal to the incremental ones
+    from jrsv_stream.nn.whisper_decode import token_logprobs
+
+    tl: list[list[float]] = []
+    g = greedy_decode(tiny, feats[:1], prefix=full[:h], token_logps=tl)[0]
+    nb = beam_decode(tiny, feats[:1], beam=5, prefix=full[:h])
+    got = token_logprobs(tiny, feats[:1], [g] + [t for t, _, _ in nb], prefix=full[:h])
+    assert got[0] == pytest.approx(tl[0], abs=2e-3)
+    for (t, s_, _), lp in zip(nb, got[1:]):
+        assert len(lp) == len(t) and sum(lp) == pytest.approx(s_, abs=0.05 + 0.05 * len(t))  # s_ adds <|endoftext|>
     ns_b, ns_g = [], []
     beam_decode(tiny, feats[:1], beam=5, no_speech=ns_b)
     greedy_decode(tiny, feats[:1], no_speech=ns_g)

@@ -338,13 +338,13 @@ class WhisperCTC(nn.Module):
     def _decode(self, audio, beam: int | None = None, max_tokens: int | None = None, hotwords: Sequence[str] = (),
                 prefix: str = "") -> tuple[list[tuple[str, float, int]], float, list[tuple[str, float]] | None]:
         """:meth:`decode_segment`'s n-best, p(<|nospeech|>) and
-        per candidate its words with their decoder confidence (greedy; None with a beam).
+        per candidate its words with their decoder confidence.
         Greedy with ``hotwords``: two candidates, the plain decoding and the one prompted
         with the phrases (the final's choice weighs them, see :meth:`finalize`).
         ``prefix``: display text already committed for this audio (incremental finals):
         forced as the decoder's first tokens (greedy only), the candidates are what follows it."""
         from jrsv_stream.nn.whisper_decode import (beam_decode, encode_segment, greedy_decode, prompt_tokens,
-                                                   segment_token_limit)
+                                                   segment_token_limit, token_logprobs)
 
         fc = self.cfg.final
         a = torch.as_tensor(np.asarray(audio, dtype=np.float32)).to(self.mel_fb.device)
@@ -372,7 +372,13 @@ class WhisperCTC(nn.Module):
             return out, ns0, conf
         ns: list[float] = []
         res = beam_decode(wm, feats, beam=b, max_tokens=limit, prev=prev, prefix=forced, no_speech=ns)
-        return [(tok.decode(list(t)).strip(), float(s), len(t)) for t, s, _ in res], ns[0], None
+        # the words' confidence as greedy gives it: the decoder's token probabilities (one pass)
+        lps = token_logprobs(wm, feats, [list(t) for t, _, _ in res], prev=prev, prefix=forced)
+        conf = [decoder_word_confidence(tok, list(t), lp) for (t, _, _), lp in zip(res, lps)]
+        return [(tok.decode(list(t)).strip(), float(s), len(t)) for t, s, _ in res], ns[0], conf
+
+    def _greedy(self, beam: int | None) -> bool:
+        return (beam if beam is not None else self.cfg.final.beam) <= 1
 
     def final_model(self):
         """The Whisper model the finals decode with (``final_whisper``, loaded on first use,
@@ -419,7 +425,7 @@ class WhisperCTC(nn.Module):
             if not any(t.strip() for t, _, _ in nbest):
                 return SegmentFinal("", (), "attention", ("empty",))  # nothing follows the committed words
         cands = [Candidate(t, lp, n) for t, lp, n in nbest]
-        if hotwords and dec_words is not None and len(cands) == 2:  # greedy: plain and prompted
+        if hotwords and self._greedy(beam) and len(cands) == 2:  # greedy: plain and prompted
             # the prompted decoding competes only when it writes a phrase, and is preferred by
             # its words (once per occurrence): a prompt that only rewords a segment is not taken
             from jrsv_stream.decode.hybrid import normalize_text

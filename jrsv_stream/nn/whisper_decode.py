@@ -17,7 +17,7 @@ import torch
 
 from jrsv_stream.nn.whisper import DecoderCache, WhisperModel, cache_reorder
 
-__all__ = ["beam_decode", "greedy_decode", "prompt_tokens", "suppress_masks"]
+__all__ = ["beam_decode", "greedy_decode", "prompt_tokens", "suppress_masks", "token_logprobs"]
 
 
 def suppress_masks(model: WhisperModel, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,6 +189,33 @@ def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5
 
     finished.sort(key=lambda ts: score(*ts), reverse=True)
     return [(t, float(s), float(s) / (len(t) + 1)) for t, s in finished[:beam]]
+
+
+@torch.no_grad()
+def token_logprobs(model: WhisperModel, audio_features: torch.Tensor, seqs: list[list[int]],
+                   prev: list[int] | None = None, prefix: list[int] | None = None, language: str = "en",
+                   task: str = "transcribe") -> list[list[float]]:
+    """The log-probability of each token of each sequence (teacher-forced, one batched
+    decoder pass over audio_features (1, S, D)), under the masks the decoding applies: what
+    :func:`greedy_decode`'s ``token_logps`` gives for its own output, for any sequences
+    (e.g. a beam search's n-best: word confidences of its finals)."""
+    if not seqs:
+        return []
+    prefix = list(prefix or [])[: max(0, model.dims.n_text_ctx // 2 - 1)]
+    prompt = _prompt(model, language, task, prev) + prefix
+    dev = audio_features.device
+    every, first = suppress_masks(model, dev)
+    L = max(len(q) for q in seqs)
+    if L == 0:
+        return [[] for _ in seqs]
+    pad = model.tokenizer.eot
+    rows = torch.tensor([prompt + q[:-1] + [pad] * (L - len(q)) if q else prompt + [pad] * (L - 1) for q in seqs],
+                        device=dev)
+    rows = rows[:, :len(prompt) + L - 1]
+    logits = model.decoder(rows, audio_features.expand(len(seqs), -1, -1))[:, len(prompt) - 1:].float()
+    masks = torch.stack([first if (k == 0 and not prefix) else every for k in range(L)])  # (L, V)
+    lp = torch.log_softmax(logits.masked_fill(masks[None], float("-inf")), -1)
+    return [[float(lp[i, k, t]) for k, t in enumerate(q)] for i, q in enumerate(seqs)]
 
 
 def segment_token_limit(duration_s: float) -> int:
