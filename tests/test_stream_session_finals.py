@@ -451,3 +451,40 @@ def test_a_pause_is_seen_in_the_newest_chunk_too():
     f0, f1 = run(PrefixPipeline), run(AheadPipeline)
     assert [f.text for f in f0] == [f.text for f in f1] == ["One two", "three."]
     assert f1[0].audio_time_s == pytest.approx(f0[0].audio_time_s - CHUNK / 16000)
+
+
+def test_at_a_pause_the_final_decodes_and_all_its_words_are_committed():
+    """commit_pause_final (default): the pause asks the pipeline's final_fn (its beam), not
+    the greedy hypothesis_fn, and commits its words whatever their confidence: the words
+    the endpoint's final would send later for the same audio. Off: a greedy hypothesis and
+    only its confident words."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    words = [("One", 2, 5), ("two", 8, 11), ("three.", 25, 30)]
+    paused = script({2: "o", 3: "n", 4: "e", 5: " ", 8: "t", 9: "w", 10: "o", 11: " ",
+                     25: "t", 26: "h", 27: "r", 28: "e", 29: "e"}, N)
+
+    def unsure(fn):
+        def f(track, audio, logp, ctc_text, hotwords=(), prefix=""):
+            res = fn(track, audio, logp, ctc_text, hotwords, prefix)
+            return res._replace(words=tuple((w[0], w[1], w[2], 0.3) for w in res.words))
+        return f
+
+    def run(pause_final):
+        finals_calls, hyp_calls = [], []
+        p = PrefixPipeline({"speech": paused, "lyrics": SILENT}, {"speech": ON, "lyrics": ON},
+                           unsure(_whisperish(finals_calls, words)))
+        p.hypothesis_fn = unsure(_whisperish(hyp_calls, words))
+        with BatchWorker(p, max_wait_ms=1) as w:
+            s = StreamSession(w, "t", SessionConfig(commit_every_s=10.0, commit_pause_s=0.32, commit_wait=True,
+                                                    commit_pause_final=pause_final))
+            ev = s.process(np.zeros(N * 640, dtype=np.float32)) + s.finish()
+            s.close()
+        return [e.text for e in ev if isinstance(e, Final) and e.track == "speech"], finals_calls, hyp_calls
+
+    texts, finals_calls, hyp_calls = run(True)
+    assert texts == ["One two", "three."]  # committed at the pause although the decoder was unsure
+    assert [c[3] for c in finals_calls] == ["", "One two"] and hyp_calls == []
+    texts, finals_calls, hyp_calls = run(False)
+    assert texts == ["One two three."]  # nothing sure enough at the pause: all at the endpoint
+    assert hyp_calls and all(c[3] == "" for c in hyp_calls) and [c[3] for c in finals_calls] == [""]

@@ -114,6 +114,10 @@ class SessionConfig:
             is silence, so the endpoint's final would decode the same audio; the segment
             stays open (the endpoint still needs ``rule2_trailing_silence_s``), so an
             utterance that goes on is not cut. 0: off.
+        commit_pause_final: at a pause, the pipeline's *final* (``final_fn``: its beam) is
+            asked instead of a greedy hypothesis, and all its words are committed, whatever
+            their confidence: what the endpoint's final would send 0.5 s later, for the same
+            audio. False: a greedy hypothesis and its words above ``commit_min_conf``.
         commit_wait: every ``commit_every_s`` a hypothesis is queued whatever the lane is
             doing, and the next chunk waits for it: the commits no longer depend on how
             fast the machine is (offline transcription and evaluation; live sessions keep
@@ -141,6 +145,7 @@ class SessionConfig:
     commit_min_conf: float = 0.6
     commit_tracks: tuple[str, ...] = ("speech",)
     commit_pause_s: float = 0.32
+    commit_pause_final: bool = True
     commit_wait: bool = False
     commit_ahead: bool = True
 
@@ -504,7 +509,8 @@ class StreamSession:
             audio = np.concatenate([audio, tr.ahead[1]])
             heard += tr.ahead[0].shape[0]
         try:
-            tr.hyp_future = self.worker.call_final(self.hypothesis_fn, tr.name, audio, logp, ctc_text, self.final_hotwords,
+            fn = self.final_fn if (pause and self.config.commit_pause_final) else self.hypothesis_fn
+            tr.hyp_future = self.worker.call_final(fn, tr.name, audio, logp, ctc_text, self.final_hotwords,
                                                    " ".join(tr.committed))
         except Exception:  # lane full or worker stopping: no hypothesis this time
             return
@@ -535,7 +541,8 @@ class StreamSession:
         k = 0
         if tr.hyp_pause:  # at a pause: the words it is sure of, no second opinion needed
             # (before the pause: not a word begun in the newest chunk, heard only in part)
-            while k < len(new) and new[k][3] >= self.config.commit_min_conf and new[k][2] <= tr.hyp_submitted:
+            sure = 0.0 if self.config.commit_pause_final else self.config.commit_min_conf
+            while k < len(new) and new[k][3] >= sure and new[k][2] <= tr.hyp_submitted:
                 k += 1
         while (k < min(len(prev), len(new)) and new[k][2] <= limit
                and normalize_word(prev[k][0]) == normalize_word(new[k][0])
