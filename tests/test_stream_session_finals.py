@@ -455,9 +455,9 @@ def test_a_pause_is_seen_in_the_newest_chunk_too():
 
 def test_at_a_pause_the_final_decodes_and_all_its_words_are_committed():
     """commit_pause_final (default): the pause asks the pipeline's final_fn (its beam), not
-    the greedy hypothesis_fn, and commits its words whatever their confidence: the words
-    the endpoint's final would send later for the same audio. Off: a greedy hypothesis and
-    only its confident words."""
+    the greedy hypothesis_fn; with commit_pause_min_conf 0 its words are committed whatever
+    their confidence: the words the endpoint's final would send later for the same audio.
+    Off: a greedy hypothesis and only its confident words."""
     from jrsv_stream.stream.session import SessionConfig
 
     words = [("One", 2, 5), ("two", 8, 11), ("three.", 25, 30)]
@@ -477,7 +477,8 @@ def test_at_a_pause_the_final_decodes_and_all_its_words_are_committed():
         p.hypothesis_fn = unsure(_whisperish(hyp_calls, words))
         with BatchWorker(p, max_wait_ms=1) as w:
             s = StreamSession(w, "t", SessionConfig(commit_every_s=10.0, commit_pause_s=0.32, commit_wait=True,
-                                                    commit_pause_final=pause_final))
+                                                    commit_pause_final=pause_final,
+                                                    commit_pause_min_conf=0.0 if pause_final else None))
             ev = s.process(np.zeros(N * 640, dtype=np.float32)) + s.finish()
             s.close()
         return [e.text for e in ev if isinstance(e, Final) and e.track == "speech"], finals_calls, hyp_calls

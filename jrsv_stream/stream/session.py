@@ -115,9 +115,10 @@ class SessionConfig:
             stays open (the endpoint still needs ``rule2_trailing_silence_s``), so an
             utterance that goes on is not cut. 0: off.
         commit_pause_final: at a pause, the pipeline's *final* (``final_fn``: its beam) is
-            asked instead of a greedy hypothesis, and all its words are committed, whatever
-            their confidence: what the endpoint's final would send 0.5 s later, for the same
-            audio. False: a greedy hypothesis and its words above ``commit_min_conf``.
+            asked instead of a greedy hypothesis (what the endpoint's final would decode 0.5 s
+            later, for the same audio).
+        commit_pause_min_conf: the confidence a word needs to be committed at a pause (None:
+            ``commit_min_conf``; 0: all the words before the pause).
         commit_wait: every ``commit_every_s`` a hypothesis is queued whatever the lane is
             doing, and the next chunk waits for it: the commits no longer depend on how
             fast the machine is (offline transcription and evaluation; live sessions keep
@@ -146,6 +147,7 @@ class SessionConfig:
     commit_tracks: tuple[str, ...] = ("speech",)
     commit_pause_s: float = 0.32
     commit_pause_final: bool = True
+    commit_pause_min_conf: float | None = None
     commit_wait: bool = False
     commit_ahead: bool = True
 
@@ -541,7 +543,8 @@ class StreamSession:
         k = 0
         if tr.hyp_pause:  # at a pause: the words it is sure of, no second opinion needed
             # (before the pause: not a word begun in the newest chunk, heard only in part)
-            sure = 0.0 if self.config.commit_pause_final else self.config.commit_min_conf
+            sure = self.config.commit_pause_min_conf
+            sure = self.config.commit_min_conf if sure is None else sure
             while k < len(new) and new[k][3] >= sure and new[k][2] <= tr.hyp_submitted:
                 k += 1
         while (k < min(len(prev), len(new)) and new[k][2] <= limit
