@@ -542,10 +542,11 @@ class StreamSession:
         limit = tr.hyp_submitted - self.guard_frames
         k = 0
         if tr.hyp_pause:  # at a pause: the words it is sure of, no second opinion needed
-            # (before the pause: not a word begun in the newest chunk, heard only in part)
+            # (before the pause and the guard: a "pause" the CTC head hears inside speech
+            # must not commit a word cut at its edge)
             sure = self.config.commit_pause_min_conf
             sure = self.config.commit_min_conf if sure is None else sure
-            while k < len(new) and new[k][3] >= sure and new[k][2] <= tr.hyp_submitted:
+            while k < len(new) and new[k][3] >= sure and new[k][2] <= limit:
                 k += 1
         while (k < min(len(prev), len(new)) and new[k][2] <= limit
                and normalize_word(prev[k][0]) == normalize_word(new[k][0])
