@@ -454,7 +454,7 @@ def test_a_pause_is_seen_in_the_newest_chunk_too():
 
 
 def test_at_a_pause_the_final_decodes_and_all_its_words_are_committed():
-    """commit_pause_final (default): the pause asks the pipeline's final_fn (its beam), not
+    """commit_pause_final: the pause asks the pipeline's final_fn (its beam), not
     the greedy hypothesis_fn; with commit_pause_min_conf 0 its words are committed whatever
     their confidence: the words the endpoint's final would send later for the same audio.
     Off: a greedy hypothesis and only its confident words."""
