@@ -238,24 +238,27 @@ class JRSVPipeline(nn.Module):
             a = asr_state.history[:, -(self.lag_chunks + 1) * cs: asr_state.history.shape[1] - self.lag_chunks * cs]
         else:
             a = tracks_audio
-        if mix is None:
-            speech = a[:B]
-        elif self.speech_final_mix >= 1.0:
-            speech = mix[:, :self.chunk_samples]
-        else:  # the music partly removed, the separator's artifacts partly masked
-            w = self.speech_final_mix
-            speech = w * mix[:, :self.chunk_samples].to(a.dtype) + (1.0 - w) * a[:B]
-        return {"speech": speech, "lyrics": a[B:]}
+        cs = self.chunk_samples
+        return {"speech": self._speech_audio(a[:B], None if mix is None else mix[:, :cs]), "lyrics": a[B:]}
 
     def _ahead_audio(self, tracks_audio: torch.Tensor, B: int, mix: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The track audio of the newest chunk, which the emitted frames lag (with lookahead):
         what ``ahead_logp`` describes, mixed for the speech track as :meth:`_track_audio`."""
-        speech = tracks_audio[:B]
-        if mix is not None:
-            w = self.speech_final_mix
-            cs = self.chunk_samples
-            speech = w * mix[:, cs:2 * cs].to(speech.dtype) + (1.0 - w) * speech
+        cs = self.chunk_samples
+        speech = self._speech_audio(tracks_audio[:B], None if mix is None else mix[:, cs:2 * cs])
         return {"speech": speech, "lyrics": tracks_audio[B:]}
+
+    def _speech_audio(self, separated: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
+        """The speech finals' audio of one chunk: the separated speech, or with the mixture
+        over the same samples (``speech_final_audio: mixture``) ``speech_final_mix`` x the
+        mixture + the rest x the separated speech (the music partly removed, the
+        separator's artifacts partly masked)."""
+        if mix is None:
+            return separated
+        if self.speech_final_mix >= 1.0:
+            return mix
+        w = self.speech_final_mix
+        return w * mix.to(separated.dtype) + (1.0 - w) * separated
 
     def _final_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = (), prefix: str = ""):
         """The segment's final from its track audio (see :meth:`WhisperCTC.finalize`);

@@ -261,12 +261,7 @@ class WhisperCTC(nn.Module):
             raise ValueError(f"chunk of {wav_chunk.shape[1]} samples (lookahead {self.cfg.lookahead_chunks} chunks) "
                              f"does not fit the window ({self.window_samples})")
         hist = torch.cat([state.history, wav_chunk.to(state.history.dtype)], dim=1)[:, -self.history_samples:]
-        ahead = None
-        if self.cfg.lookahead_chunks == 0:
-            enc = self.encode_windows(hist, n)
-        else:  # each chunk's frames see the next chunk, and come one chunk later
-            both = self.encode_windows(hist, 2 * n)
-            enc, ahead = both[:, :n], both[:, n:]
+        enc, ahead = self._chunk_frames(hist, n)
         hc = (state.head_h, state.head_c) if self.cfg.head.rnn else None
         logits, hc = self.heads(enc, state.tracks, hc)
         ahead_logp = None
@@ -275,13 +270,15 @@ class WhisperCTC(nn.Module):
         h, c = hc if hc is not None else (state.head_h, state.head_c)
         return torch.log_softmax(logits.float(), dim=-1), enc, WhisperCTCState(hist, state.tracks, h, c), ahead_logp
 
-    def _chunk_frames(self, windows: torch.Tensor, n: int) -> torch.Tensor:
+    def _chunk_frames(self, windows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The frames a step emits from its window: the last ``n`` (no lookahead), or the
         ``n`` before the newest chunk (``lookahead_chunks=1``: each chunk's frames see the
-        next chunk, and come one chunk later)."""
+        next chunk, and come one chunk later); and with lookahead the newest chunk's ``n``
+        frames at the window's edge (None without)."""
         if self.cfg.lookahead_chunks == 0:
-            return self.encode_windows(windows, n)
-        return self.encode_windows(windows, 2 * n)[:, :n]
+            return self.encode_windows(windows, n), None
+        both = self.encode_windows(windows, 2 * n)
+        return both[:, :n], both[:, n:]
 
     def lag_samples(self, chunk_samples: int) -> int:
         """How far the emitted frames lag the newest audio: ``lookahead_chunks`` chunks."""
@@ -316,7 +313,7 @@ class WhisperCTC(nn.Module):
         batched: (ceil(T / chunk) * chunk / 320, d_model)."""
         n = chunk_samples // FRAME_SAMPLES
         win = self.all_windows(wav, chunk_samples)
-        encs = [self._chunk_frames(win[i:i + batch_windows], n) for i in range(0, len(win), batch_windows)]
+        encs = [self._chunk_frames(win[i:i + batch_windows], n)[0] for i in range(0, len(win), batch_windows)]
         return torch.cat(encs).reshape(-1, self.d_model)
 
     # ------------------------------------------------------------------ finals
