@@ -40,6 +40,8 @@ DEFAULT_CHUNK_SAMPLES = 2560
 # the recognizer's window, so the chunk sets the cost per second of audio).
 WHISPER_CHUNK_SAMPLES = 5120
 PIPELINE_FILE = "pipeline.yaml"
+# caption track -> the recognizer's track (its decoder adapter for the finals, if any)
+_ASR_TRACK = {"speech": "speech", "lyrics": "singing"}
 # time constant of the voice gate's smoothing of p(singing) (voice_gate)
 VOICE_SMOOTH_S = 0.3
 # the voice gate's prior toward talk, a logit offset subtracted from the voice-type logit: a
@@ -264,11 +266,12 @@ class JRSVPipeline(nn.Module):
         """The segment's final from its track audio (see :meth:`WhisperCTC.finalize`);
         ``hotwords`` prompt its decoder; ``prefix``: the segment's words already committed
         (incremental finals: the result is what follows them)."""
-        return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix)
+        return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix, track=_ASR_TRACK[track])
 
     def _hypothesis_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = (), prefix: str = ""):
         """:meth:`_final_fn` greedy (a hypothesis of an open segment, incremental finals)."""
-        return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix, beam=1)
+        return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix, beam=1,
+                                 track=_ASR_TRACK[track])
 
     @torch.no_grad()
     def _rescore_fn(self, track: str, encoder_out: torch.Tensor, hyps: list[list[int]]):

@@ -205,6 +205,10 @@ class WhisperCTC(nn.Module):
         # a plain attribute (not a submodule): the finals' own Whisper is loaded when first used
         object.__setattr__(self, "_final_model",
                            None if cfg.final_whisper and cfg.final_whisper != cfg.whisper else self.whisper)
+        # decoder adapters of one track's finals (final_adapter_<track>.pt in the folder,
+        # nn/whisper_adapter.py): track name -> adapter dict; merged copies built on first use
+        self.final_adapters: dict[str, dict] = {}
+        object.__setattr__(self, "_adapted", {})
         self.register_buffer("mel_fb", mel_filters(self.n_mels).clone(), persistent=False)
         self.register_buffer("window_fn", torch.hann_window(N_FFT), persistent=False)
 
@@ -333,20 +337,21 @@ class WhisperCTC(nn.Module):
         return self._decode(audio, beam, max_tokens, hotwords)[0]
 
     def _decode(self, audio, beam: int | None = None, max_tokens: int | None = None, hotwords: Sequence[str] = (),
-                prefix: str = "") -> tuple[list[tuple[str, float, int]], float, list[tuple[str, float]] | None]:
+                prefix: str = "", track: str | None = None) -> tuple[list[tuple[str, float, int]], float, list[tuple[str, float]] | None]:
         """:meth:`decode_segment`'s n-best, p(<|nospeech|>) and
         per candidate its words with their decoder confidence.
         Greedy with ``hotwords``: two candidates, the plain decoding and the one prompted
         with the phrases (the final's choice weighs them, see :meth:`finalize`).
         ``prefix``: display text already committed for this audio (incremental finals):
-        forced as the decoder's first tokens (greedy only), the candidates are what follows it."""
+        forced as the decoder's first tokens (greedy only), the candidates are what follows it.
+        ``track``: the caption track ("speech" / "singing"): its decoder adapter, if any."""
         from jrsv_stream.nn.whisper_decode import (beam_decode, encode_segment, greedy_decode, prompt_tokens,
                                                    segment_token_limit, token_logprobs)
 
         fc = self.cfg.final
         a = torch.as_tensor(np.asarray(audio, dtype=np.float32)).to(self.mel_fb.device)
         limit = int(max_tokens or segment_token_limit(a.shape[0] / 16000))
-        wm = self.final_model()
+        wm = self.final_model(track)
         tok = wm.tokenizer
         b = beam if beam is not None else fc.beam
         prev = prompt_tokens(wm, list(hotwords))
@@ -377,9 +382,17 @@ class WhisperCTC(nn.Module):
     def _greedy(self, beam: int | None) -> bool:
         return (beam if beam is not None else self.cfg.final.beam) <= 1
 
-    def final_model(self):
+    def final_model(self, track: str | None = None):
         """The Whisper model the finals decode with (``final_whisper``, loaded on first use,
-        frozen, on the recognizer's device; else the streaming encoder's own)."""
+        frozen, on the recognizer's device; else the streaming encoder's own); for a
+        ``track`` with a decoder adapter, that model with the adapter merged into a copy of
+        its decoder blocks (built on first use, encoder and embeddings shared)."""
+        if track is not None and track in self.final_adapters:
+            if track not in self._adapted:
+                from jrsv_stream.nn.whisper_adapter import adapted_model
+
+                self._adapted[track] = adapted_model(self.final_model(), self.final_adapters[track])
+            return self._adapted[track]
         if self._final_model is None:
             from jrsv_stream.nn.whisper_weights import load_whisper
 
@@ -391,7 +404,7 @@ class WhisperCTC(nn.Module):
 
     @torch.no_grad()
     def finalize(self, audio: np.ndarray, logp: np.ndarray, ctc_text: str, tokenizer, hotwords: Sequence[str] = (),
-                 prefix: str = "", beam: int | None = None) -> SegmentFinal | None:
+                 prefix: str = "", beam: int | None = None, track: str | None = None) -> SegmentFinal | None:
         """The final of an endpointed segment: Whisper's decoder over the segment's track
         audio (T,), chosen against and timed by the segment's CTC log-probs (F, V) with
         :func:`jrsv_stream.decode.hybrid.choose_final` (loops, invented or unalignable text
@@ -407,12 +420,14 @@ class WhisperCTC(nn.Module):
         is empty (the decoder ends right after the prefix) gives an empty final.
 
         ``beam``: the decoder's beam (None: ``final.beam``); 1 is greedy, whose words carry
-        the decoder's own confidence (what incremental finals' hypotheses need)."""
+        the decoder's own confidence (what incremental finals' hypotheses need).
+        ``track``: "speech" / "singing" (None: speech); a track with a decoder adapter
+        (``final_adapter_<track>.pt``) decodes with it."""
         from jrsv_stream.decode.hybrid import Candidate, HybridConfig, choose_final, time_display_words
 
         if not (ctc_text.strip() or prefix.strip()) or not self.cfg.final.enabled:
             return None  # (after committed words, the CTC head may have missed what follows)
-        nbest, ns, dec_words = self._decode(audio, beam, hotwords=hotwords, prefix=prefix)
+        nbest, ns, dec_words = self._decode(audio, beam, hotwords=hotwords, prefix=prefix, track=track)
         if prefix.strip():
             # a continuation may open with the punctuation of the committed words' last one
             # (", 4 of clubs"): it would stand alone after them; drop it
@@ -500,6 +515,20 @@ class WhisperCTC(nn.Module):
 
         if (d / VOICE_TYPE_FILE).is_file():
             model.voice_type = load_voice_type(d / VOICE_TYPE_FILE, model.d_model)
+        from jrsv_stream.nn.whisper_adapter import ADAPTER_PREFIX, load_adapter
+
+        for f in sorted(d.glob(f"{ADAPTER_PREFIX}*.pt")):
+            track = f.stem[len(ADAPTER_PREFIX):]
+            if track not in TRACKS:
+                raise ValueError(f"{f}: decoder adapter for unknown track {track!r} (tracks: {sorted(TRACKS)})")
+            ad = load_adapter(f)
+            if ad["whisper"] != (cfg.final_whisper or cfg.whisper):  # another --final-whisper: no adapter
+                import warnings
+
+                warnings.warn(f"{f}: adapter trained on Whisper {ad['whisper']}, the finals use "
+                              f"{cfg.final_whisper or cfg.whisper}: the {track} track decodes without it")
+                continue
+            model.final_adapters[track] = ad
         return model.to(device).eval()
 
 
