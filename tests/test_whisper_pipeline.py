@@ -201,6 +201,17 @@ def test_pipeline_file_carries_its_sessions_endpoint_rules(tmp_path):
     (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\nendpoint:\n  rule9_s: 1\n")
     with pytest.raises(ValueError, match="pipeline.yaml: bad endpoint.*rule9_s"):
         read_pipeline_file(tmp_path)
+    # the activity window is a whole number of frames (a float one broke every session's
+    # endpoint state); a fractional one is an error
+    (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\nendpoint:\n  activity_window_frames: 40\n")
+    ep = read_pipeline_file(tmp_path)["endpoint"]
+    assert ep.activity_window_frames == 40 and isinstance(ep.activity_window_frames, int)
+    from jrsv_stream.decode.endpoint import init_endpoint_state
+
+    assert len(init_endpoint_state(ep).activity_recent) == 40
+    (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\nendpoint:\n  activity_window_frames: 4.5\n")
+    with pytest.raises(ValueError, match="whole number"):
+        read_pipeline_file(tmp_path)
 
 
 def test_pipeline_file_voice_rescue_is_read_and_checked(tmp_path):

@@ -383,9 +383,10 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
         raise ValueError(f"{spec}: not a pipeline file (needs separator: and asr:): {e}") from e
     try:
         ep = doc.get("endpoint")
-        endpoint = None if ep is None else EndpointConfig(**{str(k): float(v) for k, v in ep.items()})
+        endpoint = None if ep is None else EndpointConfig(**{str(k): _endpoint_value(str(k), v) for k, v in ep.items()})
     except Exception as e:
-        raise ValueError(f"{spec}: bad endpoint: (EndpointConfig fields in seconds): {e}") from e
+        raise ValueError(f"{spec}: bad endpoint: (EndpointConfig fields: seconds, activity_window_frames a "
+                         f"whole number of frames): {e}") from e
     return {"separator": None if sep_rel is None else root / sep_rel, "asr": root / asr_rel,
             "lm": None if lm_rel is None else root / lm_rel, "chunk_ms": None if chunk_ms is None else float(chunk_ms),
             "speech_final_audio": speech_final_audio, "voice_gate": voice_gate, "voice_bias": voice_bias,
@@ -425,6 +426,17 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
 
 
 CALIBRATION_FILE = "calibration.json"
+
+
+def _endpoint_value(name: str, v):
+    """A ``pipeline.yaml`` ``endpoint:`` value as its EndpointConfig field wants it: frames
+    a whole number (40, not 40.5), the rest seconds (float)."""
+    if name == "activity_window_frames":
+        f = float(v)
+        if f != int(f):
+            raise ValueError(f"activity_window_frames must be a whole number, got {v!r}")
+        return int(f)
+    return float(v)
 
 
 def separator_track_gain(separator: str | Path) -> float:

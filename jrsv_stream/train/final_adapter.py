@@ -1,4 +1,5 @@
-"""Train a decoder adapter for one caption track's Whisper finals (the lyrics track).
+"""Train a decoder adapter for one caption track's Whisper finals (the lyrics track;
+``--track speech`` for the speech track's, an experiment: see the README).
 
     python -m jrsv_stream.train.final_adapter prepare --out data/adapter_feats/corpus --sources data/corpus/sources/singing.jsonl
     python -m jrsv_stream.train.final_adapter prepare --out data/adapter_feats/vocals --sources data/vocals_sing/sources/singing.jsonl
@@ -10,12 +11,14 @@
 15 s, the encoder under bf16 autocast) in two versions: the clean stem, and the separated
 singing track (the line mixed with a random train-split music source at -5..+5 dB, through
 the shipped separator's streaming path at its calibrated level: what the lyrics track
-hears). Valid-split lines are encoded the same way for model selection. Features are
+hears; for ``--track speech``: 0.5 x that mixture + 0.5 x the separated speech, what the
+speech finals decode). Valid-split lines are encoded the same way for model selection. Features are
 cached as float16 shards (not in git; deterministic from ``--seed``).
 
 ``train`` fits LoRA adapters on Whisper's decoder (encoder frozen, cross-attention keys and
 values untouched) by teacher forcing on ``<|startoftranscript|><|en|><|transcribe|>
-<|notimestamps|> Line text<|endoftext|>``, selects the step with the lowest greedy WER on
+<|notimestamps|> Line text<|endoftext|>`` (speech: the sentence as written, with its case
+and punctuation), selects the step with the lowest greedy WER on
 the valid lines, and writes the adapter file :func:`jrsv_stream.nn.whisper_adapter.load_adapter`
 reads.
 """
@@ -41,6 +44,25 @@ def line_text(text: str) -> str:
     """The target as a final shows a sung line: first letter capitalized, no final period."""
     t = " ".join(text.split())
     return t[:1].upper() + t[1:]
+
+
+def speech_texts() -> dict[str, str]:
+    """Source text (lowercase words) -> the sentence as written (case, punctuation): the
+    speech track's finals keep Whisper's casing and punctuation."""
+    from jrsv_stream.data.text import load_sentences
+
+    out = {}
+    for sents in load_sentences().values():
+        for s in sents:
+            out.setdefault(" ".join(s.words), s.spoken)
+    return out
+
+
+def target_text(text: str, track: str, written: dict[str, str] | None = None) -> str:
+    if track == "singing":
+        return line_text(text)
+    t = (written or {}).get(" ".join(text.split()))
+    return t if t else line_text(text) + "."
 
 
 def _read_sources(paths: list[str], split: str) -> list[tuple[Path, str]]:
@@ -101,22 +123,30 @@ def prepare(a: argparse.Namespace) -> None:
             path = out / f"{split}-{s0 // SHARD:04d}.pt"
             if path.is_file():
                 continue
-            feats, texts, kinds = [], [], []
+            feats, texts, kinds, skipped = [], [], [], 0
             t0 = time.time()
             for wav, text in items[s0:s0 + SHARD]:
                 x = load_audio(str(wav))
                 mus = load_audio(str(music[rng.randrange(len(music))]))
                 sep_in = _mix(x, mus, rng.uniform(-5.0, 5.0), rng)
-                sung = separate_stream(sep, sep_in)[0][1] * gain
-                for kind, audio in (("clean", x), ("separated", sung)):
+                srcs = separate_stream(sep, sep_in)[0] * gain
+                if a.track == "singing":  # the lyrics track: the separated singing voice
+                    heard = srcs[1]
+                else:  # the speech track's finals: speech_final_mix x mixture + the rest x separated speech
+                    heard = a.speech_mix * sep_in + (1.0 - a.speech_mix) * srcs[0]
+                for kind, audio in (("clean", x), ("separated", heard)):
                     with torch.autocast("cpu", dtype=torch.bfloat16):
                         f = encode_segment(wm, torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), 2.0, 15.0)
+                    if f.shape[1] != 750:  # over 13 s: longer than the 15 s window the batch stacks
+                        skipped += 1
+                        continue
                     feats.append(f[0].to(torch.float16))
                     texts.append(text)
                     kinds.append(kind)
             torch.save({"feats": torch.stack(feats), "texts": texts, "kinds": kinds}, path.with_suffix(".part"))
             path.with_suffix(".part").replace(path)
-            print(f"{path.name}: {len(texts)} features in {time.time() - t0:.0f} s", flush=True)
+            print(f"{path.name}: {len(texts)} features in {time.time() - t0:.0f} s ({skipped} over 13 s skipped)",
+                  flush=True)
 
 
 def _load(feats_dirs: list[str], split: str) -> tuple[torch.Tensor, list[str], list[str]]:
@@ -156,7 +186,8 @@ def train(a: argparse.Namespace) -> None:
     wm = load_whisper(a.whisper).eval()
     tok = wm.tokenizer
     prompt = tok.sot_sequence("en", "transcribe", timestamps=False)
-    seqs = [prompt + tok.encode(" " + line_text(t)) + [tok.eot] for t in tt]
+    written = speech_texts() if a.track == "speech" else None
+    seqs = [prompt + tok.encode(" " + target_text(t, a.track, written)) + [tok.eot] for t in tt]
     for p in wm.parameters():
         p.requires_grad_(False)
     names = apply_decoder_lora(wm.decoder, a.rank, a.targets, a.alpha)
@@ -225,10 +256,12 @@ def main(argv=None) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--out", required=True)
-    p.add_argument("--sources", nargs="+", required=True, help="sources/singing.jsonl files (corpus layout)")
+    p.add_argument("--sources", nargs="+", required=True, help="sources/<track>.jsonl files (corpus layout)")
     p.add_argument("--corpus", default="data/corpus", help="its train music mixes the separated version")
     p.add_argument("--separator", default="models/separator")
     p.add_argument("--whisper", default="base")
+    p.add_argument("--track", choices=("singing", "speech"), default="singing")
+    p.add_argument("--speech-mix", type=float, default=0.5, help="speech: the mixture's share of the heard audio")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -237,6 +270,7 @@ def main(argv=None) -> None:
     t.add_argument("--feats", nargs="+", required=True, help="folders written by prepare")
     t.add_argument("--out", required=True)
     t.add_argument("--whisper", default="base")
+    t.add_argument("--track", choices=("singing", "speech"), default="singing")
     t.add_argument("--rank", type=int, default=8)
     t.add_argument("--alpha", type=float, default=16.0)
     t.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS))
