@@ -201,3 +201,24 @@ def test_track_margin_drops_a_segment_the_other_track_dominates():
     assert [f.text for f in on if isinstance(f, Final) and f.track == "speech"] == ["hi yo", "ok"]
     off = _run(p, 5120, SessionConfig())
     assert [f.text for f in off if isinstance(f, Final) and f.track == "lyrics"] == ["la la"]
+
+
+def test_lyrics_track_runs_its_own_endpoint_rules():
+    """A sung line whose held note gives 1.2 s of CTC blanks while the voice is active: the
+    default rules (0.8 s of trailing blanks) cut it in two; the lyrics track's own rules
+    (``lyrics_endpoint``: no trailing-blank rule, the activity rule ends it) keep one line,
+    and the speech track keeps its rules (its two segments)."""
+    from jrsv_stream.decode.endpoint import EndpointConfig
+
+    sung = script({4: "l", 5: "a", 6: " ", 7: "l", 8: "a", 40: " ", 41: "d", 42: "i"}, N)
+    act = torch.zeros(N)
+    act[2:46] = 1.0  # the voice sings from frame 2 to 45, then silence
+    p = ScriptedPipeline({"speech": SPEECH, "lyrics": sung}, {"speech": ON, "lyrics": act})
+    default = [e.text for e in _run(p, 2560) if isinstance(e, Final) and e.track == "lyrics"]
+    assert default == ["la la", "di"]
+    own = EndpointConfig(rule2_trailing_silence_s=0.0, activity_window_frames=6)
+    ev = _run(p, 2560, SessionConfig(lyrics_endpoint=own))
+    assert [e.text for e in ev if isinstance(e, Final) and e.track == "lyrics"] == ["la la di"]
+    assert [e.text for e in ev if isinstance(e, Final) and e.track == "speech"] == ["hi yo", "ok"]
+    p.lyrics_endpoint = own  # the pipeline's (pipeline.yaml lyrics_endpoint:) does the same
+    assert [e.text for e in _run(p, 2560) if isinstance(e, Final) and e.track == "lyrics"] == ["la la di"]

@@ -201,6 +201,28 @@ def test_pipeline_file_carries_its_sessions_endpoint_rules(tmp_path):
     (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\nendpoint:\n  rule9_s: 1\n")
     with pytest.raises(ValueError, match="pipeline.yaml: bad endpoint.*rule9_s"):
         read_pipeline_file(tmp_path)
+    # the lyrics track's own rules: fields replacing the endpoint's, on that track only
+    (tmp_path / "pipeline.yaml").write_text(
+        f"separator: {REPO / 'models' / 'separator'}\nasr: {REPO / 'models' / 'whisper_ctc'}\n"
+        "endpoint:\n  rule2_trailing_silence_s: 0.5\n"
+        "lyrics_endpoint:\n  rule2_trailing_silence_s: 0\n  activity_window_frames: 25\n")
+    spec = read_pipeline_file(tmp_path)
+    assert spec["lyrics_endpoint"] == EndpointConfig(rule2_trailing_silence_s=0.0, activity_window_frames=25)
+
+    class Q:
+        endpoint = spec["endpoint"]
+        lyrics_endpoint = spec["lyrics_endpoint"]
+
+    assert session_endpoint(SessionConfig(), Q(), "lyrics") == spec["lyrics_endpoint"]
+    assert session_endpoint(SessionConfig(), Q(), "speech") == spec["endpoint"]
+    assert session_endpoint(SessionConfig(), P(), "lyrics") == ep  # none of its own: the endpoint's
+    mine = EndpointConfig(rule2_trailing_silence_s=2.0)
+    assert session_endpoint(SessionConfig(lyrics_endpoint=mine), Q(), "lyrics") == mine
+    # the evaluation runs the rules the file gives (it once dropped them)
+    from jrsv_stream.eval.system_eval import SystemEvalConfig, build_pipeline
+
+    built, _ = build_pipeline(SystemEvalConfig(pipeline=str(tmp_path)))
+    assert built.endpoint == spec["endpoint"] and built.lyrics_endpoint == spec["lyrics_endpoint"]
     # the activity window is a whole number of frames (a float one broke every session's
     # endpoint state); a fractional one is an error
     (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: nowhere\nendpoint:\n  activity_window_frames: 40\n")

@@ -186,9 +186,11 @@ def build_pipeline(cfg: SystemEvalConfig):
         raise FileNotFoundError(f"{e} (give --asr DIR and --separator DIR|none, or a --pipeline folder holding "
                                 f"asr/ and separator/)") from e
     spec = cfg._spec()
-    if spec is not None and cfg.asr is None:  # the pipeline's own incremental finals (pipeline.yaml)
+    if spec is not None and cfg.asr is None:  # the pipeline's own session rules (pipeline.yaml)
         p.commit_every_s = spec["commit_every_s"]
         p.speech_final_mix = spec["speech_final_mix"]
+        p.endpoint = spec["endpoint"]
+        p.lyrics_endpoint = spec["lyrics_endpoint"]
     if cfg.speech_final_mix is not None:
         p.speech_final_mix = float(cfg.speech_final_mix)
     if cfg.final_beam is not None:

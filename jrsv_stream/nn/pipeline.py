@@ -16,6 +16,7 @@ Latency: separator algorithmic latency (window + lookahead) + one recognizer chu
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -93,6 +94,7 @@ class JRSVPipeline(nn.Module):
     tracks = ("speech", "lyrics")
     sample_rate = SAMPLE_RATE
     endpoint: EndpointConfig | None = None  # its sessions' endpoint rules (pipeline.yaml ``endpoint:``); None: defaults
+    lyrics_endpoint: EndpointConfig | None = None  # the lyrics track's (pipeline.yaml ``lyrics_endpoint:``); None: endpoint
 
     def __init__(self, separator: nn.Module, asr: ASRModel, tokenizer, chunk_samples: int = DEFAULT_CHUNK_SAMPLES, left_chunks: int = 16,
                  lm=None, track_gain: float = 1.0, speech_final_audio: str = "separated", voice_gate: bool = False,
@@ -350,9 +352,11 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
     """``model_dir/pipeline.yaml`` resolved: ``{"separator": Path | None, "asr": Path,
     "lm": Path | None, "chunk_ms": float | None, "speech_final_audio": str, "voice_gate": bool,
     "voice_bias": float, "voice_rescue": float | None, "endpoint": EndpointConfig | None,
-    "commit_every_s": float | None, "speech_final_mix": float}`` (folders relative to the file;
-    ``endpoint:`` a mapping of :class:`~jrsv_stream.decode.endpoint.EndpointConfig` fields,
-    the endpoint rules of this pipeline's sessions), or None when the folder has no such file.
+    "lyrics_endpoint": EndpointConfig | None, "commit_every_s": float | None,
+    "speech_final_mix": float}`` (folders relative to the file; ``endpoint:`` a mapping of
+    :class:`~jrsv_stream.decode.endpoint.EndpointConfig` fields, the endpoint rules of this
+    pipeline's sessions; ``lyrics_endpoint:`` fields that replace those on the lyrics track),
+    or None when the folder has no such file.
 
     Raises:
         ValueError: the file is unreadable or lacks ``separator:`` / ``asr:``.
@@ -384,13 +388,17 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
     try:
         ep = doc.get("endpoint")
         endpoint = None if ep is None else EndpointConfig(**{str(k): _endpoint_value(str(k), v) for k, v in ep.items()})
+        lep = doc.get("lyrics_endpoint")  # fields replacing the endpoint's (or the defaults) on the lyrics track
+        lyrics_endpoint = None if lep is None else dataclasses.replace(
+            endpoint or EndpointConfig(), **{str(k): _endpoint_value(str(k), v) for k, v in lep.items()})
     except Exception as e:
         raise ValueError(f"{spec}: bad endpoint: (EndpointConfig fields: seconds, activity_window_frames a "
                          f"whole number of frames): {e}") from e
     return {"separator": None if sep_rel is None else root / sep_rel, "asr": root / asr_rel,
             "lm": None if lm_rel is None else root / lm_rel, "chunk_ms": None if chunk_ms is None else float(chunk_ms),
             "speech_final_audio": speech_final_audio, "voice_gate": voice_gate, "voice_bias": voice_bias,
-            "voice_rescue": voice_rescue, "endpoint": endpoint, "commit_every_s": commit_every_s,
+            "voice_rescue": voice_rescue, "endpoint": endpoint, "lyrics_endpoint": lyrics_endpoint,
+            "commit_every_s": commit_every_s,
             "speech_final_mix": final_mix}
 
 
@@ -416,6 +424,7 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
                                      voice_gate=spec["voice_gate"], voice_bias=spec["voice_bias"],
                                      voice_rescue=spec["voice_rescue"])
         pipe.endpoint = spec["endpoint"]  # the sessions' endpoint rules (None: the defaults)
+        pipe.lyrics_endpoint = spec["lyrics_endpoint"]  # the lyrics track's (None: the endpoint's)
         pipe.commit_every_s = spec["commit_every_s"]  # the sessions' incremental finals (None: off)
         pipe.speech_final_mix = spec["speech_final_mix"]
         return pipe

@@ -76,6 +76,8 @@ class SessionConfig:
         endpoint: endpoint rules (``frame_shift_ms`` is taken from the pipeline); None: the
             pipeline's own (its ``endpoint`` attribute, from ``pipeline.yaml``), else the
             :class:`EndpointConfig` defaults.
+        lyrics_endpoint: the lyrics track's endpoint rules; None: the pipeline's
+            ``lyrics_endpoint`` (``pipeline.yaml``), else ``endpoint``'s.
         gate_on: a track's gate opens on a frame with activity >= this.
         gate_off: and closes on a frame with activity < this (hysteresis).
         ctc_weight: CTC weight in attention rescoring.
@@ -134,6 +136,7 @@ class SessionConfig:
 
     beam: PrefixBeamConfig = PrefixBeamConfig(beam=8, top_k=8, nbest=8)
     endpoint: EndpointConfig | None = None
+    lyrics_endpoint: EndpointConfig | None = None
     gate_on: float = 0.5
     gate_off: float = 0.3
     ctc_weight: float = 0.5
@@ -164,9 +167,14 @@ class SessionConfig:
             raise ValueError(f"commit_guard_s must be >= 0, got {self.commit_guard_s}")
 
 
-def session_endpoint(config: SessionConfig, pipeline) -> EndpointConfig:
-    """The endpoint rules a session of ``pipeline`` runs: ``config.endpoint``, else the
-    pipeline's ``endpoint`` attribute, else the defaults."""
+def session_endpoint(config: SessionConfig, pipeline, track: str = "speech") -> EndpointConfig:
+    """The endpoint rules a session of ``pipeline`` runs on ``track``: ``config.endpoint``,
+    else the pipeline's ``endpoint`` attribute, else the defaults; for the lyrics track
+    ``config.lyrics_endpoint``, else the pipeline's ``lyrics_endpoint``, before those."""
+    if track == "lyrics":
+        own = config.lyrics_endpoint or getattr(pipeline, "lyrics_endpoint", None)
+        if own is not None:
+            return own
     if config.endpoint is not None:
         return config.endpoint
     return getattr(pipeline, "endpoint", None) or EndpointConfig()
@@ -229,6 +237,10 @@ class StreamSession:
                 config.beam, blank_id=int(self.tokenizer.blank_id),
                 lm=config.beam.lm if config.beam.lm is not None else getattr(p, "lm", None))),
             endpoint=dataclasses.replace(session_endpoint(config, p), frame_shift_ms=1000.0 * self.frame_shift_s))
+        # each track's endpoint rules (the lyrics track may have its own: sung notes hold a
+        # vowel for seconds, where the CTC head emits blanks that end a spoken segment)
+        self.track_endpoints = {t: dataclasses.replace(session_endpoint(config, p, t), frame_shift_ms=1000.0 * self.frame_shift_s)
+                                for t in self.tracks}
         # incremental finals: frames between hypotheses (0: off) and the commit guard
         self.commit_frames = (int(round(session_commit_every_s(config, p) / self.frame_shift_s))
                               if self.final_fn is not None and getattr(p, "final_prefix", False) else 0)
@@ -266,7 +278,7 @@ class StreamSession:
 
     # ------------------------------------------------------------------ audio in
     def _new_track(self, name: str, start_frame: int, segment: int = 0, gate: bool = False) -> _Track:
-        return _Track(name, init_state(self.config.beam, start_frame), init_endpoint_state(self.config.endpoint),
+        return _Track(name, init_state(self.config.beam, start_frame), init_endpoint_state(self.track_endpoints[name]),
                       segment=segment, seg_start_frame=start_frame, gate=gate)
 
     def validate(self, samples: np.ndarray) -> np.ndarray:
@@ -656,7 +668,7 @@ class StreamSession:
         blanks = blank_frames(logp, self.config.beam.blank_id)
         pos, F = 0, logp.shape[0]
         while pos < F:
-            tr.ep, ended = endpoint_step(tr.ep, blanks[pos:], act[pos:], self.config.endpoint)
+            tr.ep, ended = endpoint_step(tr.ep, blanks[pos:], act[pos:], self.track_endpoints[tr.name])
             used = tr.ep.frames_used
             tr.beam = prefix_beam_step(tr.beam, logp[pos:pos + used], self.config.beam)
             if enc is not None:
