@@ -37,6 +37,35 @@ def test_default_pipeline_is_the_whisper_one():
     assert default_pipeline_spec(str(REPO / "models")) == str(DEFAULT)
 
 
+def test_default_lyrics_finals_decode_with_the_singing_adapter(worker):
+    """The shipped default: the lyrics track's finals use the singing decoder adapter (a
+    merged copy of the decoder), the speech track Whisper's own; lyrics lines end on the
+    singing activity, not on CTC blanks (pipeline.yaml lyrics_endpoint)."""
+    p = worker.pipeline
+    assert set(p.asr.final_adapters) == {"singing"}
+    calls = []
+    real = p.asr.finalize
+
+    def spy(*a, **k):
+        calls.append(k.get("track"))
+        return real(*a, **k)
+
+    p.asr.finalize = spy
+    try:
+        audio = np.zeros(16000, dtype=np.float32)
+        logp = np.zeros((50, p.asr.vocab_size), dtype=np.float32)
+        p.final_fn("lyrics", audio, logp, "")
+        p.final_fn("speech", audio, logp, "")
+        p.hypothesis_fn("lyrics", audio, logp, "")
+    finally:
+        del p.asr.finalize
+    assert calls == ["singing", "speech", "singing"]
+    assert p.asr.final_model("singing") is not p.asr.final_model("speech")
+    ep = p.lyrics_endpoint
+    assert ep is not None and ep.rule2_trailing_silence_s == 0 and ep.activity_window_frames == 25
+    assert p.endpoint is None  # the speech track keeps the default rules
+
+
 def test_real_read_speech_finals_are_whisper_text_timed_by_ctc(worker):
     (path, ref), = [x for x in read_librivox_testdata()][:1]
     audio = load_audio(path)
@@ -83,10 +112,12 @@ def test_finals_from_another_whisper_size(monkeypatch):
     from jrsv_stream.nn.pipeline import load_streaming_pipeline
 
     monkeypatch.setenv("JRSV_FINAL_WHISPER", "tiny.en")
-    p = load_streaming_pipeline(DEFAULT)
-    assert p.asr.whisper.dims.n_audio_state == 512
+    with pytest.warns(UserWarning, match="trained on Whisper base, the finals use tiny.en"):
+        p = load_streaming_pipeline(DEFAULT)  # the lyrics adapter fits base only: skipped, said so
+    assert p.asr.whisper.dims.n_audio_state == 512 and p.asr.final_adapters == {}
     fm = p.asr.final_model()
     assert fm.dims.n_audio_state == 384 and fm is not p.asr.whisper
+    assert p.asr.final_model("singing") is fm
     (path, ref), = read_librivox_testdata()[:1]
     text = p.asr.decode_segment(load_audio(path))[0][0]
     c = count_errors(ref, text)
