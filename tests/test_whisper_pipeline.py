@@ -169,6 +169,14 @@ def test_speech_finals_from_the_mixture_are_aligned_with_the_emitted_frames():
         o2, st2 = sep_only.step(x[:, k * 5120:(k + 1) * 5120], st2)
         torch.testing.assert_close(o.track_audio["speech"], 0.25 * outs[k].track_audio["speech"]
                                    + 0.75 * o2.track_audio["speech"])
+    # lyrics_final_mix w: the lyrics finals hear w x the same mixture + (1 - w) x the separated singing
+    p.lyrics_final_mix = 0.3
+    st, st2 = p.init_state(2), sep_only.init_state(2)
+    for k in range(4):
+        o, st = p.step(x[:, k * 5120:(k + 1) * 5120], st)
+        o2, st2 = sep_only.step(x[:, k * 5120:(k + 1) * 5120], st2)
+        torch.testing.assert_close(o.track_audio["lyrics"], 0.3 * outs[k].track_audio["speech"]
+                                   + 0.7 * o2.track_audio["lyrics"])
 
 
 def test_ahead_frames_are_the_newest_chunks_window_edge_and_its_audio():
@@ -290,7 +298,11 @@ def test_pipeline_file_incremental_finals_and_final_mix(tmp_path):
     assert spec["commit_every_s"] == 0.64 and spec["speech_final_mix"] == 0.5
     (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: a\n")
     assert read_pipeline_file(tmp_path)["commit_every_s"] is None and read_pipeline_file(tmp_path)["speech_final_mix"] == 1.0
-    for bad in ("commit_every_s: -1", "speech_final_mix: 1.5", "commit_every_s: soon"):
+    assert read_pipeline_file(tmp_path)["lyrics_final_mix"] == 0.0
+    (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: a\nspeech_final_audio: mixture\nlyrics_final_mix: 0.3\n")
+    assert read_pipeline_file(tmp_path)["lyrics_final_mix"] == 0.3
+    for bad in ("commit_every_s: -1", "speech_final_mix: 1.5", "commit_every_s: soon", "lyrics_final_mix: 2",
+                "lyrics_final_mix: 0.3"):  # (the last: without speech_final_audio: mixture)
         (tmp_path / "pipeline.yaml").write_text(f"separator: null\nasr: a\n{bad}\n")
-        with pytest.raises(ValueError, match="pipeline.yaml|commit_every_s|speech_final_mix"):
+        with pytest.raises(ValueError, match="pipeline.yaml|commit_every_s|speech_final_mix|lyrics_final_mix"):
             read_pipeline_file(tmp_path)

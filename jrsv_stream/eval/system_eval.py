@@ -189,6 +189,7 @@ def build_pipeline(cfg: SystemEvalConfig):
     if spec is not None and cfg.asr is None:  # the pipeline's own session rules (pipeline.yaml)
         p.commit_every_s = spec["commit_every_s"]
         p.speech_final_mix = spec["speech_final_mix"]
+        p.lyrics_final_mix = spec["lyrics_final_mix"]
         p.endpoint = spec["endpoint"]
         p.lyrics_endpoint = spec["lyrics_endpoint"]
     if cfg.speech_final_mix is not None:

@@ -138,6 +138,9 @@ class JRSVPipeline(nn.Module):
         # with speech_final_audio "mixture": the speech finals decode speech_final_mix x the
         # mixture + (1 - speech_final_mix) x the separated speech (1.0: the mixture alone)
         self.speech_final_mix = 1.0
+        # and (with the mixture kept) the lyrics finals lyrics_final_mix x the mixture + the rest
+        # x the separated singing (0.0: the separated singing alone)
+        self.lyrics_final_mix = 0.0
         # voice gate: the lyrics track's activity times p(singing) of its voice, from the
         # recognizer's voice-type head over the track's own encoder frames (nn.voice_type),
         # smoothed causally, with a prior toward talk (voice_bias). Real talk that the separator
@@ -243,14 +246,23 @@ class JRSVPipeline(nn.Module):
         else:
             a = tracks_audio
         cs = self.chunk_samples
-        return {"speech": self._speech_audio(a[:B], None if mix is None else mix[:, :cs]), "lyrics": a[B:]}
+        m = None if mix is None else mix[:, :cs]
+        return {"speech": self._speech_audio(a[:B], m), "lyrics": self._lyrics_audio(a[B:], m)}
 
     def _ahead_audio(self, tracks_audio: torch.Tensor, B: int, mix: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The track audio of the newest chunk, which the emitted frames lag (with lookahead):
         what ``ahead_logp`` describes, mixed for the speech track as :meth:`_track_audio`."""
         cs = self.chunk_samples
-        speech = self._speech_audio(tracks_audio[:B], None if mix is None else mix[:, cs:2 * cs])
-        return {"speech": speech, "lyrics": tracks_audio[B:]}
+        m = None if mix is None else mix[:, cs:2 * cs]
+        return {"speech": self._speech_audio(tracks_audio[:B], m), "lyrics": self._lyrics_audio(tracks_audio[B:], m)}
+
+    def _lyrics_audio(self, separated: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
+        """The lyrics finals' audio of one chunk: the separated singing, or ``lyrics_final_mix``
+        x the mixture over the same samples + the rest x the separated singing."""
+        w = self.lyrics_final_mix
+        if mix is None or w <= 0.0:
+            return separated
+        return w * mix.to(separated.dtype) + (1.0 - w) * separated
 
     def _speech_audio(self, separated: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
         """The speech finals' audio of one chunk: the separated speech, or with the mixture
@@ -379,6 +391,11 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
         final_mix = float(doc.get("speech_final_mix", 1.0))
         if not 0.0 <= final_mix <= 1.0:
             raise ValueError(f"speech_final_mix must be in [0, 1], got {final_mix}")
+        lyrics_mix = float(doc.get("lyrics_final_mix", 0.0))
+        if not 0.0 <= lyrics_mix <= 1.0:
+            raise ValueError(f"lyrics_final_mix must be in [0, 1], got {lyrics_mix}")
+        if lyrics_mix > 0.0 and speech_final_audio != "mixture":
+            raise ValueError("lyrics_final_mix needs speech_final_audio: mixture (the mixture is kept for it)")
         commit = doc.get("commit_every_s")
         commit_every_s = None if commit is None else float(commit)
         if commit_every_s is not None and commit_every_s < 0:
@@ -399,7 +416,7 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
             "speech_final_audio": speech_final_audio, "voice_gate": voice_gate, "voice_bias": voice_bias,
             "voice_rescue": voice_rescue, "endpoint": endpoint, "lyrics_endpoint": lyrics_endpoint,
             "commit_every_s": commit_every_s,
-            "speech_final_mix": final_mix}
+            "speech_final_mix": final_mix, "lyrics_final_mix": lyrics_mix}
 
 
 def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
@@ -427,6 +444,7 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
         pipe.lyrics_endpoint = spec["lyrics_endpoint"]  # the lyrics track's (None: the endpoint's)
         pipe.commit_every_s = spec["commit_every_s"]  # the sessions' incremental finals (None: off)
         pipe.speech_final_mix = spec["speech_final_mix"]
+        pipe.lyrics_final_mix = spec["lyrics_final_mix"]
         return pipe
     for sub in ("separator", "asr"):
         if not (root / sub).is_dir():
