@@ -494,7 +494,8 @@ class WhisperCTC(nn.Module):
         ``whisper="base"``, ``window_s=5.12``).
 
         Raises:
-            FileNotFoundError: not a whisper_ctc folder; ValueError: a corrupt head file.
+            FileNotFoundError: not a whisper_ctc folder; ValueError: a corrupt head file, or a
+            corrupt decoder adapter (``final_adapter_<track>.pt``) or one for an unknown track.
         """
         d = Path(model_dir)
         if not (d / "config.yaml").is_file() or not (d / "ctc_head.pt").is_file():
