@@ -160,21 +160,16 @@ def test_speech_finals_from_the_mixture_are_aligned_with_the_emitted_frames():
     assert not torch.equal(outs[3].track_audio["lyrics"], outs[3].track_audio["speech"])
     with pytest.raises(ValueError, match="speech_final_audio"):
         JRSVPipeline(sep, asr, tok, 5120, speech_final_audio="both")
-    # speech_final_mix w: w x that mixture + (1 - w) x the separated speech of the same frames
+    # speech_final_mix w: w x that mixture + (1 - w) x the separated speech of the same frames;
+    # lyrics_final_mix w: the lyrics finals hear w x the same mixture + (1 - w) x the separated singing
     sep_only = JRSVPipeline(sep, asr, tok, 5120, speech_final_audio="separated")
-    p.speech_final_mix = 0.25
+    p.speech_final_mix, p.lyrics_final_mix = 0.25, 0.3
     st, st2 = p.init_state(2), sep_only.init_state(2)
     for k in range(4):
         o, st = p.step(x[:, k * 5120:(k + 1) * 5120], st)
         o2, st2 = sep_only.step(x[:, k * 5120:(k + 1) * 5120], st2)
         torch.testing.assert_close(o.track_audio["speech"], 0.25 * outs[k].track_audio["speech"]
                                    + 0.75 * o2.track_audio["speech"])
-    # lyrics_final_mix w: the lyrics finals hear w x the same mixture + (1 - w) x the separated singing
-    p.lyrics_final_mix = 0.3
-    st, st2 = p.init_state(2), sep_only.init_state(2)
-    for k in range(4):
-        o, st = p.step(x[:, k * 5120:(k + 1) * 5120], st)
-        o2, st2 = sep_only.step(x[:, k * 5120:(k + 1) * 5120], st2)
         torch.testing.assert_close(o.track_audio["lyrics"], 0.3 * outs[k].track_audio["speech"]
                                    + 0.7 * o2.track_audio["lyrics"])
 

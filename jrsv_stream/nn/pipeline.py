@@ -247,33 +247,26 @@ class JRSVPipeline(nn.Module):
             a = tracks_audio
         cs = self.chunk_samples
         m = None if mix is None else mix[:, :cs]
-        return {"speech": self._speech_audio(a[:B], m), "lyrics": self._lyrics_audio(a[B:], m)}
+        return {"speech": self._blend(a[:B], m, self.speech_final_mix), "lyrics": self._blend(a[B:], m, self.lyrics_final_mix)}
 
     def _ahead_audio(self, tracks_audio: torch.Tensor, B: int, mix: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The track audio of the newest chunk, which the emitted frames lag (with lookahead):
         what ``ahead_logp`` describes, mixed for the speech track as :meth:`_track_audio`."""
         cs = self.chunk_samples
         m = None if mix is None else mix[:, cs:2 * cs]
-        return {"speech": self._speech_audio(tracks_audio[:B], m), "lyrics": self._lyrics_audio(tracks_audio[B:], m)}
+        return {"speech": self._blend(tracks_audio[:B], m, self.speech_final_mix),
+                "lyrics": self._blend(tracks_audio[B:], m, self.lyrics_final_mix)}
 
-    def _lyrics_audio(self, separated: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
-        """The lyrics finals' audio of one chunk: the separated singing, or ``lyrics_final_mix``
-        x the mixture over the same samples + the rest x the separated singing."""
-        w = self.lyrics_final_mix
+    @staticmethod
+    def _blend(separated: torch.Tensor, mix: torch.Tensor | None, w: float) -> torch.Tensor:
+        """A track's finals audio of one chunk: the separated track, or with the mixture over
+        the same samples (kept with ``speech_final_audio: mixture``) ``w`` x the mixture + the
+        rest x the separated track (``speech_final_mix`` / ``lyrics_final_mix``: the music
+        partly removed, the separator's artifacts partly masked)."""
         if mix is None or w <= 0.0:
             return separated
-        return w * mix.to(separated.dtype) + (1.0 - w) * separated
-
-    def _speech_audio(self, separated: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
-        """The speech finals' audio of one chunk: the separated speech, or with the mixture
-        over the same samples (``speech_final_audio: mixture``) ``speech_final_mix`` x the
-        mixture + the rest x the separated speech (the music partly removed, the
-        separator's artifacts partly masked)."""
-        if mix is None:
-            return separated
-        if self.speech_final_mix >= 1.0:
+        if w >= 1.0:
             return mix
-        w = self.speech_final_mix
         return w * mix.to(separated.dtype) + (1.0 - w) * separated
 
     def _final_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = (), prefix: str = ""):
@@ -404,10 +397,9 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
         raise ValueError(f"{spec}: not a pipeline file (needs separator: and asr:): {e}") from e
     try:
         ep = doc.get("endpoint")
-        endpoint = None if ep is None else EndpointConfig(**{str(k): _endpoint_value(str(k), v) for k, v in ep.items()})
+        endpoint = None if ep is None else EndpointConfig(**_endpoint_fields(ep))
         lep = doc.get("lyrics_endpoint")  # fields replacing the endpoint's (or the defaults) on the lyrics track
-        lyrics_endpoint = None if lep is None else dataclasses.replace(
-            endpoint or EndpointConfig(), **{str(k): _endpoint_value(str(k), v) for k, v in lep.items()})
+        lyrics_endpoint = None if lep is None else dataclasses.replace(endpoint or EndpointConfig(), **_endpoint_fields(lep))
     except Exception as e:
         raise ValueError(f"{spec}: bad endpoint: (EndpointConfig fields: seconds, activity_window_frames a "
                          f"whole number of frames): {e}") from e
@@ -455,15 +447,19 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
 CALIBRATION_FILE = "calibration.json"
 
 
-def _endpoint_value(name: str, v):
-    """A ``pipeline.yaml`` ``endpoint:`` value as its EndpointConfig field wants it: frames
-    a whole number (40, not 40.5), the rest seconds (float)."""
-    if name == "activity_window_frames":
-        f = float(v)
-        if f != int(f):
-            raise ValueError(f"activity_window_frames must be a whole number, got {v!r}")
-        return int(f)
-    return float(v)
+def _endpoint_fields(mapping: dict) -> dict:
+    """A ``pipeline.yaml`` ``endpoint:`` (or ``lyrics_endpoint:``) mapping as EndpointConfig
+    fields: frames a whole number (40, not 40.5), the rest seconds (float)."""
+    out = {}
+    for k, v in mapping.items():
+        if str(k) == "activity_window_frames":
+            f = float(v)
+            if f != int(f):
+                raise ValueError(f"activity_window_frames must be a whole number, got {v!r}")
+            out[str(k)] = int(f)
+        else:
+            out[str(k)] = float(v)
+    return out
 
 
 def separator_track_gain(separator: str | Path) -> float:

@@ -235,9 +235,8 @@ class StreamSession:
         self.config = dataclasses.replace(
             config, beam=self._with_hotwords(dataclasses.replace(
                 config.beam, blank_id=int(self.tokenizer.blank_id),
-                lm=config.beam.lm if config.beam.lm is not None else getattr(p, "lm", None))),
-            endpoint=dataclasses.replace(session_endpoint(config, p), frame_shift_ms=1000.0 * self.frame_shift_s))
-        # each track's endpoint rules (the lyrics track may have its own: sung notes hold a
+                lm=config.beam.lm if config.beam.lm is not None else getattr(p, "lm", None))))
+        # each track's endpoint rules, resolved (session_endpoint) at the pipeline's frame shift (the lyrics track may have its own: sung notes hold a
         # vowel for seconds, where the CTC head emits blanks that end a spoken segment)
         self.track_endpoints = {t: dataclasses.replace(session_endpoint(config, p, t), frame_shift_ms=1000.0 * self.frame_shift_s)
                                 for t in self.tracks}
