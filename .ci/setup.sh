@@ -13,6 +13,7 @@ APT_PACKAGES=(
   pocketsphinx-testdata tmux                                                         # real speech spot checks, viewer tests
   openssl                                                                            # TLS test certificates
   asterisk-core-sounds-en asterisk-core-sounds-en-g722                               # real prompts + transcripts (real-voices)
+  codec2-examples                                                                    # real talk for the real-speech pool tests
   chromium fonts-dejavu-core                                                         # overlay page tested in headless Chromium
 )
 missing=()

@@ -3,6 +3,10 @@ per SNR bucket (+5/0/-5 dB), activity AUROC/F1, latency and size.
 
     .venv/bin/python bench/separator_eval.py --model models/separator --manifest data/corpus/test.jsonl \
         --json bench/results/separator_eval.json
+
+``--sets real_p5 real_0 real_m5 [--per-set 30]``: instead of a manifest, the real-voices
+eval's items (``bench/real_voices_eval.py``: real talk over corpus test music, the same
+items its WER figures use), scored against the real speech and music stems.
 """
 
 from __future__ import annotations
@@ -25,10 +29,26 @@ def main() -> int:
     ap.add_argument("--model", default="models/separator")
     ap.add_argument("--manifest", default="data/corpus/test.jsonl")
     ap.add_argument("--max-items", type=int, default=None)
+    ap.add_argument("--sets", nargs="+", default=None, help="real-voices eval sets instead of --manifest "
+                                                          "(real_clean is not a mixture: real_p5 real_0 real_m5)")
+    ap.add_argument("--per-set", type=int, default=30)
     ap.add_argument("--json", required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    res = evaluate_separator(a.model, a.manifest, "cpu", a.max_items)
+    manifest = a.manifest
+    if a.sets:
+        import tempfile
+
+        from bench.real_voices_eval import set_manifest
+
+        tmp = Path(tempfile.mkdtemp(prefix="sep-eval-"))
+        rows = [set_manifest(s, Path("data/real_voices"), Path("data/corpus"), a.per_set, tmp).read_text()
+                for s in a.sets]
+        manifest = tmp / "sets.jsonl"
+        manifest.write_text("".join(rows))
+    res = evaluate_separator(a.model, manifest, "cpu", a.max_items)
+    if a.sets:
+        res["sets"], res["per_set"] = a.sets, a.per_set
     res = {"benchmark": "separator_eval", "device": device_name("cpu"), "commit": git_commit(), **res}
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=1, default=float))

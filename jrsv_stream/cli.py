@@ -78,6 +78,18 @@ def _cmd_data_real_voices(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_real_speech(a: argparse.Namespace) -> int:
+    from jrsv_stream.data.real_speech import build_real_speech
+
+    doc = build_real_speech(a.out, a.sources)
+    for name, s in doc["sources"].items():
+        print(f"{name:12s} {s['clips']:5d} clips {s['seconds']:8.1f} s {s['speakers']:3d} speakers  ({s['package']})")
+    for pkg in doc["missing_packages"]:
+        print(f"skipped (not installed): apt-get install {pkg}")
+    print(f"{doc['clips']} clips, {doc['seconds'] / 3600:.2f} h -> {a.out}")
+    return 0
+
+
 def _cmd_data_ood(a: argparse.Namespace) -> int:
     from jrsv_stream.data.ood import build_ood, format_summary
 
@@ -169,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-words", type=int, default=2, help="leave out utterances with fewer words (default 2)")
     s.add_argument("--list", action="store_true", help="list the installed sources and their utterances; build nothing")
     s.set_defaults(fn=_cmd_data_real_voices)
+
+    s = data.add_parser("real-speech", help="real human talk without transcripts for separator training (Asterisk "
+                                            "fr/it/ru prompts, KLettres, KTuberling, codec2 samples; no test-set voice)")
+    s.add_argument("--out", required=True, help="output folder (pool.npy, clips.jsonl, summary.json)")
+    s.add_argument("--sources", nargs="+", default=None,
+                   help="only these (asterisk-fr asterisk-it asterisk-ru klettres ktuberling codec2; default: all)")
+    s.set_defaults(fn=_cmd_data_real_speech)
 
     s = data.add_parser("ood", help="held-out out-of-domain separation test set: real voices spoken and WORLD-sung "
                                     "over music from other soundfonts (TimGM6mb, csound GM bank, OPL-3 FM)")

@@ -51,7 +51,9 @@ class DataConfig:
     ``<corpus>/valid.jsonl``; crop_s: training crop (rounded to the model hop);
     valid_items / valid_max_s: cap the validation cost (None: all items, whole);
     augment: training effects on the stems (EQ, reverb, level automation, compression, level),
-    see :mod:`jrsv_stream.data.augment` (off unless ``augment.enabled``)."""
+    see :mod:`jrsv_stream.data.augment` (off unless ``augment.enabled``);
+    real_speech / p_real_speech: a real-speech pool (``jrsv-stream data real-speech``) whose
+    talk replaces an example's speech stem with that probability (0: never)."""
 
     corpus: str = "data/corpus"
     train_split: str = "train"
@@ -63,6 +65,8 @@ class DataConfig:
     valid_items: int | None = 64
     valid_max_s: float | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    real_speech: str | None = None
+    p_real_speech: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -354,7 +358,8 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
     hop = model.hop_samples
     crop = max(1, int(round(dc.crop_s * SAMPLE_RATE / hop))) * hop
     train_ds = DynamicMixDataset(dc.corpus, dc.train_split, crop, hop, batch_size=dc.batch_size, seed=dc.seed,
-                                 start_batch=step, augment=dc.augment)
+                                 start_batch=step, augment=dc.augment, real_speech=dc.real_speech,
+                                 p_real_speech=dc.p_real_speech)
     loader = DataLoader(train_ds, batch_size=None, num_workers=dc.num_workers, pin_memory=dev.type == "cuda",
                         prefetch_factor=4 if dc.num_workers > 0 else None, persistent_workers=False,
                         worker_init_fn=_worker_init if dc.num_workers > 0 else None)
