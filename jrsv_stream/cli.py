@@ -79,8 +79,12 @@ def _cmd_data_real_voices(a: argparse.Namespace) -> int:
 
 
 def _cmd_data_real_speech(a: argparse.Namespace) -> int:
-    from jrsv_stream.data.real_speech import build_real_speech
+    from jrsv_stream.data.real_speech import build_real_singing, build_real_speech
 
+    if a.sung:
+        doc = build_real_singing(a.sung, a.out)
+        print(f"{doc['clips']} clips sung, {doc['seconds'] / 3600:.2f} h -> {a.out}")
+        return 0
     doc = build_real_speech(a.out, a.sources)
     for name, s in doc["sources"].items():
         print(f"{name:12s} {s['clips']:5d} clips {s['seconds']:8.1f} s {s['speakers']:3d} speakers  ({s['package']})")
@@ -187,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder (pool.npy, clips.jsonl, summary.json)")
     s.add_argument("--sources", nargs="+", default=None,
                    help="only these (asterisk-fr asterisk-it asterisk-ru klettres ktuberling codec2; default: all)")
+    s.add_argument("--sung", metavar="POOL", default=None,
+                   help="instead: sing the talk of the pool at POOL with WORLD onto random melodies (~3 min)")
     s.set_defaults(fn=_cmd_data_real_speech)
 
     s = data.add_parser("ood", help="held-out out-of-domain separation test set: real voices spoken and WORLD-sung "

@@ -98,3 +98,52 @@ def test_speech_stem_replaced_at_its_level(corpus, pool):
     half = DynamicMixDataset(**kw, real_speech=pool, p_real_speech=0.5)
     flags = [half.example(i)["meta"]["speech_real"] for i in range(40)]
     assert 0 < sum(flags) < 40
+
+
+def _pitch_jitter_cents(x: np.ndarray) -> float:
+    """Median |frame-to-frame f0 change| in cents over voiced frames (sung notes hold pitch)."""
+    import pyworld as pw
+
+    f0, _ = pw.dio(np.ascontiguousarray(x, dtype=np.float64), SAMPLE_RATE, f0_floor=60.0, f0_ceil=600.0,
+                   frame_period=10.0)
+    v = f0 > 0
+    both = v[1:] & v[:-1]
+    return float(np.median(np.abs(1200 * np.log2(f0[1:][both] / f0[:-1][both]))))
+
+
+def test_sung_pool_holds_the_same_voices_singing(pool, tmp_path):
+    from jrsv_stream.data.real_speech import build_real_singing
+
+    doc = build_real_singing(pool, tmp_path / "sung", workers=1, max_clips=8)
+    assert doc["clips"] >= 6
+    sung = RealSpeechPool(tmp_path / "sung")
+    talk = RealSpeechPool(pool)
+    by_start = {c["start"]: c for c in talk.clips}
+    jitter = []
+    for c in sung.clips:
+        src = by_start[c["sung_from"]]
+        y = np.asarray(sung.audio[c["start"]: c["start"] + c["length"]], np.float32) / 32767
+        x = np.asarray(talk.audio[src["start"]: src["start"] + src["length"]], np.float32) / 32767
+        assert c["speaker"] == src["speaker"]
+        assert abs(np.sqrt(np.mean(y ** 2)) - TARGET_RMS) < 0.1 * TARGET_RMS
+        jitter.append((_pitch_jitter_cents(y), _pitch_jitter_cents(x)))
+    sung_j, talk_j = np.median(jitter, axis=0)
+    assert sung_j < 0.7 * talk_j  # held notes (with vibrato), not speech intonation
+
+
+def test_singing_stem_replaced_too(corpus, pool):
+    kw = dict(root=corpus, split="train", crop_samples=HOP * 200, hop_samples=HOP, batch_size=None, seed=5,
+              plan_kwargs={"max_s": 6.0})
+    plain = DynamicMixDataset(**kw)
+    both = DynamicMixDataset(**kw, real_speech=pool, p_real_speech=1.0, real_singing=pool, p_real_singing=1.0)
+    seen = 0
+    for i in range(12):
+        e0, e1 = plain.example(i), both.example(i)
+        assert np.allclose(e1["stems"].sum(0).numpy(), e1["mixture"].numpy(), atol=1e-5)
+        if e0["activity"][1].any():
+            seen += 1
+            assert e1["meta"]["singing_real"] and e1["meta"]["singing_words"] == []
+            assert not np.allclose(e0["stems"][1].numpy(), e1["stems"][1].numpy())
+        else:
+            assert not e1["meta"]["singing_real"]
+    assert seen >= 3

@@ -131,13 +131,15 @@ class DynamicMixDataset(IterableDataset):
             replaced by a crop of real talk at the same level over its active frames
             (activity from the stem's energy; ``speech_words`` then empty, ``speech_real``
             True in meta), drawn from a generator of its own so the rest of the example is
-            unchanged.
+            unchanged. ``real_singing`` / ``p_real_singing``: the same for the singing
+            stem, from a pool of that talk sung (``build_real_singing``).
     """
 
     def __init__(self, root: str | Path, split: str, crop_samples: int, hop_samples: int, batch_size: int | None = None,
                  seed: int = 0, start_batch: int = 0, num_batches: int | None = None, plan_kwargs: dict | None = None,
                  energy_db: float = -30.0, cache_size: int = 256, augment: AugmentConfig | None = None,
-                 real_speech: str | Path | None = None, p_real_speech: float = 0.0):
+                 real_speech: str | Path | None = None, p_real_speech: float = 0.0,
+                 real_singing: str | Path | None = None, p_real_singing: float = 0.0):
         super().__init__()
         if crop_samples <= 0 or crop_samples % hop_samples:
             raise ValueError(f"crop_samples={crop_samples} must be a positive multiple of hop_samples={hop_samples}")
@@ -153,14 +155,17 @@ class DynamicMixDataset(IterableDataset):
             raise ValueError(f"{self.root}: split {split!r} has no music or no vocal sources")
         self.durs = {k: [float(m["duration_s"]) for m in v] for k, v in self.index.items()}
         self._stores: dict[str, SourceStore] | None = None
-        if not 0.0 <= p_real_speech <= 1.0:
-            raise ValueError(f"p_real_speech must be in [0, 1], got {p_real_speech}")
-        self.real_speech = Path(real_speech) if real_speech and p_real_speech > 0 else None
-        self.p_real_speech = float(p_real_speech)
-        if self.real_speech is not None and not (self.real_speech / "pool.npy").is_file():
-            raise FileNotFoundError(f"{self.real_speech}: no real-speech pool "
-                                    f"(jrsv-stream data real-speech --out {self.real_speech})")
-        self._real_pool = None
+        self.p_real = (float(p_real_speech), float(p_real_singing))
+        self.real_roots: list[Path | None] = [None, None]
+        for j, (root, p, cmd) in enumerate(((real_speech, p_real_speech, "real-speech"),
+                                            (real_singing, p_real_singing, "real-speech --sung data/real_speech"))):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"p_real_{VOCALS[j]} must be in [0, 1], got {p}")
+            if root and p > 0:
+                self.real_roots[j] = Path(root)
+                if not (Path(root) / "pool.npy").is_file():
+                    raise FileNotFoundError(f"{root}: no real-voice pool (jrsv-stream data {cmd} --out {root})")
+        self._real_pools: list = [None, None]
 
     def _get_stores(self) -> dict[str, SourceStore]:
         if self._stores is None:  # made lazily, so each DataLoader worker has its own cache
@@ -192,26 +197,30 @@ class DynamicMixDataset(IterableDataset):
         for v in VOCALS:  # the crop's timed words (crop time, s), cut ones included: the recognizer loss's targets
             meta[f"{v}_words"] = crop_words(item.words[v], offset / SAMPLE_RATE, n / SAMPLE_RATE)
         mixture = _crop(item.mix.mixture, offset, n).copy()
-        if self.real_speech is not None:
-            mixture = self._real_talk(i, stems, act, meta, mixture)
+        for j in (0, 1):
+            if self.real_roots[j] is not None:
+                mixture = self._real_voice(i, j, stems, act, meta, mixture)
         if self.augment is not None:  # effects on the stems; the mixture is rebuilt as their sum
             mixture, stems = augment_stems(stems, rng, self.augment)
         return {"mixture": torch.from_numpy(mixture), "stems": torch.from_numpy(stems),
                 "activity": torch.from_numpy(act), "meta": meta}
 
-    def _real_talk(self, i: int, stems: np.ndarray, act: np.ndarray, meta: dict, mixture: np.ndarray) -> np.ndarray:
-        """Maybe replace the crop's speech stem by real talk (see ``real_speech``), in place;
-        returns the mixture (the stems' sum when replaced)."""
-        meta["speech_real"] = False
-        rng = np.random.default_rng([self.seed, _STREAM_CODE, _SPLIT_CODES.get(self.split, 0), i, 1])
-        if not act[0].any() or rng.random() >= self.p_real_speech:
+    def _real_voice(self, i: int, j: int, stems: np.ndarray, act: np.ndarray, meta: dict,
+                    mixture: np.ndarray) -> np.ndarray:
+        """Maybe replace the crop's vocal ``j`` (0 speech, 1 singing) by a crop of its real pool
+        (see ``real_speech`` / ``real_singing``), in place; returns the mixture (the stems'
+        sum when replaced)."""
+        name = VOCALS[j]
+        meta[f"{name}_real"] = False
+        rng = np.random.default_rng([self.seed, _STREAM_CODE, _SPLIT_CODES.get(self.split, 0), i, 1 + j])
+        if not act[j].any() or rng.random() >= self.p_real[j]:
             return mixture
-        if self._real_pool is None:
+        if self._real_pools[j] is None:
             from jrsv_stream.data.real_speech import RealSpeechPool
 
-            self._real_pool = RealSpeechPool(self.real_speech)
+            self._real_pools[j] = RealSpeechPool(self.real_roots[j])
         n, hop = stems.shape[1], self.hop_samples
-        real = self._real_pool.crop(rng, n)
+        real = self._real_pools[j].crop(rng, n)
         real_act = activity_targets(None, real, 0, act.shape[1], hop, self.energy_db)
         if not real_act.any():
             return mixture
@@ -220,9 +229,9 @@ class DynamicMixDataset(IterableDataset):
             m = np.repeat(a > 0, hop)[: x.size]
             return float(np.sqrt(np.mean(x[: m.size][m] ** 2) + 1e-12))
 
-        stems[0] = real * (level(stems[0], act[0]) / level(real, real_act))
-        act[0] = real_act
-        meta["speech_words"], meta["speech_real"] = [], True
+        stems[j] = real * (level(stems[j], act[j]) / level(real, real_act))
+        act[j] = real_act
+        meta[f"{name}_words"], meta[f"{name}_real"] = [], True
         mixture = stems.sum(0)
         peak = float(np.abs(mixture).max())
         if peak > 0.99:

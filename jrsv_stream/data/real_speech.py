@@ -184,3 +184,68 @@ class RealSpeechPool:
             total += x.size + gap.size
             j += 1 + int(rng.integers(0, 3))
         return np.concatenate(parts)[:n]
+
+
+# --- the same voices sung (WORLD) -------------------------------------------------------------
+SUNG_MIN_S = 1.0  # clips shorter than this are single letters or words: not sung
+WORDS_PER_S = 2.5  # pseudo-words per second of talk: the cut points the melody's notes take
+
+
+def _sing_clip(args: tuple[int, np.ndarray, int]) -> np.ndarray | None:
+    """One clip of talk sung onto a random melody (as the out-of-domain set sings its real
+    voices, :mod:`jrsv_stream.data.ood`), with pseudo-words in place of a transcript:
+    the clip cut into ~WORDS_PER_S spans at energy minima, one syllable each."""
+    from jrsv_stream.data.melody import make_melody
+    from jrsv_stream.data.ood import HIGH_F0_HZ, TEMPO_BPM, _median_f0, energy_word_spans
+    from jrsv_stream.data.world_sing import sing_with_world
+
+    k, x, seed = args
+    rng = np.random.default_rng([seed, 19, k])
+    words = ["la"] * max(1, int(round(x.size / SAMPLE_RATE * WORDS_PER_S)))
+    low, high = (57, 74) if _median_f0(x) > HIGH_F0_HZ else (45, 62)
+    try:
+        mel = make_melody(rng, words, [1] * len(words), int(rng.integers(0, 12)), low, high)
+        spans = energy_word_spans(x, words)
+        audio, _ = sing_with_world(x, SAMPLE_RATE, spans, mel, float(rng.uniform(*TEMPO_BPM)), rng)
+    except (ValueError, IndexError):
+        return None
+    return trim_and_level(audio)
+
+
+def build_real_singing(pool: str | os.PathLike, out: str | os.PathLike, seed: int = 0, workers: int = 2,
+                       max_clips: int | None = None) -> dict:
+    """The pool's talk (clips >= SUNG_MIN_S) sung with WORLD onto random melodies, written in
+    the pool format (``pool.npy``, ``clips.jsonl``, ``summary.json``) to ``out``: real voice
+    timbre on the singing track, so the separator cannot take a real voice for talk by its
+    timbre alone. Deterministic in ``seed``."""
+    from multiprocessing import Pool
+
+    src = RealSpeechPool(pool)
+    keep = [i for i, c in enumerate(src.clips) if c["length"] >= SUNG_MIN_S * SAMPLE_RATE]
+    if max_clips is not None:
+        keep = keep[:: max(1, len(keep) // max_clips)][:max_clips]
+    jobs = [(i, np.asarray(src.audio[src.clips[i]["start"]: src.clips[i]["start"] + src.clips[i]["length"]],
+                           dtype=np.float32) / 32767.0, seed) for i in keep]
+    with Pool(workers) as p:
+        sung = p.map(_sing_clip, jobs, chunksize=8)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    chunks, clips, pos = [], [], 0
+    for i, y in zip(keep, sung):
+        if y is None:
+            continue
+        q = np.clip(np.round(y * 32767), -32768, 32767).astype(np.int16)
+        chunks.append(q)
+        clips.append({**src.clips[i], "start": pos, "length": int(q.size), "sung_from": src.clips[i]["start"]})
+        pos += q.size
+    if not clips:
+        raise CorpusError(f"{pool}: no clip could be sung")
+    np.save(out / "pool.npy.part.npy", np.concatenate(chunks))
+    os.replace(out / "pool.npy.part.npy", out / "pool.npy")
+    (out / "clips.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clips))
+    doc = {"sample_rate": SAMPLE_RATE, "sung_from": str(pool), "seed": seed, "clips": len(clips),
+           "seconds": round(pos / SAMPLE_RATE, 1),
+           "sources": {s: round(sum(c["length"] for c in clips if c["source"] == s) / SAMPLE_RATE, 1)
+                       for s in sorted({c["source"] for c in clips})}}
+    (out / "summary.json").write_text(json.dumps(doc, indent=1))
+    return doc

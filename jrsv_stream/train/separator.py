@@ -53,7 +53,9 @@ class DataConfig:
     augment: training effects on the stems (EQ, reverb, level automation, compression, level),
     see :mod:`jrsv_stream.data.augment` (off unless ``augment.enabled``);
     real_speech / p_real_speech: a real-speech pool (``jrsv-stream data real-speech``) whose
-    talk replaces an example's speech stem with that probability (0: never)."""
+    talk replaces an example's speech stem with that probability (0: never); real_singing /
+    p_real_singing: the same talk sung (``jrsv-stream data real-speech --sung``), for the
+    singing stem."""
 
     corpus: str = "data/corpus"
     train_split: str = "train"
@@ -67,6 +69,8 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     real_speech: str | None = None
     p_real_speech: float = 0.0
+    real_singing: str | None = None
+    p_real_singing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -359,7 +363,8 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
     crop = max(1, int(round(dc.crop_s * SAMPLE_RATE / hop))) * hop
     train_ds = DynamicMixDataset(dc.corpus, dc.train_split, crop, hop, batch_size=dc.batch_size, seed=dc.seed,
                                  start_batch=step, augment=dc.augment, real_speech=dc.real_speech,
-                                 p_real_speech=dc.p_real_speech)
+                                 p_real_speech=dc.p_real_speech, real_singing=dc.real_singing,
+                                 p_real_singing=dc.p_real_singing)
     loader = DataLoader(train_ds, batch_size=None, num_workers=dc.num_workers, pin_memory=dev.type == "cuda",
                         prefetch_factor=4 if dc.num_workers > 0 else None, persistent_workers=False,
                         worker_init_fn=_worker_init if dc.num_workers > 0 else None)
