@@ -9,7 +9,7 @@ recorded talk that none of the test sets use:
 =============== ======================================= ====================================
 source          package (licence)                       what
 =============== ======================================= ====================================
-asterisk-fr     asterisk-core-sounds-fr-g722            June Wallack's fr-CA IVR prompts
+asterisk-fr     asterisk-core-sounds-fr-g722            the fr-CA IVR prompts (voice "June")
                 (CC-BY-SA-3.0)                          (G.722, 16 kHz)
 asterisk-it     asterisk-core-sounds-it-g722            Carlo's it-IT IVR prompts (male)
 asterisk-ru     asterisk-core-sounds-ru-g722            ru-RU IVR prompts
@@ -101,11 +101,9 @@ def trim_and_level(x: np.ndarray, floor_db: float = -40.0, frame: int = 320) -> 
     on = np.flatnonzero(e > e.max() + floor_db) if e.max() > -80 else np.array([], dtype=int)
     if on.size == 0:
         return None
-    y = x[on[0] * frame: (on[-1] + 1) * frame]
-    if not MIN_S * SAMPLE_RATE <= y.size <= MAX_S * SAMPLE_RATE:
-        y = y[: int(MAX_S * SAMPLE_RATE)] if y.size > MAX_S * SAMPLE_RATE else None
-        if y is None:
-            return None
+    y = x[on[0] * frame: (on[-1] + 1) * frame][: int(MAX_S * SAMPLE_RATE)]
+    if y.size < MIN_S * SAMPLE_RATE:
+        return None
     rms = float(np.sqrt(np.mean(y ** 2)))
     return None if rms < 1e-4 else y * (TARGET_RMS / rms)
 
