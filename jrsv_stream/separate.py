@@ -23,7 +23,7 @@ import torch
 from jrsv_stream import SAMPLE_RATE
 from jrsv_stream.nn.separator import ACTIVITY, SOURCES, load_separator
 
-DEFAULT_MODEL_DIR = "models/separator"
+DEFAULT_MODEL_DIR = "models/separator_real"  # the default pipeline's separator (session 19)
 DEFAULT_CHUNK_MS = 640.0
 
 
