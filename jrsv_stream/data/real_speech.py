@@ -108,40 +108,50 @@ def trim_and_level(x: np.ndarray, floor_db: float = -40.0, frame: int = 320) -> 
     return None if rms < 1e-4 else y * (TARGET_RMS / rms)
 
 
+def _write_pool(out: Path, items: list[tuple[dict, np.ndarray]]) -> list[dict]:
+    """Write clips (``(meta, float audio)``) end to end as ``pool.npy`` (int16) and one
+    ``clips.jsonl`` row each (``start``, ``length`` in samples, then ``meta``); returns the rows."""
+    chunks, rows, pos = [], [], 0
+    for meta, y in items:
+        q = np.clip(np.round(y * 32767), -32768, 32767).astype(np.int16)
+        chunks.append(q)
+        rows.append({"start": pos, "length": int(q.size), **meta})
+        pos += q.size
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "pool.npy.part.npy", np.concatenate(chunks))
+    os.replace(out / "pool.npy.part.npy", out / "pool.npy")
+    (out / "clips.jsonl").write_text("".join(json.dumps(c) + "\n" for c in rows))
+    return rows
+
+
+def _seconds(rows: list[dict], source: str) -> float:
+    return round(sum(c["length"] for c in rows if c["source"] == source) / SAMPLE_RATE, 1)
+
+
 def build_real_speech(out: str | os.PathLike, sources: list[str] | None = None) -> dict:
     """Write the pool (see the module doc); returns the summary."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    chunks, clips, summary, missing = [], [], {}, []
-    pos = 0
+    items, missing, found = [], [], []
     for source in sources or list(PACKAGES):
         files = _files(source)
         if not files:
             missing.append(PACKAGES[source])
             continue
-        secs, n = 0.0, 0
+        found.append(source)
         for path, fmt, speaker in files:
             try:
                 y = trim_and_level(_decode(path, fmt))
             except CorpusError:
                 continue
-            if y is None:
-                continue
-            q = np.clip(np.round(y * 32767), -32768, 32767).astype(np.int16)
-            chunks.append(q)
-            clips.append({"start": pos, "length": int(q.size), "source": source, "speaker": speaker,
-                          "path": str(path)})
-            pos += q.size
-            secs += q.size / SAMPLE_RATE
-            n += 1
-        summary[source] = {"package": PACKAGES[source], "clips": n, "seconds": round(secs, 1),
-                           "speakers": len({c["speaker"] for c in clips if c["source"] == source})}
-    if not clips:
+            if y is not None:
+                items.append(({"source": source, "speaker": speaker, "path": str(path)}, y))
+    if not items:
         raise CorpusError("no real speech found: apt-get install " + " ".join(PACKAGES.values()))
-    np.save(out / "pool.npy.part.npy", np.concatenate(chunks))
-    os.replace(out / "pool.npy.part.npy", out / "pool.npy")
-    (out / "clips.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clips))
-    doc = {"sample_rate": SAMPLE_RATE, "clips": len(clips), "seconds": round(pos / SAMPLE_RATE, 1),
+    rows = _write_pool(out, items)
+    summary = {s: {"package": PACKAGES[s], "clips": sum(c["source"] == s for c in rows), "seconds": _seconds(rows, s),
+                   "speakers": len({c["speaker"] for c in rows if c["source"] == s})} for s in found}
+    doc = {"sample_rate": SAMPLE_RATE, "clips": len(rows),
+           "seconds": round(sum(c["length"] for c in rows) / SAMPLE_RATE, 1),
            "sources": summary, "missing_packages": missing}
     (out / "summary.json").write_text(json.dumps(doc, indent=1))
     return doc
@@ -164,6 +174,11 @@ class RealSpeechPool:
         self.by_speaker = by
         self.ends = np.cumsum([c["length"] for c in self.clips])
 
+    def clip(self, k: int) -> np.ndarray:
+        """Clip ``k`` as float32."""
+        c = self.clips[k]
+        return np.asarray(self.audio[c["start"]: c["start"] + c["length"]], dtype=np.float32) / 32767.0
+
     def crop(self, rng: np.random.Generator, n: int) -> np.ndarray:
         k = int(np.searchsorted(self.ends, rng.integers(int(self.ends[-1])), side="right"))
         spk = self.by_speaker[self.clips[k]["speaker"]]
@@ -171,8 +186,7 @@ class RealSpeechPool:
         j = spk.index(k)
         first = True
         while total < n + SAMPLE_RATE:
-            c = self.clips[spk[j % len(spk)]]
-            x = np.asarray(self.audio[c["start"]: c["start"] + c["length"]], dtype=np.float32) / 32767.0
+            x = self.clip(spk[j % len(spk)])
             if first:  # start inside the first clip or in a pause before it
                 lead = int(rng.integers(-int(0.8 * SAMPLE_RATE), max(1, x.size // 2)))
                 x = x[lead:] if lead > 0 else np.concatenate([np.zeros(-lead, np.float32), x])
@@ -222,28 +236,17 @@ def build_real_singing(pool: str | os.PathLike, out: str | os.PathLike, seed: in
     keep = [i for i, c in enumerate(src.clips) if c["length"] >= SUNG_MIN_S * SAMPLE_RATE]
     if max_clips is not None:
         keep = keep[:: max(1, len(keep) // max_clips)][:max_clips]
-    jobs = [(i, np.asarray(src.audio[src.clips[i]["start"]: src.clips[i]["start"] + src.clips[i]["length"]],
-                           dtype=np.float32) / 32767.0, seed) for i in keep]
+    jobs = [(i, src.clip(i), seed) for i in keep]
     with Pool(workers) as p:
         sung = p.map(_sing_clip, jobs, chunksize=8)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    chunks, clips, pos = [], [], 0
-    for i, y in zip(keep, sung):
-        if y is None:
-            continue
-        q = np.clip(np.round(y * 32767), -32768, 32767).astype(np.int16)
-        chunks.append(q)
-        clips.append({**src.clips[i], "start": pos, "length": int(q.size), "sung_from": src.clips[i]["start"]})
-        pos += q.size
-    if not clips:
+    items = [({**{k: v for k, v in src.clips[i].items() if k not in ("start", "length")},
+               "sung_from": src.clips[i]["start"]}, y) for i, y in zip(keep, sung) if y is not None]
+    if not items:
         raise CorpusError(f"{pool}: no clip could be sung")
-    np.save(out / "pool.npy.part.npy", np.concatenate(chunks))
-    os.replace(out / "pool.npy.part.npy", out / "pool.npy")
-    (out / "clips.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clips))
-    doc = {"sample_rate": SAMPLE_RATE, "sung_from": str(pool), "seed": seed, "clips": len(clips),
-           "seconds": round(pos / SAMPLE_RATE, 1),
-           "sources": {s: round(sum(c["length"] for c in clips if c["source"] == s) / SAMPLE_RATE, 1)
-                       for s in sorted({c["source"] for c in clips})}}
+    out = Path(out)
+    rows = _write_pool(out, items)
+    doc = {"sample_rate": SAMPLE_RATE, "sung_from": str(pool), "seed": seed, "clips": len(rows),
+           "seconds": round(sum(c["length"] for c in rows) / SAMPLE_RATE, 1),
+           "sources": {s: _seconds(rows, s) for s in sorted({c["source"] for c in rows})}}
     (out / "summary.json").write_text(json.dumps(doc, indent=1))
     return doc
