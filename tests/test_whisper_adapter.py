@@ -127,7 +127,7 @@ def test_adapter_files_are_checked(tiny, tmp_path):
     doc.update(n_text_state=384, targets=["query", "value"])
     with pytest.raises(ValueError, match="does not match"):
         adapted_model(tiny, doc)
-    with pytest.raises(ValueError, match="unknown decoder LoRA targets"):
+    with pytest.raises(ValueError, match="unknown LoRA targets"):
         apply_decoder_lora(m.decoder, 2, targets=("nope",))
 
 

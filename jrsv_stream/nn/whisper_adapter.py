@@ -11,6 +11,13 @@ File format (``final_adapter_<track>.pt``, a plain ``torch.save`` dict): ``lora`
 float32 tensor, ``blocks.<i>.<target>.lora_a`` / ``.lora_b``), ``rank``, ``alpha``,
 ``targets``, ``whisper`` (the model name it was trained on: base), ``n_text_state``,
 ``info`` (training facts).
+
+**Encoder adapters** (``final_encoder_adapter_<track>.pt``, the same format with ``part:
+"encoder"``): LoRA on the *encoder's* blocks, trained without transcripts by feature
+distillation (:mod:`jrsv_stream.train.final_encoder_adapter`): the adapted encoder hearing
+what a track's finals decode (the speech track: 0.5 x the mixture + 0.5 x the separated
+speech) is taught to give the features the frozen encoder gives for the clean voice. Merged
+into a copy of the encoder blocks that only that track's finals use.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from jrsv_stream.nn.whisper import WhisperDecoder, WhisperModel
+from jrsv_stream.nn.whisper import WhisperDecoder, WhisperEncoder, WhisperModel
 from jrsv_stream.nn.whisper_blockcausal import LoRALinear
 
 # target name -> (attribute path inside a decoder block). Cross-attention keys / values are
@@ -34,7 +41,9 @@ TARGETS = {
     "fc1": ("mlp", "0"), "fc2": ("mlp", "2"),
 }
 DEFAULT_TARGETS = ("query", "value", "out", "cross_query", "cross_out", "fc1", "fc2")
+ENCODER_TARGETS = ("query", "key", "value", "out", "fc1", "fc2")  # self-attention + MLP (no cross-attention)
 ADAPTER_PREFIX = "final_adapter_"
+ENCODER_ADAPTER_PREFIX = "final_encoder_adapter_"
 
 
 def _get(parent: nn.Module, attr: str) -> nn.Module:
@@ -48,13 +57,16 @@ def _set(parent: nn.Module, attr: str, mod: nn.Module) -> None:
         setattr(parent, attr, mod)
 
 
-def apply_decoder_lora(decoder: WhisperDecoder, rank: int, targets: Sequence[str] = DEFAULT_TARGETS,
+def apply_decoder_lora(decoder: nn.Module, rank: int, targets: Sequence[str] = DEFAULT_TARGETS,
                        alpha: float | None = None) -> list[str]:
     """Wrap ``decoder.blocks[i].<target>`` in :class:`LoRALinear` **in place** (every
-    block); the rest of the decoder is frozen. Returns the wrapped names."""
-    bad = [t for t in targets if t not in TARGETS]
+    block); the rest of the decoder is frozen. Returns the wrapped names. Also takes a
+    :class:`WhisperEncoder` (targets from :data:`ENCODER_TARGETS`)."""
+    known = TARGETS if getattr(decoder.blocks[0], "cross_attn", None) is not None else \
+        {t: TARGETS[t] for t in ENCODER_TARGETS}
+    bad = [t for t in targets if t not in known]
     if bad:
-        raise ValueError(f"unknown decoder LoRA targets {bad} (known: {sorted(TARGETS)})")
+        raise ValueError(f"unknown LoRA targets {bad} for this module (known: {sorted(known)})")
     for p in decoder.parameters():
         p.requires_grad_(False)
     names = []
@@ -69,7 +81,7 @@ def apply_decoder_lora(decoder: WhisperDecoder, rank: int, targets: Sequence[str
     return names
 
 
-def lora_state(decoder: WhisperDecoder) -> dict[str, torch.Tensor]:
+def lora_state(decoder: nn.Module) -> dict[str, torch.Tensor]:
     """The adapters of a decoder wrapped by :func:`apply_decoder_lora`, keyed
     ``blocks.<i>.<target>.lora_a|lora_b`` (float32, CPU)."""
     out = {}
@@ -83,11 +95,16 @@ def lora_state(decoder: WhisperDecoder) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_adapter(path: str | os.PathLike, decoder: WhisperDecoder, rank: int, alpha: float, targets: Sequence[str],
-                 whisper: str, info: dict | None = None) -> Path:
+def save_adapter(path: str | os.PathLike, decoder: nn.Module, rank: int, alpha: float, targets: Sequence[str],
+                 whisper: str, info: dict | None = None, part: str = "decoder") -> Path:
+    """Write an adapter file. ``decoder``: the wrapped decoder, or the wrapped encoder with
+    ``part="encoder"`` (its width is stored as ``n_text_state`` too: base has 512 for both)."""
+    if part not in ("decoder", "encoder"):
+        raise ValueError(f"adapter part must be 'decoder' or 'encoder', got {part!r}")
     p = Path(path)
+    width = decoder.ln.weight.shape[0] if part == "decoder" else decoder.ln_post.weight.shape[0]
     doc = {"lora": lora_state(decoder), "rank": int(rank), "alpha": float(alpha), "targets": list(targets),
-           "whisper": whisper, "n_text_state": int(decoder.ln.weight.shape[0]), "info": dict(info or {})}
+           "whisper": whisper, "n_text_state": int(width), "part": part, "info": dict(info or {})}
     torch.save(doc, p.with_name(p.name + ".part"))
     os.replace(p.with_name(p.name + ".part"), p)
     return p
@@ -108,44 +125,72 @@ def load_adapter(path: str | os.PathLike) -> dict:
         raise ValueError(f"{p}: not a decoder adapter (needs {sorted(need)})")
     if not doc["lora"] or any(not torch.is_tensor(v) or not torch.isfinite(v).all() for v in doc["lora"].values()):
         raise ValueError(f"{p}: empty or non-finite adapter weights")
+    doc.setdefault("part", "decoder")  # files written before encoder adapters existed
+    if doc["part"] not in ("decoder", "encoder"):
+        raise ValueError(f"{p}: adapter part {doc['part']!r} is neither 'decoder' nor 'encoder'")
     return doc
 
 
-def adapted_model(wm: WhisperModel, adapter: dict) -> WhisperModel:
-    """A Whisper model whose decoder blocks are a copy of ``wm``'s with the adapter merged
-    into their weights (W + alpha / r * B A): no cost per token. The encoder, token and
-    position embeddings, final norm and tokenizer are ``wm``'s own (shared, not copied).
-
-    Raises:
-        ValueError: the adapter does not fit this model (width, layers or targets)."""
-    d = wm.decoder
-    if adapter["n_text_state"] != d.ln.weight.shape[0]:
-        raise ValueError(f"decoder adapter for width {adapter['n_text_state']} (Whisper {adapter['whisper']}), "
-                         f"this model has {d.ln.weight.shape[0]} ({wm.name})")
-    dec = WhisperDecoder.__new__(WhisperDecoder)
-    nn.Module.__init__(dec)
-    dec.token_embedding = d.token_embedding
-    dec.positional_embedding = d.positional_embedding
-    dec.blocks = copy.deepcopy(d.blocks)
-    dec.ln = d.ln
+def _merge(blocks: nn.ModuleList, adapter: dict, what: str) -> nn.ModuleList:
+    """A copy of ``blocks`` with the adapter merged into their weights (W + alpha / r * B A)."""
+    out = copy.deepcopy(blocks)
     scale = float(adapter["alpha"]) / int(adapter["rank"])
     lora = adapter["lora"]
-    want = {f"blocks.{i}.{t}.lora_{x}" for i in range(len(dec.blocks)) for t in adapter["targets"] for x in "ab"}
+    want = {f"blocks.{i}.{t}.lora_{x}" for i in range(len(out)) for t in adapter["targets"] for x in "ab"}
     if set(lora) != want:
-        raise ValueError(f"decoder adapter does not match this model: missing {sorted(want - set(lora))[:3]}, "
+        raise ValueError(f"{what} adapter does not match this model: missing {sorted(want - set(lora))[:3]}, "
                          f"unexpected {sorted(set(lora) - want)[:3]}")
     with torch.no_grad():
-        for i, blk in enumerate(dec.blocks):
+        for i, blk in enumerate(out):
             for t in adapter["targets"]:
                 sub, attr = TARGETS[t]
                 lin = _get(getattr(blk, sub), attr)
                 delta = lora[f"blocks.{i}.{t}.lora_b"] @ lora[f"blocks.{i}.{t}.lora_a"] * scale
                 lin.weight.add_(delta.to(lin.weight.dtype, copy=False).to(lin.weight.device))
-    for p in dec.blocks.parameters():
+    for p in out.parameters():
         p.requires_grad_(False)
+    return out
+
+
+def adapted_model(wm: WhisperModel, adapter: dict | None, encoder_adapter: dict | None = None) -> WhisperModel:
+    """A Whisper model whose decoder blocks (``adapter``) and / or encoder blocks
+    (``encoder_adapter``, ``part: "encoder"``) are a copy of ``wm``'s with the adapter merged
+    into their weights (W + alpha / r * B A): no cost per token. Everything else (the other
+    side, embeddings, norms, convolutions, tokenizer) is ``wm``'s own (shared, not copied).
+
+    Raises:
+        ValueError: an adapter does not fit this model (width, layers or targets) or is of
+            the wrong part."""
+    d = wm.decoder
     m = WhisperModel.__new__(WhisperModel)
     nn.Module.__init__(m)
-    m.dims, m.tokenizer, m.name = wm.dims, wm.tokenizer, f"{wm.name}+adapter"
-    m.encoder = wm.encoder
-    m.decoder = dec
+    m.dims, m.tokenizer = wm.dims, wm.tokenizer
+    m.name = wm.name + ("+adapter" if adapter is not None else "") + ("+encoder_adapter" if encoder_adapter is not None else "")
+    m.encoder, m.decoder = wm.encoder, wm.decoder
+    if adapter is not None:
+        if adapter.get("part", "decoder") != "decoder":
+            raise ValueError("adapted_model: the decoder adapter given is an encoder adapter")
+        if adapter["n_text_state"] != d.ln.weight.shape[0]:
+            raise ValueError(f"decoder adapter for width {adapter['n_text_state']} (Whisper {adapter['whisper']}), "
+                             f"this model has {d.ln.weight.shape[0]} ({wm.name})")
+        dec = WhisperDecoder.__new__(WhisperDecoder)
+        nn.Module.__init__(dec)
+        dec.token_embedding = d.token_embedding
+        dec.positional_embedding = d.positional_embedding
+        dec.blocks = _merge(d.blocks, adapter, "decoder")
+        dec.ln = d.ln
+        m.decoder = dec
+    if encoder_adapter is not None:
+        e = wm.encoder
+        if encoder_adapter.get("part") != "encoder":
+            raise ValueError("adapted_model: the encoder adapter given is a decoder adapter")
+        if encoder_adapter["n_text_state"] != e.ln_post.weight.shape[0]:
+            raise ValueError(f"encoder adapter for width {encoder_adapter['n_text_state']} (Whisper "
+                             f"{encoder_adapter['whisper']}), this model has {e.ln_post.weight.shape[0]} ({wm.name})")
+        enc = WhisperEncoder.__new__(WhisperEncoder)
+        nn.Module.__init__(enc)
+        enc.conv1, enc.conv2, enc.ln_post = e.conv1, e.conv2, e.ln_post
+        enc.register_buffer("positional_embedding", e.positional_embedding)
+        enc.blocks = _merge(e.blocks, encoder_adapter, "encoder")
+        m.encoder = enc
     return m.eval()

@@ -208,6 +208,9 @@ class WhisperCTC(nn.Module):
         # decoder adapters of one track's finals (final_adapter_<track>.pt in the folder,
         # nn/whisper_adapter.py): track name -> adapter dict; merged copies built on first use
         self.final_adapters: dict[str, dict] = {}
+        # encoder adapters of one track's finals (final_encoder_adapter_<track>.pt: feature
+        # distillation toward the clean voice, train/final_encoder_adapter.py)
+        self.final_encoder_adapters: dict[str, dict] = {}
         object.__setattr__(self, "_adapted", {})
         self.register_buffer("mel_fb", mel_filters(self.n_mels).clone(), persistent=False)
         self.register_buffer("window_fn", torch.hann_window(N_FFT), persistent=False)
@@ -385,13 +388,15 @@ class WhisperCTC(nn.Module):
     def final_model(self, track: str | None = None):
         """The Whisper model the finals decode with (``final_whisper``, loaded on first use,
         frozen, on the recognizer's device; else the streaming encoder's own); for a
-        ``track`` with a decoder adapter, that model with the adapter merged into a copy of
-        its decoder blocks (built on first use, encoder and embeddings shared)."""
-        if track is not None and track in self.final_adapters:
+        ``track`` with a decoder and / or an encoder adapter, that model with the adapter(s)
+        merged into a copy of its decoder / encoder blocks (built on first use, the rest
+        shared)."""
+        if track is not None and (track in self.final_adapters or track in self.final_encoder_adapters):
             if track not in self._adapted:
                 from jrsv_stream.nn.whisper_adapter import adapted_model
 
-                self._adapted[track] = adapted_model(self.final_model(), self.final_adapters[track])
+                self._adapted[track] = adapted_model(self.final_model(), self.final_adapters.get(track),
+                                                     self.final_encoder_adapters.get(track))
             return self._adapted[track]
         if self._final_model is None:
             from jrsv_stream.nn.whisper_weights import load_whisper
@@ -495,7 +500,8 @@ class WhisperCTC(nn.Module):
 
         Raises:
             FileNotFoundError: not a whisper_ctc folder; ValueError: a corrupt head file, or a
-            corrupt decoder adapter (``final_adapter_<track>.pt``) or one for an unknown track.
+            corrupt decoder / encoder adapter (``final_adapter_<track>.pt`` /
+            ``final_encoder_adapter_<track>.pt``) or one for an unknown track.
         """
         d = Path(model_dir)
         if not (d / "config.yaml").is_file() or not (d / "ctc_head.pt").is_file():
@@ -516,20 +522,24 @@ class WhisperCTC(nn.Module):
 
         if (d / VOICE_TYPE_FILE).is_file():
             model.voice_type = load_voice_type(d / VOICE_TYPE_FILE, model.d_model)
-        from jrsv_stream.nn.whisper_adapter import ADAPTER_PREFIX, load_adapter
+        from jrsv_stream.nn.whisper_adapter import ADAPTER_PREFIX, ENCODER_ADAPTER_PREFIX, load_adapter
 
-        for f in sorted(d.glob(f"{ADAPTER_PREFIX}*.pt")):
-            track = f.stem[len(ADAPTER_PREFIX):]
-            if track not in TRACKS:
-                raise ValueError(f"{f}: decoder adapter for unknown track {track!r} (tracks: {sorted(TRACKS)})")
-            ad = load_adapter(f)
-            if ad["whisper"] != (cfg.final_whisper or cfg.whisper):  # another --final-whisper: no adapter
-                import warnings
+        for prefix, part, store in ((ADAPTER_PREFIX, "decoder", model.final_adapters),
+                                    (ENCODER_ADAPTER_PREFIX, "encoder", model.final_encoder_adapters)):
+            for f in sorted(d.glob(f"{prefix}*.pt")):
+                track = f.stem[len(prefix):]
+                if track not in TRACKS:
+                    raise ValueError(f"{f}: {part} adapter for unknown track {track!r} (tracks: {sorted(TRACKS)})")
+                ad = load_adapter(f)
+                if ad["part"] != part:
+                    raise ValueError(f"{f}: holds a {ad['part']} adapter, the file name says {part}")
+                if ad["whisper"] != (cfg.final_whisper or cfg.whisper):  # another --final-whisper: no adapter
+                    import warnings
 
-                warnings.warn(f"{f}: adapter trained on Whisper {ad['whisper']}, the finals use "
-                              f"{cfg.final_whisper or cfg.whisper}: the {track} track decodes without it")
-                continue
-            model.final_adapters[track] = ad
+                    warnings.warn(f"{f}: adapter trained on Whisper {ad['whisper']}, the finals use "
+                                  f"{cfg.final_whisper or cfg.whisper}: the {track} track decodes without it")
+                    continue
+                store[track] = ad
         return model.to(device).eval()
 
 
