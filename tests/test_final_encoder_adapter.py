@@ -16,8 +16,8 @@ import torch
 from jrsv_stream.audio.io import load_audio
 from jrsv_stream.data.real_corpora import read_librivox_testdata
 from jrsv_stream.nn import whisper_weights as ww
-from jrsv_stream.nn.whisper_adapter import (ENCODER_TARGETS, adapted_model, apply_decoder_lora, load_adapter,
-                                            lora_state, save_adapter)
+from jrsv_stream.nn.whisper_adapter import (ENCODER_TARGETS, adapted_model, apply_decoder_lora, apply_encoder_lora,
+                                            load_adapter, lora_state, save_adapter)
 from jrsv_stream.nn.whisper_decode import encode_segment, greedy_decode
 from jrsv_stream.train import final_encoder_adapter as fea
 
@@ -39,7 +39,7 @@ def audio():
 
 def _wrapped_encoder_copy(seed=0, rank=4):
     m = ww.load_whisper("tiny.en")
-    apply_decoder_lora(m.encoder, rank, ENCODER_TARGETS, alpha=8.0)
+    apply_encoder_lora(m.encoder, rank, alpha=8.0)
     g = torch.Generator().manual_seed(seed)
     for n, p in m.encoder.named_parameters():
         if ".lora_b" in n:
@@ -67,7 +67,7 @@ def test_merged_encoder_adapter_equals_the_lora_encoder_and_leaves_the_base_alon
 
 def test_zero_encoder_adapter_decodes_exactly_like_the_base(tiny, audio):
     m = ww.load_whisper("tiny.en")
-    apply_decoder_lora(m.encoder, 4, ENCODER_TARGETS)  # B = 0: no change
+    apply_encoder_lora(m.encoder, 4)  # B = 0: no change
     doc = {"lora": lora_state(m.encoder), "rank": 4, "alpha": 4.0, "targets": list(ENCODER_TARGETS),
            "whisper": "tiny.en", "n_text_state": 384, "part": "encoder"}
     with torch.no_grad():
@@ -78,7 +78,7 @@ def test_zero_encoder_adapter_decodes_exactly_like_the_base(tiny, audio):
 
 def test_parts_cannot_be_mixed_up(tiny, tmp_path):
     m = ww.load_whisper("tiny.en")
-    apply_decoder_lora(m.encoder, 2, ("query",))
+    apply_encoder_lora(m.encoder, 2, ("query",))
     enc_doc = load_adapter(save_adapter(tmp_path / "e.pt", m.encoder, 2, 2.0, ("query",), "tiny.en", part="encoder"))
     with pytest.raises(ValueError, match="is an encoder adapter"):
         adapted_model(tiny, enc_doc)
@@ -89,7 +89,7 @@ def test_parts_cannot_be_mixed_up(tiny, tmp_path):
     with pytest.raises(ValueError, match="is a decoder adapter"):
         adapted_model(tiny, None, dec_doc)
     with pytest.raises(ValueError, match="unknown LoRA targets"):
-        apply_decoder_lora(m.encoder, 2, ("cross_query",))  # the encoder has no cross-attention
+        apply_encoder_lora(m.encoder, 2, ("cross_query",))  # the encoder has no cross-attention
     with pytest.raises(ValueError, match="part"):
         save_adapter(tmp_path / "x.pt", m.encoder, 2, 2.0, ("query",), "tiny.en", part="middle")
 

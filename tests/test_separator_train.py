@@ -168,3 +168,23 @@ def test_init_from_warm_starts_a_new_run_with_the_given_weights(tmp_path, corpus
     cfg.write_text(yaml.safe_dump(d))
     with pytest.raises(FileNotFoundError, match="init_from"):
         train_separator(str(cfg), progress=False)
+
+
+def test_speech_target_keeps_music_under_the_voice_only_where_there_is_speech():
+    """optim.speech_keep_music_db: the speech target is voice + music x 10^(dB/20) on the
+    examples that have speech; examples without speech and the other stems are unchanged;
+    -inf (the default) is the stems themselves."""
+    import torch
+
+    from jrsv_stream.train.separator import OptimConfig, speech_target
+
+    g = torch.Generator().manual_seed(0)
+    stems = torch.randn(3, 3, 800, generator=g)
+    stems[1, 0] = 0.0  # the second example has no speech
+    assert speech_target(stems, OptimConfig().speech_keep_music_db) is stems
+    t = speech_target(stems, -12.0)
+    k = 10 ** (-12 / 20)
+    torch.testing.assert_close(t[0, 0], stems[0, 0] + k * stems[0, 2])
+    torch.testing.assert_close(t[2, 0], stems[2, 0] + k * stems[2, 2])
+    assert torch.equal(t[1, 0], stems[1, 0]) and torch.equal(t[:, 1:], stems[:, 1:])
+    assert not torch.equal(stems[0, 0], t[0, 0])  # the input is not modified in place

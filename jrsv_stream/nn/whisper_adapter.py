@@ -57,20 +57,28 @@ def _set(parent: nn.Module, attr: str, mod: nn.Module) -> None:
         setattr(parent, attr, mod)
 
 
-def apply_decoder_lora(decoder: nn.Module, rank: int, targets: Sequence[str] = DEFAULT_TARGETS,
+def apply_decoder_lora(decoder: WhisperDecoder, rank: int, targets: Sequence[str] = DEFAULT_TARGETS,
                        alpha: float | None = None) -> list[str]:
     """Wrap ``decoder.blocks[i].<target>`` in :class:`LoRALinear` **in place** (every
-    block); the rest of the decoder is frozen. Returns the wrapped names. Also takes a
-    :class:`WhisperEncoder` (targets from :data:`ENCODER_TARGETS`)."""
-    known = TARGETS if getattr(decoder.blocks[0], "cross_attn", None) is not None else \
-        {t: TARGETS[t] for t in ENCODER_TARGETS}
+    block); the rest of the decoder is frozen. Returns the wrapped names."""
+    return _apply_lora(decoder, rank, targets, alpha, TARGETS)
+
+
+def apply_encoder_lora(encoder: WhisperEncoder, rank: int, targets: Sequence[str] = ENCODER_TARGETS,
+                       alpha: float | None = None) -> list[str]:
+    """:func:`apply_decoder_lora` for the encoder's blocks (self-attention and MLP only)."""
+    return _apply_lora(encoder, rank, targets, alpha, {t: TARGETS[t] for t in ENCODER_TARGETS})
+
+
+def _apply_lora(module: nn.Module, rank: int, targets: Sequence[str], alpha: float | None,
+                known: dict[str, tuple[str, str]]) -> list[str]:
     bad = [t for t in targets if t not in known]
     if bad:
         raise ValueError(f"unknown LoRA targets {bad} for this module (known: {sorted(known)})")
-    for p in decoder.parameters():
+    for p in module.parameters():
         p.requires_grad_(False)
     names = []
-    for i, blk in enumerate(decoder.blocks):
+    for i, blk in enumerate(module.blocks):
         for t in targets:
             sub, attr = TARGETS[t]
             parent = getattr(blk, sub)

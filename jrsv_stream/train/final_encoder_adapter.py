@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jrsv_stream.nn.whisper_adapter import ENCODER_TARGETS, apply_decoder_lora, save_adapter
+from jrsv_stream.nn.whisper_adapter import ENCODER_TARGETS, apply_encoder_lora, save_adapter
 
 SHARD = 200
 SR = 16000
@@ -134,7 +134,7 @@ def train(a: argparse.Namespace) -> None:
     for p in wm.parameters():
         p.requires_grad_(False)
     targets = tuple(a.targets)
-    apply_decoder_lora(wm.encoder, a.rank, targets, a.alpha)
+    apply_encoder_lora(wm.encoder, a.rank, targets, a.alpha)
     params = [p for p in wm.encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
