@@ -139,14 +139,21 @@ def load_adapter(path: str | os.PathLike) -> dict:
     return doc
 
 
-def _merge(blocks: nn.ModuleList, adapter: dict, what: str) -> nn.ModuleList:
-    """A copy of ``blocks`` with the adapter merged into their weights (W + alpha / r * B A)."""
+def _merge(blocks: nn.ModuleList, adapter: dict, part: str, width: int, model_name: str) -> nn.ModuleList:
+    """A copy of ``blocks`` (the ``part`` side of a model of width ``width``) with the
+    adapter merged into their weights (W + alpha / r * B A)."""
+    other = "encoder" if part == "decoder" else "decoder"
+    if adapter.get("part", "decoder") != part:
+        raise ValueError(f"adapted_model: the {part} adapter given is {'an' if other == 'encoder' else 'a'} {other} adapter")
+    if adapter["n_text_state"] != width:
+        raise ValueError(f"{part} adapter for width {adapter['n_text_state']} (Whisper {adapter['whisper']}), "
+                         f"this model has {width} ({model_name})")
     out = copy.deepcopy(blocks)
     scale = float(adapter["alpha"]) / int(adapter["rank"])
     lora = adapter["lora"]
     want = {f"blocks.{i}.{t}.lora_{x}" for i in range(len(out)) for t in adapter["targets"] for x in "ab"}
     if set(lora) != want:
-        raise ValueError(f"{what} adapter does not match this model: missing {sorted(want - set(lora))[:3]}, "
+        raise ValueError(f"{part} adapter does not match this model: missing {sorted(want - set(lora))[:3]}, "
                          f"unexpected {sorted(set(lora) - want)[:3]}")
     with torch.no_grad():
         for i, blk in enumerate(out):
@@ -176,29 +183,19 @@ def adapted_model(wm: WhisperModel, adapter: dict | None, encoder_adapter: dict 
     m.name = wm.name + ("+adapter" if adapter is not None else "") + ("+encoder_adapter" if encoder_adapter is not None else "")
     m.encoder, m.decoder = wm.encoder, wm.decoder
     if adapter is not None:
-        if adapter.get("part", "decoder") != "decoder":
-            raise ValueError("adapted_model: the decoder adapter given is an encoder adapter")
-        if adapter["n_text_state"] != d.ln.weight.shape[0]:
-            raise ValueError(f"decoder adapter for width {adapter['n_text_state']} (Whisper {adapter['whisper']}), "
-                             f"this model has {d.ln.weight.shape[0]} ({wm.name})")
         dec = WhisperDecoder.__new__(WhisperDecoder)
         nn.Module.__init__(dec)
         dec.token_embedding = d.token_embedding
         dec.positional_embedding = d.positional_embedding
-        dec.blocks = _merge(d.blocks, adapter, "decoder")
+        dec.blocks = _merge(d.blocks, adapter, "decoder", d.ln.weight.shape[0], wm.name)
         dec.ln = d.ln
         m.decoder = dec
     if encoder_adapter is not None:
         e = wm.encoder
-        if encoder_adapter.get("part") != "encoder":
-            raise ValueError("adapted_model: the encoder adapter given is a decoder adapter")
-        if encoder_adapter["n_text_state"] != e.ln_post.weight.shape[0]:
-            raise ValueError(f"encoder adapter for width {encoder_adapter['n_text_state']} (Whisper "
-                             f"{encoder_adapter['whisper']}), this model has {e.ln_post.weight.shape[0]} ({wm.name})")
         enc = WhisperEncoder.__new__(WhisperEncoder)
         nn.Module.__init__(enc)
         enc.conv1, enc.conv2, enc.ln_post = e.conv1, e.conv2, e.ln_post
         enc.register_buffer("positional_embedding", e.positional_embedding)
-        enc.blocks = _merge(e.blocks, encoder_adapter, "encoder")
+        enc.blocks = _merge(e.blocks, encoder_adapter, "encoder", e.ln_post.weight.shape[0], wm.name)
         m.encoder = enc
     return m.eval()

@@ -224,15 +224,21 @@ def segment_token_limit(duration_s: float) -> int:
     return int(8 + 8.0 * duration_s)
 
 
-@torch.no_grad()
-def encode_segment(model: WhisperModel, audio: torch.Tensor, min_pad_s: float = 2.0, pad_to_s: float = 0.0) -> torch.Tensor:
-    """Encoder features of one segment (T,) at 16 kHz, as a final decodes it: the audio
-    followed by at least ``min_pad_s`` of silence and padded to at least ``pad_to_s``
-    seconds (30 s = Whisper's own window), never beyond 30 s -> (1, S, D)."""
+def segment_mel(model: WhisperModel, audio: torch.Tensor, min_pad_s: float = 2.0, pad_to_s: float = 0.0) -> torch.Tensor:
+    """The log-mel a final encodes for one segment (T,) at 16 kHz: the audio followed by at
+    least ``min_pad_s`` of silence and padded to at least ``pad_to_s`` seconds (30 s =
+    Whisper's own window), never beyond 30 s -> (1, n_mels, 2 * S)."""
     from jrsv_stream.nn.whisper import log_mel
 
     total = min(30.0, max(audio.shape[-1] / 16000 + min_pad_s, pad_to_s))
     n = int(total * 16000) // 320 * 320
     a = torch.nn.functional.pad(audio[:n], (0, max(0, n - audio.shape[-1])))
     mel = log_mel(a, model.dims.n_mels)
-    return model.encoder(mel[..., : mel.shape[-1] // 2 * 2])
+    return mel[..., : mel.shape[-1] // 2 * 2]
+
+
+@torch.no_grad()
+def encode_segment(model: WhisperModel, audio: torch.Tensor, min_pad_s: float = 2.0, pad_to_s: float = 0.0) -> torch.Tensor:
+    """Encoder features of one segment (T,) at 16 kHz, as a final decodes it
+    (:func:`segment_mel`) -> (1, S, D)."""
+    return model.encoder(segment_mel(model, audio, min_pad_s, pad_to_s))

@@ -53,15 +53,11 @@ SR = 16000
 
 def _encode(wm, audio: torch.Tensor, grad: bool = False) -> torch.Tensor:
     """(B, T) audio -> (B, S, D) float32 encoder features, each row encoded as a live final
-    (:func:`jrsv_stream.nn.whisper_decode.encode_segment`: its own log-mel, 2 s of silence,
+    (:func:`jrsv_stream.nn.whisper_decode.segment_mel`: its own log-mel, 2 s of silence,
     padded to 15 s), the encoder under bf16 autocast."""
-    from jrsv_stream.nn.whisper import log_mel
+    from jrsv_stream.nn.whisper_decode import segment_mel
 
-    total = min(30.0, max(audio.shape[-1] / SR + 2.0, 15.0))
-    n = int(total * SR) // 320 * 320
-    a = torch.nn.functional.pad(audio[:, :n], (0, max(0, n - audio.shape[-1])))
-    mel = torch.cat([log_mel(a[i], wm.dims.n_mels) for i in range(a.shape[0])])
-    mel = mel[..., : mel.shape[-1] // 2 * 2]
+    mel = torch.cat([segment_mel(wm, row, 2.0, 15.0) for row in audio])
     with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16):
         return wm.encoder(mel).float()
 
