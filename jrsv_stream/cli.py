@@ -15,7 +15,8 @@ def _cmd_data_synth(a: argparse.Namespace) -> int:
 
     if Path(a.out).exists():
         clean_partial_files(a.out)
-    stats = build_corpus(a.out, SynthConfig(hours=a.hours, seed=a.seed, ext=a.ext), workers=a.workers, progress=not a.quiet)
+    stats = build_corpus(a.out, SynthConfig(hours=a.hours, seed=a.seed, ext=a.ext), workers=a.workers, progress=not a.quiet,
+                        splits=tuple(a.splits))
     _print_stats(stats, a.out)
     return 0
 
@@ -26,7 +27,8 @@ def _cmd_data_vocals(a: argparse.Namespace) -> int:
     if Path(a.out).exists():
         clean_partial_files(a.out)
     res = build_vocal_sources(a.out, {"speech": a.speech_hours, "singing": a.singing_hours}, seed=a.seed, ext=a.ext,
-                              workers=a.workers, progress=not a.quiet)
+                              workers=a.workers, progress=not a.quiet,
+                        splits=tuple(a.splits))
     print(f"vocals {a.out}: speech {res['hours']['speech']:.2f} h, singing {res['hours']['singing']:.2f} h "
           f"(failed sources: {res['failed']}) in {res['seconds']:.0f} s")
     return 0
@@ -138,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     s.add_argument("--ext", choices=("flac", "wav"), default="flac")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--splits", nargs="+", choices=("train", "valid", "test"), default=["train", "valid", "test"],
+                   help="build only these splits (the same files as the whole build's; e.g. test for evaluation)")
     s.set_defaults(fn=_cmd_data_synth)
 
     s = data.add_parser("vocals", help="extra clean train-split speech and singing for the recognizer (resumable)")

@@ -95,6 +95,26 @@ def test_interrupted_build_resumes_to_identical_corpus(corpus, tmp_path):
     assert _digest(out) == _digest(root)
 
 
+def test_one_split_alone_is_the_whole_builds_split(corpus, tmp_path):
+    """``splits=("test",)`` (``data synth --splits test``, an evaluation machine) builds only
+    the test split: the same sources, mixtures and manifest, byte for byte, as the whole
+    build's, and nothing of the other splits."""
+    root, _ = corpus
+    out = tmp_path / "test_only"
+    build_corpus(out, SynthConfig(hours=HOURS, seed=7), workers=2, progress=False, splits=("test",))
+    want = {k: v for k, v in _digest(root).items() if "/test/" in k or k == "test.jsonl"}
+    got = _digest(out)
+    for kind in ("speech", "singing", "music"):  # its source indexes: the whole build's test rows
+        got.pop(f"sources/{kind}.jsonl")
+        rows = [json.loads(x) for x in (root / "sources" / f"{kind}.jsonl").read_text().splitlines()]
+        own = [json.loads(x) for x in (out / "sources" / f"{kind}.jsonl").read_text().splitlines()]
+        assert own == [r for r in rows if r["split"] == "test"] and own
+    assert want and got == want
+    assert not (out / "train.jsonl").exists() and not (out / "sources" / "speech" / "train").exists()
+    with pytest.raises(ValueError, match="splits"):
+        build_corpus(out, SynthConfig(hours=HOURS, seed=7), workers=1, progress=False, splits=("dev",))
+
+
 def test_other_settings_in_the_same_folder_are_refused(corpus):
     root, _ = corpus
     with pytest.raises(CorpusConfigError, match="another --out"):

@@ -453,6 +453,43 @@ def test_a_pause_is_seen_in_the_newest_chunk_too():
     assert f1[0].audio_time_s == pytest.approx(f0[0].audio_time_s - CHUNK / 16000)
 
 
+def test_the_endpoint_is_seen_in_the_newest_chunk_too():
+    """endpoint_ahead: a segment ends (rule 2) once its trailing blank and the newest
+    chunk's provisional blank frames reach rule2_trailing_silence_s: its final comes a chunk
+    earlier, with the same words; a pause that the newest chunk shows going on for less
+    than that (a word begins in it) ends nothing, with or without the newest chunk."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    def final_fn(track, audio, logp, ctc_text, hotwords=(), prefix=""):
+        # the CTC text, upper case, as one word timed over the segment's non-blank frames
+        nb = np.flatnonzero(logp.argmax(-1) != 0)
+        return SegmentFinal(ctc_text.upper(), ((ctc_text.upper(), int(nb[0]), int(nb[-1]) + 1),), "attention")
+
+    def run(pipe_cls, tokens, **kw):
+        audio = np.zeros(N * 640, dtype=np.float32)
+        p = pipe_cls({"speech": script(tokens, N), "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, final_fn)
+        with BatchWorker(p, max_wait_ms=1) as w:
+            s = StreamSession(w, "t", SessionConfig(commit_every_s=0, commit_wait=True, **kw))
+            ev = s.process(audio) + s.finish()
+            s.close()
+        return [e for e in ev if isinstance(e, Final) and e.track == "speech"]
+
+    # "hi" ends at frame 3, "ok" begins at frame 50: 46 blank frames, rule 2 needs 20 (0.8 s)
+    tokens = {2: "h", 3: "i", 50: "o", 51: "k"}
+    f0, f1 = run(PrefixPipeline, tokens), run(AheadPipeline, tokens)
+    off = run(AheadPipeline, tokens, endpoint_ahead=False)
+    assert [f.text for f in f0] == [f.text for f in f1] == [f.text for f in off] == ["HI", "OK"]
+    assert [[w[:3] for w in f.words] for f in f1] == [[w[:3] for w in f.words] for f in f0] == \
+        [[("HI", 0.08, 0.16)], [("OK", 2.0, 2.08)]]
+    assert f1[0].audio_time_s == pytest.approx(f0[0].audio_time_s - CHUNK / 16000)
+    assert off[0].audio_time_s == pytest.approx(f0[0].audio_time_s)
+    # "hi " ends at frame 4, "ok" begins at frame 23: 18 blank frames, two short of rule 2;
+    # the newest chunk after the 17th blank frame shows 1 more, then "o": one segment
+    tokens = {2: "h", 3: "i", 4: " ", 23: "o", 24: "k"}
+    for cls in (PrefixPipeline, AheadPipeline):
+        assert [f.text for f in run(cls, tokens)] == ["HI OK"]
+
+
 def test_at_a_pause_the_final_decodes_and_all_its_words_are_committed():
     """commit_pause_final: the pause asks the pipeline's final_fn (its beam), not
     the greedy hypothesis_fn; with commit_pause_min_conf 0 its words are committed whatever

@@ -305,8 +305,15 @@ def _run_parallel(jobs: list[tuple], workers: int, progress, label: str, total_u
     return done
 
 
-def build_corpus(out: str | Path, cfg: SynthConfig, workers: int | None = None, progress: bool = True) -> dict:
-    """Build (or resume) the corpus in ``out``; returns the statistics written to stats.json."""
+def build_corpus(out: str | Path, cfg: SynthConfig, workers: int | None = None, progress: bool = True,
+                 splits: tuple[str, ...] = SPLITS) -> dict:
+    """Build (or resume) the corpus in ``out``; returns the statistics written to stats.json.
+    ``splits``: only these splits' sources, mixtures and manifests (e.g. ``("test",)`` for an
+    evaluation machine: the same files as the whole build's, every draw being seeded by
+    split and index; a later build with more splits resumes it)."""
+    bad = [s for s in splits if s not in SPLITS]
+    if bad or not splits:
+        raise ValueError(f"splits must be some of {SPLITS}, got {splits}")
     root = Path(out)
     _check_config(root, cfg)
     workers = workers or max(1, os.cpu_count() or 1)
@@ -315,11 +322,11 @@ def build_corpus(out: str | Path, cfg: SynthConfig, workers: int | None = None, 
     bar = _progress_bar(progress)
     with bar:
         # Phase 1: sources, largest jobs first so the pool stays busy to the end.
-        jobs = [j for kind in ("singing", "music", "speech") for split in SPLITS
+        jobs = [j for kind in ("singing", "music", "speech") for split in splits
                 for j in _source_jobs(root, cfg, kind, split, range(n_sources[split][kind]))]
         n_units = sum(j[-1] for j in jobs)
         _run_parallel(jobs, workers, bar if progress else None, "sources", n_units)
-        failed_sources = {kind: _write_source_index(root, kind, {split: range(n_sources[split][kind]) for split in SPLITS})[1]
+        failed_sources = {kind: _write_source_index(root, kind, {split: range(n_sources[split][kind]) for split in splits})[1]
                           for kind in KINDS}
         t_sources = time.time() - t0
 
@@ -327,6 +334,8 @@ def build_corpus(out: str | Path, cfg: SynthConfig, workers: int | None = None, 
         plans_by_split = {}
         jobs = []
         for split, n in cfg.n_items().items():
+            if split not in splits:
+                continue
             durs = {k: [float(m["duration_s"]) for m in read_source_index(root, k, split)] for k in KINDS}
             plans = plan_items(_rng(cfg.seed, "plan", split), n, split, durs["speech"], durs["singing"], durs["music"],
                                id_prefix=f"{split}-")

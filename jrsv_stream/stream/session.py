@@ -132,6 +132,10 @@ class SessionConfig:
             their words reach the partial a chunk earlier, and a pause (``commit_pause_s``)
             is seen as soon as its newest frames are blank too; commits still come only
             from the emitted frames (minus ``commit_guard_s``).
+        endpoint_ahead: with ``commit_ahead``, a segment also ends (rule 2) when its trailing
+            blank goes on through the first provisional frames of the newest chunk for
+            ``rule2_trailing_silence_s`` in all: its final comes a chunk earlier; the newest
+            chunk's frames, once emitted, open the next segment.
     """
 
     beam: PrefixBeamConfig = PrefixBeamConfig(beam=8, top_k=8, nbest=8)
@@ -155,6 +159,7 @@ class SessionConfig:
     commit_pause_min_conf: float | None = None
     commit_wait: bool = False
     commit_ahead: bool = True
+    endpoint_ahead: bool = True
 
     def __post_init__(self):
         if not 0.0 <= self.gate_off <= self.gate_on <= 1.0:
@@ -643,6 +648,31 @@ class StreamSession:
             return None  # nothing was shown and nothing to say: close the segment silently
         return self._caption(Final, tr, tokens, frames, now, ready_at, rescored=rescored)
 
+    def _end_segment(self, tr: _Track, reason: str, now: float, ready_at: float) -> tuple[_Track, list[Event]]:
+        """Close the track's open segment (its Final, or the end of its committed words)
+        and open the next one at the current frame -> (the new track state, events)."""
+        events: list[Event] = []
+        fin = self._final(tr, now, ready_at, reason)
+        if isinstance(fin, Final):
+            events += [fin, self._utterance_end(tr, fin, reason, now)]
+        elif fin is None:
+            events += self._close_committed(tr, reason, now)
+        nxt = tr.segment + (1 if fin is not None else 0)
+        self._tracks[tr.name] = new = self._new_track(tr.name, tr.beam.num_frames, nxt, tr.gate)
+        return new, events
+
+    def _ends_ahead(self, tr: _Track, ahead_logp: np.ndarray) -> bool:
+        """``SessionConfig.endpoint_ahead``: the segment's trailing blank (rule 2: after
+        decoded words) and the blank frames that open the newest chunk's provisional
+        log-probs together reach ``rule2_trailing_silence_s``."""
+        ep_cfg = self.track_endpoints[tr.name]
+        r2 = ep_cfg.frames(ep_cfg.rule2_trailing_silence_s)
+        if not (self.config.endpoint_ahead and r2 and tr.ep.decoded_something and tr.ep.trailing_blank_frames):
+            return False
+        nb = ahead_logp.argmax(-1) != self.config.beam.blank_id
+        lead = int(nb.argmax()) if nb.any() else len(nb)
+        return tr.ep.trailing_blank_frames < r2 <= tr.ep.trailing_blank_frames + lead
+
     def _gate(self, tr: _Track, act: np.ndarray) -> np.ndarray:
         """Per-frame gate with hysteresis; returns (F,) bool open."""
         g = tr.gate
@@ -681,15 +711,14 @@ class StreamSession:
                 tr.act_frames += used
             pos += used
             if ended:
-                reason = _END_REASONS.get(tr.ep.ended_rule or "", "silence")
-                fin = self._final(tr, now, ready_at, reason)
-                if isinstance(fin, Final):
-                    events += [fin, self._utterance_end(tr, fin, reason, now)]
-                elif fin is None:
-                    events += self._close_committed(tr, reason, now)
-                nxt = tr.segment + (1 if fin is not None else 0)
-                g = tr.gate
-                self._tracks[tr.name] = tr = self._new_track(tr.name, tr.beam.num_frames, nxt, g)
+                tr, ev = self._end_segment(tr, _END_REASONS.get(tr.ep.ended_rule or "", "silence"), now, ready_at)
+                events += ev
+        if ahead is not None and self._ends_ahead(tr, ahead[0]):
+            # the pause goes on through the newest chunk's provisional frames: the segment
+            # ends now, a chunk before its emitted frames would show it (those frames,
+            # blank or not, open the next segment)
+            tr, ev = self._end_segment(tr, "silence", now, ready_at)
+            events += ev
         events += self._partial(tr, now, ready_at)
         tr.ahead = ahead
         self._maybe_hypothesize(tr)
