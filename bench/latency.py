@@ -120,6 +120,7 @@ def measure(items, received_by_item, mode: str, tol: float) -> dict:
     ``partial_by_track``."""
     partial_ms, after_ms, final_ms, n_words, n_partial, n_final = [], [], [], 0, 0, 0
     by_track: dict[str, list[float]] = {}
+    per_word = []  # one row per reference word: where its latencies come from
     for (item, refs), (received, t0) in zip(items, received_by_item):
         caps = [(t, m) for t, m in received if isinstance(m, (Partial, Final))]
         for track, words in refs.items():
@@ -138,8 +139,12 @@ def measure(items, received_by_item, mode: str, tol: float) -> dict:
                 if f is not None:
                     n_final += 1
                     final_ms.append(1000 * (f - word_end_wall))
+                per_word.append({"item": item.id, "track": track, "word": w, "end_s": round(e, 3),
+                                 "partial_ms": round(partial_ms[-1], 1) if k is not None else None,
+                                 "first_shown_by": type(evs[k][1]).__name__ if k is not None else None,
+                                 "final_ms": round(final_ms[-1], 1) if f is not None else None})
     return {"partial": partial_ms, "partial_after_end": after_ms, "partial_by_track": by_track, "final": final_ms,
-            "n_words": n_words, "n_partial": n_partial, "n_final": n_final}
+            "n_words": n_words, "n_partial": n_partial, "n_final": n_final, "per_word": per_word}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
            "reference_words": m["n_words"],
            "word_coverage": {"partial": round(m["n_partial"] / max(1, m["n_words"]), 3),
                              "final": round(m["n_final"] / max(1, m["n_words"]), 3)},
-           "stage_ms": stage, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+           "stage_ms": stage, "per_word": m["per_word"], "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     path = Path(a.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))

@@ -454,7 +454,7 @@ def test_a_pause_is_seen_in_the_newest_chunk_too():
 
 
 def test_the_endpoint_is_seen_in_the_newest_chunk_too():
-    """endpoint_ahead: a segment ends (rule 2) once its trailing blank and the newest
+    """endpoint_ahead (off by default): a segment ends (rule 2) once its trailing blank and the newest
     chunk's provisional blank frames reach rule2_trailing_silence_s: its final comes a chunk
     earlier, with the same words; a pause that the newest chunk shows going on for less
     than that (a word begins in it) ends nothing, with or without the newest chunk."""
@@ -476,8 +476,8 @@ def test_the_endpoint_is_seen_in_the_newest_chunk_too():
 
     # "hi" ends at frame 3, "ok" begins at frame 50: 46 blank frames, rule 2 needs 20 (0.8 s)
     tokens = {2: "h", 3: "i", 50: "o", 51: "k"}
-    f0, f1 = run(PrefixPipeline, tokens), run(AheadPipeline, tokens)
-    off = run(AheadPipeline, tokens, endpoint_ahead=False)
+    f0, f1 = run(PrefixPipeline, tokens, endpoint_ahead=True), run(AheadPipeline, tokens, endpoint_ahead=True)
+    off = run(AheadPipeline, tokens)  # off by default (measured: README)
     assert [f.text for f in f0] == [f.text for f in f1] == [f.text for f in off] == ["HI", "OK"]
     assert [[w[:3] for w in f.words] for f in f1] == [[w[:3] for w in f.words] for f in f0] == \
         [[("HI", 0.08, 0.16)], [("OK", 2.0, 2.08)]]
@@ -487,7 +487,7 @@ def test_the_endpoint_is_seen_in_the_newest_chunk_too():
     # the newest chunk after the 17th blank frame shows 1 more, then "o": one segment
     tokens = {2: "h", 3: "i", 4: " ", 23: "o", 24: "k"}
     for cls in (PrefixPipeline, AheadPipeline):
-        assert [f.text for f in run(cls, tokens)] == ["HI OK"]
+        assert [f.text for f in run(cls, tokens, endpoint_ahead=True)] == ["HI OK"]
 
 
 def test_at_a_pause_the_final_decodes_and_all_its_words_are_committed():

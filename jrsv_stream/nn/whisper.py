@@ -261,6 +261,9 @@ class WhisperDecoder(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, xa, mask, cache, i)
         x = self.ln(x)
+        out = getattr(self, "output", None)  # an int8 copy of the tied projection (whisper_int8.py)
+        if out is not None:
+            return out(x)
         return F.linear(x, self.token_embedding.weight.to(x.dtype))
 
 

@@ -135,7 +135,11 @@ class SessionConfig:
         endpoint_ahead: with ``commit_ahead``, a segment also ends (rule 2) when its trailing
             blank goes on through the first provisional frames of the newest chunk for
             ``rule2_trailing_silence_s`` in all: its final comes a chunk earlier; the newest
-            chunk's frames, once emitted, open the next segment.
+            chunk's frames, once emitted, open the next segment. Off: measured (session 21,
+            30 items per set, int8 decoder), final audio latency p50 real clean 1.34 -> 1.31 s,
+            real 0 dB 1.56 -> 1.50 s (most words are committed at the pause before), but final
+            WER real clean 6.9 -> 8.6 %, 0 dB 25.3 -> 27.6, corpus mixtures speech 76.3 ->
+            80.5, out of domain 52.7 -> 54.9 (the edge frames' blanks end utterances that go on).
     """
 
     beam: PrefixBeamConfig = PrefixBeamConfig(beam=8, top_k=8, nbest=8)
@@ -159,7 +163,7 @@ class SessionConfig:
     commit_pause_min_conf: float | None = None
     commit_wait: bool = False
     commit_ahead: bool = True
-    endpoint_ahead: bool = True
+    endpoint_ahead: bool = False
 
     def __post_init__(self):
         if not 0.0 <= self.gate_off <= self.gate_on <= 1.0:
