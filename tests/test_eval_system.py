@@ -379,3 +379,19 @@ def test_cli_real_voices_beside_the_main_manifest(models, corpus, tmp_path):
         assert sub["n_items"] == 1 and sub["failed_items"] == [] and sub["tracks"]["speech"] == r["tracks"]["speech"]
     assert cli_main(["eval", str(corpus / "test.jsonl"), "--separator", "none", "--asr", str(models / "asr"), "--quiet",
                      "--max-items", "1", "--real-voices", str(tmp_path / "missing")]) == 2
+
+
+def test_eval_steps_at_the_pipeline_folders_own_chunk(tmp_path):
+    """``jrsv-stream eval --pipeline DIR`` runs the pipeline at its pipeline.yaml's chunk_ms
+    (it ran every pipeline at 320 ms before); --chunk-ms still replaces it."""
+    from jrsv_stream.eval.system_eval import SystemEvalConfig
+
+    d = tmp_path / "p160"
+    d.mkdir()
+    (d / "pipeline.yaml").write_text("separator: sep\nasr: asr\nchunk_ms: 160\n")
+    assert SystemEvalConfig(pipeline=str(d)).chunk_samples == 2560
+    assert SystemEvalConfig(pipeline=str(d), chunk_ms=320).chunk_samples == 5120
+    (d / "pipeline.yaml").write_text("separator: sep\nasr: asr\n")
+    assert SystemEvalConfig(pipeline=str(d)).chunk_samples == 5120  # no chunk_ms: 320 ms
+    with pytest.raises(ValueError, match="chunk-ms"):
+        SystemEvalConfig(pipeline=str(d), chunk_ms=0)

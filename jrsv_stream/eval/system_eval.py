@@ -68,7 +68,7 @@ class SystemEvalConfig:
     pipeline: str = "models"
     separator: str | None = None
     asr: str | None = None
-    chunk_ms: float = 320.0
+    chunk_ms: float | None = None  # None: the pipeline.yaml's chunk_ms, else 320
     max_items: int | None = None
     streams: int = 8
     label: str | None = None
@@ -89,7 +89,7 @@ class SystemEvalConfig:
     def __post_init__(self):
         if self.streams < 1:
             raise ValueError(f"--streams must be >= 1, got {self.streams}")
-        if self.chunk_ms <= 0:
+        if self.chunk_ms is not None and self.chunk_ms <= 0:
             raise ValueError(f"--chunk-ms must be > 0, got {self.chunk_ms}")
         if self.max_items is not None and self.max_items < 1:
             raise ValueError(f"--max-items must be >= 1, got {self.max_items}")
@@ -157,10 +157,19 @@ class SystemEvalConfig:
         return self.separator_path != "none"
 
     @property
+    def effective_chunk_ms(self) -> float:
+        """``chunk_ms``, else the pipeline folder's own (``pipeline.yaml``), else 320 ms."""
+        if self.chunk_ms is not None:
+            return float(self.chunk_ms)
+        spec = self._spec() if self.asr is None else None
+        return float(spec["chunk_ms"]) if spec is not None and spec.get("chunk_ms") else 320.0
+
+    @property
     def chunk_samples(self) -> int:
-        n = self.chunk_ms * SAMPLE_RATE / 1000.0
+        ms = self.effective_chunk_ms
+        n = ms * SAMPLE_RATE / 1000.0
         if abs(n - round(n)) > 1e-6:
-            raise ValueError(f"--chunk-ms {self.chunk_ms} is not a whole number of samples at {SAMPLE_RATE} Hz")
+            raise ValueError(f"--chunk-ms {ms} is not a whole number of samples at {SAMPLE_RATE} Hz")
         return int(round(n))
 
 
@@ -404,7 +413,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     return _json_safe({
         "label": cfg.label,
         "config": {"pipeline": None if cfg.separator and cfg.asr else cfg.pipeline, "separator": cfg.separator_path, "asr": cfg.asr_path,
-                   "chunk_ms": cfg.chunk_ms, "track_margin": cfg.track_margin, "endpoint": dict(cfg.endpoint), "session": dict(cfg.session), "commit_every_s": session_commit_every_s(session_config, pipeline), "speech_final_mix": getattr(pipeline, "speech_final_mix", None), "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
+                   "chunk_ms": cfg.effective_chunk_ms, "track_margin": cfg.track_margin, "endpoint": dict(cfg.endpoint), "session": dict(cfg.session), "commit_every_s": session_commit_every_s(session_config, pipeline), "speech_final_mix": getattr(pipeline, "speech_final_mix", None), "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
                    "streams": cfg.streams, "device": str(worker.device), "max_items": cfg.max_items,
                    "lm": None if pipeline.lm is None else {"order": pipeline.lm.order, "weight": pipeline.lm.weight,
                                                            "token_bonus": pipeline.lm.token_bonus}},
@@ -532,7 +541,8 @@ def add_cli(subparsers) -> None:
     s.add_argument("--separator", default=None, help="separator folder, or 'none' (mixture to both tracks); "
                                                      "default: PIPELINE/separator")
     s.add_argument("--asr", default=None, help="recognizer folder (default: PIPELINE/asr)")
-    s.add_argument("--chunk-ms", type=float, default=320.0, help="audio per streaming step (default 320)")
+    s.add_argument("--chunk-ms", type=float, default=None,
+                   help="audio per streaming step (default: the pipeline.yaml's chunk_ms, else 320)")
     s.add_argument("--max-items", type=int, default=None, help="first N items only")
     s.add_argument("--real-voices", default=None, metavar="DIR",
                    help="also evaluate DIR/test_clean.jsonl and DIR/test_mixed.jsonl (jrsv-stream data real-voices) "
