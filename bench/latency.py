@@ -139,7 +139,7 @@ def measure(items, received_by_item, mode: str, tol: float) -> dict:
                 if f is not None:
                     n_final += 1
                     final_ms.append(1000 * (f - word_end_wall))
-                per_word.append({"item": item.id, "track": track, "word": w, "end_s": round(e, 3),
+                per_word.append({"item": getattr(item, "id", None), "track": track, "word": w, "end_s": round(e, 3),
                                  "partial_ms": round(partial_ms[-1], 1) if k is not None else None,
                                  "first_shown_by": type(evs[k][1]).__name__ if k is not None else None,
                                  "final_ms": round(final_ms[-1], 1) if f is not None else None})

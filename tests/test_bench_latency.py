@@ -32,6 +32,10 @@ def test_word_shown_before_its_end_counts_from_when_it_appeared():
     partial, final = _lat(rec)
     assert abs(partial[0] + 300.0) < 1e-6  # from "hello" at 10.0, not the first piece "he" at 9.8
     assert abs(final[0] - 700.0) < 1e-6
+    # the per-word row says the same, and what first showed the word
+    m = measure([(None, {"speech": [("hello", 0.1, 0.8)]})], [(rec, 9.5)], "time", 1.0)
+    assert m["per_word"] == [{"item": None, "track": "speech", "word": "hello", "end_s": 0.8, "partial_ms": -300.0,
+                              "first_shown_by": "Partial", "final_ms": 700.0}]
 
 
 def test_a_break_on_screen_restarts_the_clock():
