@@ -27,8 +27,7 @@ def _cmd_data_vocals(a: argparse.Namespace) -> int:
     if Path(a.out).exists():
         clean_partial_files(a.out)
     res = build_vocal_sources(a.out, {"speech": a.speech_hours, "singing": a.singing_hours}, seed=a.seed, ext=a.ext,
-                              workers=a.workers, progress=not a.quiet,
-                        splits=tuple(a.splits))
+                              workers=a.workers, progress=not a.quiet)
     print(f"vocals {a.out}: speech {res['hours']['speech']:.2f} h, singing {res['hours']['singing']:.2f} h "
           f"(failed sources: {res['failed']}) in {res['seconds']:.0f} s")
     return 0

@@ -147,9 +147,12 @@ def test_extra_vocals_are_train_split_only_deterministic_and_feed_the_recognizer
         # one or two lyric lines of the train split
         assert any(" ".join(words[:i]) in train_lines and (i == len(words) or " ".join(words[i:]) in train_lines)
                    for i in range(1, len(words) + 1))
-    # the same settings rebuild the same audio; other seeds in the same folder are refused
-    again = build_vocal_sources(tmp_path / "w", hours, seed=3, workers=1, progress=False)
-    assert again["hours"] == res["hours"]
+    # the same settings rebuild the same audio (here through the command line, `jrsv-stream
+    # data vocals`); other seeds in the same folder are refused
+    from jrsv_stream.cli import main
+
+    assert main(["data", "vocals", "--out", str(tmp_path / "w"), "--speech-hours", "0.004", "--singing-hours", "0.004",
+                 "--seed", "3", "--workers", "1", "--quiet"]) == 0
     assert _digest(tmp_path / "v") == _digest(tmp_path / "w")
     with pytest.raises(CorpusConfigError, match="another --out"):
         build_vocal_sources(tmp_path / "v", hours, seed=4, workers=1, progress=False)

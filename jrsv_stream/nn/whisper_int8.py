@@ -4,7 +4,7 @@ A decoder step reads every weight of the decoder once for one token: on a CPU it
 memory, not arithmetic. Whisper base's decoder is 22 M weights in its blocks and 26.6 M in
 the output projection (tied to the token embedding, 51,865 x 512): 195 MB in float32 per
 token, ~16 ms a step on this 2-core CPU, which made the decoder, not the encoder, the bulk
-of a hypothesis (README "Finals and hypotheses with an int8 decoder"). Here every linear
+of a hypothesis (README "An int8 decoder for the finals and hypotheses"). Here every linear
 layer of the blocks and the output projection become PyTorch's dynamically quantized
 ``Linear`` (int8 weights, one scale per output channel; activations quantized per call,
 int32 accumulation, float output): 49 MB, ~4.4 ms a step. The token embedding lookup,
