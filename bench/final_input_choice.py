@@ -35,7 +35,7 @@ CHOICES = {"choose_mix_b05": ("mix", "b05"), "choose_mix_sep_b05": ("mix", "sep"
 
 
 def main(argv=None) -> int:
-    from real_voices_eval import _rows, set_manifest
+    from whisper_on_separated import heard_ways, speech_rows
 
     from jrsv_stream.audio.io import load_audio
     from jrsv_stream.eval.scoring import ErrorCounts, count_errors
@@ -61,8 +61,7 @@ def main(argv=None) -> int:
            "per_set": a.per_set, "sets": {}}
     tmp = Path(tempfile.mkdtemp())
     for name in a.sets:
-        man = set_manifest(name, REPO / "data/real_voices", REPO / "data/corpus", a.per_set, tmp, REPO / "data/ood")
-        rows = [r for r in _rows(man) if r.get("speech_text")]
+        rows = speech_rows(name, a.per_set, tmp)
         errs: dict[str, ErrorCounts] = {}
         picked: dict[str, dict[str, int]] = {}
         ests: list[float] = []
@@ -74,7 +73,7 @@ def main(argv=None) -> int:
             # the separator's own estimate of how much the voice stands above the rest
             est = 10 * np.log10((np.sum(srcs[0] ** 2) + 1e-9) / (np.sum(srcs[2] ** 2) + 1e-9))
             ests.append(round(float(est), 1))
-            cand = {"mix": mix, "sep": sp, "b05": 0.5 * mix + 0.5 * sp, "b03": 0.3 * mix + 0.7 * sp}
+            cand = heard_ways(mix, sp)
             out = {}
             for k, audio in cand.items():
                 with torch.no_grad():

@@ -30,9 +30,24 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 
+def speech_rows(name: str, per_set: int, tmp: Path) -> list[dict]:
+    """The items of ``bench/real_voices_eval.py``'s set ``name`` (``per_set`` of them, its
+    spread) that have a speech text."""
+    from real_voices_eval import _rows, set_manifest
+
+    man = set_manifest(name, REPO / "data/real_voices", REPO / "data/corpus", per_set, tmp, REPO / "data/ood")
+    return [r for r in _rows(man) if r.get("speech_text")]
+
+
+def heard_ways(mix: np.ndarray, speech: np.ndarray) -> dict[str, np.ndarray]:
+    """An item heard four ways: the mixture, the separated speech (at its calibrated level),
+    and the speech finals' blends 0.5 / 0.3 x the mixture + the rest x the separated speech."""
+    return {"mix": mix, "sep": speech, "b05": 0.5 * mix + 0.5 * speech, "b03": 0.3 * mix + 0.7 * speech}
+
+
 def main(argv=None) -> int:
     from faster_whisper import WhisperModel
-    from real_voices_eval import _rows, ct2_folder, set_manifest
+    from real_voices_eval import ct2_folder
 
     from jrsv_stream.audio.io import load_audio
     from jrsv_stream.eval.scoring import ErrorCounts, count_errors
@@ -55,14 +70,13 @@ def main(argv=None) -> int:
     res = {"separator": a.separator, "per_set": a.per_set, "sets": {}}
     tmp = Path(tempfile.mkdtemp())
     for name in a.sets:
-        man = set_manifest(name, REPO / "data/real_voices", REPO / "data/corpus", a.per_set, tmp, REPO / "data/ood")
-        rows = [r for r in _rows(man) if r.get("speech_text")]
+        rows = speech_rows(name, a.per_set, tmp)
         errs: dict[str, ErrorCounts] = {}
         t0 = time.time()
         for r in rows:
             mix = load_audio(r["mixture"])
             sp = separate_stream(sep, mix)[0][0] * gain
-            cand = {"mix": mix, "sep": sp, "b05": 0.5 * mix + 0.5 * sp, "b03": 0.3 * mix + 0.7 * sp}
+            cand = heard_ways(mix, sp)
             if r.get("speech"):
                 clean = load_audio(r["speech"])
                 cand["clean"] = clean
