@@ -35,16 +35,18 @@ def device_name(dev: torch.device | str = "cpu") -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def parse_overrides(pairs: list[str], option: str) -> dict[str, float]:
-    """``["a=0.5", "b=2"]`` -> ``{"a": 0.5, "b": 2.0}`` for the ``--endpoint`` / ``--session``
-    options of the benches; a malformed pair exits with a message naming the option."""
-    out: dict[str, float] = {}
+def parse_overrides(pairs: list[str], option: str) -> dict[str, float | int]:
+    """``["a=0.5", "b=2"]`` -> ``{"a": 0.5, "b": 2}`` for the ``--endpoint`` / ``--session``
+    options of the benches (a whole number stays an int: fields such as
+    ``activity_window_frames`` count frames); a malformed pair exits with a message naming
+    the option."""
+    out: dict[str, float | int] = {}
     for x in pairs:
         k, sep, v = x.partition("=")
         try:
             if not sep or not k:
                 raise ValueError
-            out[k] = float(v)
+            out[k] = int(v) if v.strip().lstrip("+-").isdigit() else float(v)
         except ValueError:
             raise SystemExit(f"{option}: expected FIELD=NUMBER, got {x!r}") from None
     return out

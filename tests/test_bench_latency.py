@@ -59,6 +59,8 @@ def test_override_pairs_parse_or_exit_with_the_option_named():
 
     assert parse_overrides(["rule2_trailing_silence_s=0.5", "gate_on=3"], "--x") == {
         "rule2_trailing_silence_s": 0.5, "gate_on": 3.0}
+    # a whole number stays an int: frame counts (activity_window_frames=0) must not become 0.0
+    assert type(parse_overrides(["activity_window_frames=0"], "--x")["activity_window_frames"]) is int
     for bad in ("gate_on", "=0.3", "gate_on=high"):
         with pytest.raises(SystemExit, match="--session: expected FIELD=NUMBER"):
             parse_overrides([bad], "--session")

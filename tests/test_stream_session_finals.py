@@ -228,6 +228,45 @@ def test_incremental_finals_commit_only_what_two_hypotheses_agree_on():
     assert "too" not in text
 
 
+def test_each_hypothesis_gets_the_previous_ones_uncommitted_words_as_a_draft():
+    """A pipeline whose hypothesis_fn takes ``draft`` (``hypothesis_draft``) gets the words
+    the previous hypothesis wrote beyond what was committed since: the draft is what it will
+    likely write again. ``SessionConfig(hypothesis_draft=False)``: no draft argument."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    class DraftPipeline(PrefixPipeline):
+        hypothesis_draft = True
+
+    def run(cfg):
+        calls, seen = [], []
+        inner = _whisperish(calls, early=(13, [("One", 2, 5), ("too", 8, 11)]))
+
+        def hyp(track, audio, logp, ctc_text, hotwords=(), prefix="", *draft):
+            res = inner(track, audio, logp, ctc_text, hotwords, prefix)
+            seen.append((prefix, draft, res.text))
+            return res
+
+        p = DraftPipeline({"speech": COUNT, "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, _whisperish([]))
+        p.hypothesis_fn = hyp
+        with BatchWorker(p, max_wait_ms=1) as w:
+            s = StreamSession(w, "t", cfg)
+            ev = s.process(np.zeros(N * 640, dtype=np.float32)) + s.finish()
+            s.close()
+        return seen, " ".join(e.text for e in ev if isinstance(e, Final) and e.track == "speech")
+
+    seen, text = run(SessionConfig(commit_every_s=0.24, commit_wait=True, commit_guard_s=0.6))
+    assert text == "One two three four five."
+    assert len(seen) >= 3 and all(len(d) == 1 for _, d, _ in seen)
+    assert seen[0][1] == ("",)  # nothing heard before the first
+    for (p0, _, t0), (p1, (draft,), _) in zip(seen, seen[1:]):
+        # the previous hypothesis' words after the prefix this one is forced with
+        words = (p0 + " " + t0).split()
+        assert draft == " ".join(words[len(p1.split()):]), (p0, t0, p1, draft)
+    assert any(d for _, (d,), _ in seen[1:]) and any("too" in d for _, (d,), _ in seen)
+    seen, text = run(SessionConfig(commit_every_s=0.24, commit_wait=True, commit_guard_s=0.6, hypothesis_draft=False))
+    assert text == "One two three four five." and all(d == () for _, d, _ in seen)
+
+
 def test_incremental_finals_off_gives_one_final_per_segment():
     from jrsv_stream.stream.session import SessionConfig
 

@@ -134,6 +134,7 @@ class JRSVPipeline(nn.Module):
         # the decoder's confidence)
         self.hypothesis_fn = self._hypothesis_fn if self.whisper_finals else None
         self.final_prefix = self.whisper_finals  # final_fn takes prefix= (incremental finals)
+        self.hypothesis_draft = self.whisper_finals  # hypothesis_fn takes draft= (the previous hypothesis)
         self.commit_every_s: float | None = None  # the sessions' incremental finals (pipeline.yaml commit_every_s)
         # with speech_final_audio "mixture": the speech finals decode speech_final_mix x the
         # mixture + (1 - speech_final_mix) x the separated speech (1.0: the mixture alone)
@@ -275,10 +276,13 @@ class JRSVPipeline(nn.Module):
         (incremental finals: the result is what follows them)."""
         return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix, track=_ASR_TRACK[track])
 
-    def _hypothesis_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = (), prefix: str = ""):
-        """:meth:`_final_fn` greedy (a hypothesis of an open segment, incremental finals)."""
+    def _hypothesis_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = (), prefix: str = "",
+                       draft: str = ""):
+        """:meth:`_final_fn` greedy (a hypothesis of an open segment, incremental finals);
+        ``draft``: the previous hypothesis' words after ``prefix``, checked in one decoder
+        pass instead of decoded token by token (see :meth:`WhisperCTC.finalize`)."""
         return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix, beam=1,
-                                 track=_ASR_TRACK[track])
+                                 track=_ASR_TRACK[track], draft=draft)
 
     @torch.no_grad()
     def _rescore_fn(self, track: str, encoder_out: torch.Tensor, hyps: list[list[int]]):

@@ -32,7 +32,7 @@ from torch import nn
 
 __all__ = [
     "DecoderCache", "HOP", "N_FFT", "N_FRAMES", "N_SAMPLES", "SAMPLE_RATE", "WhisperDecoder",
-    "WhisperDims", "WhisperEncoder", "WhisperModel", "cache_length", "cache_reorder",
+    "WhisperDims", "WhisperEncoder", "WhisperModel", "cache_length", "cache_reorder", "cache_truncate",
     "faster_whisper_mel", "log10_mel", "log_mel", "mel_filters", "normalize_log_mel",
     "pad_or_trim", "repeat_features",
 ]
@@ -216,6 +216,15 @@ def cache_reorder(cache: dict, idx: torch.Tensor | list[int], cross: bool = True
     for key, (k, v) in list(cache.items()):
         if cross or not key.startswith("cross."):
             cache[key] = (k.index_select(0, idx), v.index_select(0, idx))
+    return cache
+
+
+def cache_truncate(cache: dict, length: int) -> dict:
+    """Keep the first ``length`` tokens of the self-attention keys/values, **in place**
+    (speculative decoding: the draft's tokens past the first rejected one); returns ``cache``."""
+    for key, (k, v) in list(cache.items()):
+        if key.startswith("self."):
+            cache[key] = (k[:, :, :length], v[:, :, :length])
     return cache
 
 

@@ -345,14 +345,20 @@ class WhisperCTC(nn.Module):
         return self._decode(audio, beam, max_tokens, hotwords)[0]
 
     def _decode(self, audio, beam: int | None = None, max_tokens: int | None = None, hotwords: Sequence[str] = (),
-                prefix: str = "", track: str | None = None) -> tuple[list[tuple[str, float, int]], float, list[tuple[str, float]] | None]:
+                prefix: str = "", track: str | None = None, views: Sequence = (), draft: str = ""
+                ) -> tuple[list[tuple[str, float, int]], float, list[tuple[str, float]] | None]:
         """:meth:`decode_segment`'s n-best, p(<|nospeech|>) and
         per candidate its words with their decoder confidence.
         Greedy with ``hotwords``: two candidates, the plain decoding and the one prompted
         with the phrases (the final's choice weighs them, see :meth:`finalize`).
         ``prefix``: display text already committed for this audio (incremental finals):
         forced as the decoder's first tokens (greedy only), the candidates are what follows it.
-        ``track``: the caption track ("speech" / "singing"): its decoder adapter, if any."""
+        ``track``: the caption track ("speech" / "singing"): its decoder adapter, if any.
+        ``views``: the same audio heard other ways (beam search only): the search scores
+        with the mean of the views' log-probs (:func:`~jrsv_stream.nn.whisper_decode.beam_decode`).
+        ``draft``: display text the greedy output is expected to start with (after
+        ``prefix``; an incremental final's previous hypothesis): checked in one decoder pass
+        (:func:`~jrsv_stream.nn.whisper_decode.greedy_decode`'s ``draft``)."""
         from jrsv_stream.nn.whisper_decode import (beam_decode, encode_segment, greedy_decode, prompt_tokens,
                                                    segment_token_limit, token_logprobs)
 
@@ -364,8 +370,11 @@ class WhisperCTC(nn.Module):
         b = beam if beam is not None else fc.beam
         prev = prompt_tokens(wm, list(hotwords))
         forced = tok.encode(" " + prefix.strip()) if prefix.strip() else []
+        guess = tok.encode(" " + draft.strip()) if draft.strip() else None
         with self._autocast(a.device, fc.compute_dtype):  # the encoder: the bulk of a final's cost
             feats = encode_segment(wm, a, fc.min_pad_s, fc.pad_to_s).float()
+            vfeats = tuple(encode_segment(wm, torch.as_tensor(np.asarray(v, dtype=np.float32)).to(a.device),
+                                          fc.min_pad_s, fc.pad_to_s).float() for v in views)
         # the decoder in float32: per-token autocast would recast the 51k-word output
         # projection at every step (measured: twice as slow)
         if b <= 1:
@@ -375,13 +384,13 @@ class WhisperCTC(nn.Module):
                 ns: list[float] = []
                 tl: list[list[float]] = []
                 ids = greedy_decode(wm, feats, max_tokens=limit, scores=sc, no_speech=ns, prev=pv, token_logps=tl,
-                                    prefix=forced)[0]
+                                    prefix=forced, draft=guess)[0]
                 out.append((tok.decode(ids).strip(), float(sc[0]), len(ids)))
                 conf.append(decoder_word_confidence(tok, ids, tl[0]))
                 ns0 = ns0 if k else float(ns[0])
             return out, ns0, conf
         ns: list[float] = []
-        res = beam_decode(wm, feats, beam=b, max_tokens=limit, prev=prev, prefix=forced, no_speech=ns)
+        res = beam_decode(wm, feats, beam=b, max_tokens=limit, prev=prev, prefix=forced, no_speech=ns, views=vfeats)
         # the words' confidence as greedy gives it: the decoder's token probabilities (one pass)
         lps = token_logprobs(wm, feats, [list(t) for t, _, _ in res], prev=prev, prefix=forced)
         conf = [decoder_word_confidence(tok, list(t), lp) for (t, _, _), lp in zip(res, lps)]
@@ -423,7 +432,8 @@ class WhisperCTC(nn.Module):
 
     @torch.no_grad()
     def finalize(self, audio: np.ndarray, logp: np.ndarray, ctc_text: str, tokenizer, hotwords: Sequence[str] = (),
-                 prefix: str = "", beam: int | None = None, track: str | None = None) -> SegmentFinal | None:
+                 prefix: str = "", beam: int | None = None, track: str | None = None,
+                 draft: str = "") -> SegmentFinal | None:
         """The final of an endpointed segment: Whisper's decoder over the segment's track
         audio (T,), chosen against and timed by the segment's CTC log-probs (F, V) with
         :func:`jrsv_stream.decode.hybrid.choose_final` (loops, invented or unalignable text
@@ -441,12 +451,14 @@ class WhisperCTC(nn.Module):
         ``beam``: the decoder's beam (None: ``final.beam``); 1 is greedy, whose words carry
         the decoder's own confidence (what incremental finals' hypotheses need).
         ``track``: "speech" / "singing" (None: speech); a track with a decoder adapter
-        (``final_adapter_<track>.pt``) decodes with it."""
+        (``final_adapter_<track>.pt``) decodes with it. ``draft`` (greedy): the text expected
+        after ``prefix`` (the previous hypothesis), see :meth:`_decode`."""
         from jrsv_stream.decode.hybrid import Candidate, HybridConfig, choose_final, time_display_words
 
         if not (ctc_text.strip() or prefix.strip()) or not self.cfg.final.enabled:
             return None  # (after committed words, the CTC head may have missed what follows)
-        nbest, ns, dec_words = self._decode(audio, beam, hotwords=hotwords, prefix=prefix, track=track)
+        nbest, ns, dec_words = self._decode(audio, beam, hotwords=hotwords, prefix=prefix, track=track,
+                                            draft=draft if self._greedy(beam) else "")
         if prefix.strip():
             # a continuation may open with the punctuation of the committed words' last one
             # (", 4 of clubs"): it would stand alone after them; drop it

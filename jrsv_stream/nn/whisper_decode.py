@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from jrsv_stream.nn.whisper import DecoderCache, WhisperModel, cache_reorder
+from jrsv_stream.nn.whisper import DecoderCache, WhisperModel, cache_length, cache_reorder, cache_truncate
 
 __all__ = ["beam_decode", "greedy_decode", "prompt_tokens", "suppress_masks", "token_logprobs"]
 
@@ -57,7 +57,8 @@ def prompt_tokens(model: WhisperModel, phrases) -> list[int]:
 def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens: int = 224,
                   language: str = "en", task: str = "transcribe", scores: list[float] | None = None,
                   no_speech: list[float] | None = None, prev: list[int] | None = None,
-                  token_logps: list[list[float]] | None = None, prefix: list[int] | None = None) -> list[list[int]]:
+                  token_logps: list[list[float]] | None = None, prefix: list[int] | None = None,
+                  draft: list[int] | None = None) -> list[list[int]]:
     """Greedy decoding of a batch: audio_features (B, S, D) -> per row the tokens after the
     SOT sequence up to (not including) <|endoftext|>. Finished rows are dropped from the
     batch (and the cache) as they end. ``scores``, when a list, receives per row the summed
@@ -67,7 +68,15 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
     ``prev``: previous-text tokens (see :func:`prompt_tokens`). ``token_logps``, when a
     list, receives per row the log-probability of each of its tokens. ``prefix``: tokens
     forced after the SOT sequence (text already committed: the decoder continues it; they
-    are not in the output or the scores; they count in the text context)."""
+    are not in the output or the scores; they count in the text context).
+
+    ``draft`` (batch 1): tokens the output is expected to start with (an incremental final's
+    previous hypothesis of the same segment): one decoder pass over the whole draft gives
+    the logits after each of its tokens, used for as long as the greedy choice is the
+    draft's token; at the first other choice the cache is cut back to the accepted tokens
+    and decoding goes on token by token. The output is greedy decoding's (speculative
+    decoding with the draft as the guess; a batched pass may differ from step-by-step ones
+    in the last bits), in one pass instead of one per accepted token."""
     tok = model.tokenizer
     prompt = _prompt(model, language, task, prev)
     prefix = list(prefix or [])[: max(0, model.dims.n_text_ctx // 2 - 1)]
@@ -86,7 +95,13 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
     per_token: list[list[float]] = [[] for _ in range(B)]
     sums = [0.0] * B
     alive = list(range(B))  # batch row -> output index
-    for step in range(_limit(model, len(prompt), max_tokens)):
+    limit = _limit(model, len(prompt), max_tokens)
+    guess = list(draft or [])[:limit] if B == 1 else []
+    if guess:  # the logits after each draft token, in one pass (positions after the prompt)
+        base = cache_length(cache)
+        after = model.decoder(torch.tensor([guess], dtype=torch.long, device=dev), None, cache)[0]
+        used = 0  # draft tokens accepted so far
+    for step in range(limit):
         masked = logits.float().masked_fill(first if (step == 0 and not prefix) else every, float("-inf"))
         nxt = masked.argmax(-1)
         lp = (masked.gather(-1, nxt[:, None])[:, 0] - torch.logsumexp(masked, -1)).tolist() \
@@ -106,6 +121,13 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
             cache_reorder(cache, keep)
             alive = [alive[r] for r in keep]
             nxt = nxt[keep]
+        if guess:
+            if used < len(guess) and int(nxt[0]) == guess[used]:  # the draft holds: its next logits
+                logits = after[used][None]
+                used += 1
+                continue
+            cache_truncate(cache, base + used)  # the draft's tokens from here on are not the output
+            guess = []
         logits = model.decoder(nxt[:, None], None, cache)[:, -1]
     if scores is not None:
         scores.extend(sums)
@@ -118,7 +140,8 @@ def greedy_decode(model: WhisperModel, audio_features: torch.Tensor, max_tokens:
 def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5, max_tokens: int = 224,
                 length_penalty: float | None = None, language: str = "en", task: str = "transcribe",
                 patience: float = 1.0, prev: list[int] | None = None, prefix: list[int] | None = None,
-                no_speech: list[float] | None = None) -> list[tuple[list[int], float, float]]:
+                no_speech: list[float] | None = None, views: tuple[torch.Tensor, ...] = ()
+                ) -> list[tuple[list[int], float, float]]:
     """Beam search for one utterance: audio_features (1, S, D) -> n-best
     ``[(tokens, sum_logprob, avg_logprob)]``, best first.
 
@@ -133,25 +156,37 @@ def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5
     beams count as ended). Returns at most ``beam`` hypotheses. ``prefix``: tokens forced
     after the SOT sequence, as in :func:`greedy_decode` (not in the output or the scores).
     ``no_speech``, when a list, receives p(<|nospeech|>) (as :func:`greedy_decode`).
+    ``views``: the same utterance heard other ways (each (1, S', D), e.g. the mixture beside
+    the separated voice): each gets its own decoder cache, and every step scores the
+    candidates by the mean of the views' log-softmaxes (a product of experts over what each
+    hearing supports; the summed log-probabilities are those of that mean). ``no_speech``
+    is the first view's (``audio_features``).
     """
-    if audio_features.shape[0] != 1:
+    if audio_features.shape[0] != 1 or any(v.shape[0] != 1 for v in views):
         raise ValueError(f"beam_decode takes one utterance, got batch {audio_features.shape[0]}")
     tok = model.tokenizer
     prefix = list(prefix or [])[: max(0, model.dims.n_text_ctx // 2 - 1)]
     prompt = _prompt(model, language, task, prev) + prefix
     dev = audio_features.device
     every, first = suppress_masks(model, dev)
-    cache = DecoderCache()
-    all_logits = model.decoder(torch.tensor([prompt], device=dev), audio_features, cache)
-    if no_speech is not None:
-        no_speech.append(float(torch.softmax(all_logits[0, prompt.index(tok.sot)].float(), -1)[tok.no_speech]))
-    logits = all_logits[:, -1]
+    caches = [DecoderCache() for _ in range(1 + len(views))]
+    logits_v = []
+    for feats, cache in zip((audio_features, *views), caches):
+        all_logits = model.decoder(torch.tensor([prompt], device=dev), feats, cache)
+        if no_speech is not None and not logits_v:
+            no_speech.append(float(torch.softmax(all_logits[0, prompt.index(tok.sot)].float(), -1)[tok.no_speech]))
+        logits_v.append(all_logits[:, -1])
     seqs: list[list[int]] = [[]]
     sums = torch.zeros(1, device=dev, dtype=torch.float64)
     finished: list[tuple[list[int], float]] = []
     want = max(1, round(beam * patience))
     for step in range(_limit(model, len(prompt), max_tokens)):
-        lp = torch.log_softmax(logits.float().masked_fill(first if (step == 0 and not prefix) else every, float("-inf")), -1)
+        mask = first if (step == 0 and not prefix) else every
+        lp = torch.log_softmax(logits_v[0].float().masked_fill(mask, float("-inf")), -1)
+        if views:
+            for lg in logits_v[1:]:
+                lp = lp + torch.log_softmax(lg.float().masked_fill(mask, float("-inf")), -1)
+            lp = torch.log_softmax(lp / len(logits_v), -1)
         cand = (sums[:, None] + lp.double()).reshape(-1)
         top = cand.topk(min(2 * beam, cand.numel()))
         V = lp.shape[1]
@@ -175,9 +210,12 @@ def beam_decode(model: WhisperModel, audio_features: torch.Tensor, beam: int = 5
                 rows.append(r)
         if len(finished) >= want or not new_seqs:
             break
-        cache_reorder(cache, rows, cross=False)  # the beams share the utterance's cross-attention keys
         seqs, sums = new_seqs, torch.tensor(new_sums, device=dev, dtype=torch.float64)
-        logits = model.decoder(torch.tensor([[s[-1]] for s in seqs], device=dev), None, cache)[:, -1]
+        nxt = torch.tensor([[s[-1]] for s in seqs], device=dev)
+        logits_v = []
+        for cache in caches:
+            cache_reorder(cache, rows, cross=False)  # the beams share the utterance's cross-attention keys
+            logits_v.append(model.decoder(nxt, None, cache)[:, -1])
     else:
         finished.extend(zip(seqs, sums.tolist()))
     if not finished:

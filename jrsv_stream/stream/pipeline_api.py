@@ -102,6 +102,9 @@ class StreamingPipeline(Protocol):
     #     the outputs); when set, sessions use it instead of ``rescore_fn``.
     # hypothesis_fn: FinalFn | None - incremental finals' hypotheses of an open segment (a
     #     greedy final_fn whose words carry the decoder's confidence); default: final_fn.
+    # hypothesis_draft: bool = False - hypothesis_fn takes a 7th argument ``draft``: the
+    #     previous hypothesis' words after the committed ones (what it will likely write
+    #     again: a speculative decoder checks them in one pass).
 
     def init_state(self, batch: int, device: torch.device | str) -> Any: ...
 

@@ -140,6 +140,12 @@ class SessionConfig:
             real 0 dB 1.56 -> 1.50 s (most words are committed at the pause before), but final
             WER real clean 6.9 -> 8.6 %, 0 dB 25.3 -> 27.6, corpus mixtures speech 76.3 ->
             80.5, out of domain 52.7 -> 54.9 (the edge frames' blanks end utterances that go on).
+        hypothesis_draft: a hypothesis gets the previous one's uncommitted words as a draft
+            (pipelines with ``hypothesis_draft``: their hypothesis_fn takes ``draft``): its
+            decoder checks them in one pass and decodes token by token only from the first
+            word it writes otherwise (speculative decoding; consecutive hypotheses of a
+            segment mostly repeat each other). See the README, "Hypotheses that check the
+            previous one in one pass".
     """
 
     beam: PrefixBeamConfig = PrefixBeamConfig(beam=8, top_k=8, nbest=8)
@@ -164,6 +170,7 @@ class SessionConfig:
     commit_wait: bool = False
     commit_ahead: bool = True
     endpoint_ahead: bool = False
+    hypothesis_draft: bool = True
 
     def __post_init__(self):
         if not 0.0 <= self.gate_off <= self.gate_on <= 1.0:
@@ -231,6 +238,8 @@ class StreamSession:
         self.rescore_fn = p.rescore_fn if (rescore and self.final_fn is None) else None
         # incremental finals' hypotheses (the pipeline's greedy hypothesis_fn, else its final_fn)
         self.hypothesis_fn = getattr(p, "hypothesis_fn", None) or self.final_fn
+        self.draft_hypotheses = (config.hypothesis_draft and getattr(p, "hypothesis_draft", False)
+                                 and getattr(p, "hypothesis_fn", None) is not None)
         self.frame_samples = int(round(self.frame_shift_s * self.sample_rate))
         # a pipeline whose outputs lag its input by lag_chunks chunks (a recognizer with
         # lookahead): the frames of chunk k describe chunk k - lag; the end of the stream
@@ -533,9 +542,13 @@ class StreamSession:
             audio = np.concatenate([audio, tr.ahead[1]])
             heard += tr.ahead[0].shape[0]
         try:
-            fn = self.final_fn if (pause and self.config.commit_pause_final) else self.hypothesis_fn
-            tr.hyp_future = self.worker.call_final(fn, tr.name, audio, logp, ctc_text, self.final_hotwords,
-                                                   " ".join(tr.committed))
+            args = (tr.name, audio, logp, ctc_text, self.final_hotwords, " ".join(tr.committed))
+            if pause and self.config.commit_pause_final:
+                tr.hyp_future = self.worker.call_final(self.final_fn, *args)
+            elif self.draft_hypotheses:  # the previous hypothesis' words beyond the committed ones
+                tr.hyp_future = self.worker.call_final(self.hypothesis_fn, *args, " ".join(w[0] for w in tr.hyp or ()))
+            else:
+                tr.hyp_future = self.worker.call_final(self.hypothesis_fn, *args)
         except Exception:  # lane full or worker stopping: no hypothesis this time
             return
         tr.hyp_submitted = n
