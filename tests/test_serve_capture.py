@@ -23,7 +23,7 @@ from tests.prereq import ALSA_TOOL, require_tools
 REPO = Path(__file__).resolve().parents[1]
 # (WER, CER) % bounds for the shipped models on the bundled demo: measured + a margin for
 # thread-count / batching differences (see the test below and README "Serving")
-DEMO_MAX = {"speech": (130.0, 70.0), "lyrics": (120.0, 85.0)}  # measured (Whisper-CTC default) 111.1 / 54.6 and 100.0 / 70.7
+DEMO_MAX = {"speech": (130.0, 70.0), "lyrics": (140.0, 85.0)}  # measured (Whisper-CTC default) 111.1 / 54.6 and 100.0 / 70.7 (AMD EPYC), 94.4 / 64.9 and 122.0 / 69.0 (Intel with AMX: the int8 / bf16 kernels differ by CPU)
 
 
 def _speechy(seconds: float, seed: int = 0) -> np.ndarray:

@@ -106,6 +106,41 @@ def test_no_final_over_silence_or_noise_even_when_the_ctc_path_is_not_empty():
     assert m.finalize(np.zeros(16000, np.float32), lp, "", tok) is None  # empty CTC path: not even decoded
 
 
+def test_a_speech_final_whisper_is_not_sure_of_is_dropped(monkeypatch):
+    """final.min_confidence: a whole speech segment whose words' mean decoder confidence is
+    below it gets an empty final (Whisper's words over music: "More", "Thanks." at 0.01-0.1
+    on the demo); not after committed words (the utterance is speech), not on the lyrics
+    track, not when off; a real read utterance keeps its final."""
+    import dataclasses
+
+    from jrsv_stream.decode.tokenizer import Tokenizer
+    from jrsv_stream.nn.whisper_ctc import WhisperCTC
+
+    m = WhisperCTC.from_pretrained(REPO / "models" / "whisper_ctc")
+    tok = Tokenizer(REPO / "models" / "whisper_ctc" / "tokenizer.model")
+    m.cfg = dataclasses.replace(m.cfg, final=dataclasses.replace(m.cfg.final, min_confidence=0.3))
+    (path, ref), = read_librivox_testdata()[:1]
+    audio = load_audio(path)
+    lp = np.log(np.full((len(audio) // 320, 128), 1 / 128, np.float32))
+    res = m.finalize(audio, lp, ref, tok)
+    assert res.source == "attention" and count_errors(ref, res.text).word_errors <= 3, res
+    assert np.mean([w[3] for w in res.words]) >= 0.3
+
+    def unsure(conf):
+        return lambda *a, **k: ([("More thanks.", -6.0, 3)], 0.1, [[("More", conf), ("thanks.", conf)]])
+
+    monkeypatch.setattr(m, "_decode", unsure(0.05))
+    assert m.finalize(audio, lp, "more thanks", tok).source == "low_confidence"
+    assert m.finalize(audio, lp, "more thanks", tok).text == ""
+    assert m.finalize(audio, lp, "more thanks", tok, prefix="Hello").text == "More thanks."
+    assert m.finalize(audio, lp, "more thanks", tok, track="singing").text == "More thanks."
+    monkeypatch.setattr(m, "_decode", unsure(0.5))
+    assert m.finalize(audio, lp, "more thanks", tok).text == "More thanks."
+    m.cfg = dataclasses.replace(m.cfg, final=dataclasses.replace(m.cfg.final, min_confidence=0.0))
+    monkeypatch.setattr(m, "_decode", unsure(0.05))
+    assert m.finalize(audio, lp, "more thanks", tok).text == "More thanks."
+
+
 def test_finals_from_another_whisper_size(monkeypatch):
     """--final-whisper / $JRSV_FINAL_WHISPER: the finals decode with tiny.en while the
     partials keep the base encoder and its head."""

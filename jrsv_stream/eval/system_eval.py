@@ -85,6 +85,7 @@ class SystemEvalConfig:
     voice_rescue_override: str | None = None  # "off" or a float: replaces the pipeline.yaml's voice_rescue
     speech_final_mix: float | None = None  # replaces the pipeline.yaml's speech_final_mix
     final_beam: int | None = None  # replaces the Whisper finals' beam (final.beam of the recognizer)
+    final: tuple[tuple[str, float], ...] = ()  # the recognizer's FinalConfig fields to replace, e.g. (("min_confidence", 0.2),)
 
     def __post_init__(self):
         if self.streams < 1:
@@ -207,6 +208,10 @@ def build_pipeline(cfg: SystemEvalConfig):
         if not hasattr(p.asr.cfg, "final"):
             raise ValueError("--final-beam needs a Whisper-CTC recognizer")
         p.asr.cfg = dataclasses.replace(p.asr.cfg, final=dataclasses.replace(p.asr.cfg.final, beam=int(cfg.final_beam)))
+    if cfg.final:
+        if not hasattr(p.asr.cfg, "final"):
+            raise ValueError("--final needs a Whisper-CTC recognizer")
+        p.asr.cfg = dataclasses.replace(p.asr.cfg, final=dataclasses.replace(p.asr.cfg.final, **dict(cfg.final)))
     if (cfg.lm_weight is not None or cfg.lm_bonus is not None) and p.lm is None:
         raise ValueError(f"--lm-weight/--lm-bonus given but {cfg.asr_path} has no lm.npz (or --no-lm was given)")
     if p.lm is not None:

@@ -81,6 +81,11 @@ class FinalConfig:
     logprob_threshold: float = -1.0
     # and whatever the text's log-prob above this (Whisper's "you" on silence: p = 0.93)
     no_speech_alone: float = 0.9
+    # no speech-track final for a whole segment (nothing committed from it) whose words'
+    # mean confidence is below this: Whisper's words over music or a singer, which the
+    # no-speech rule lets through ("More", "Thanks.", "Oh, are you there?" at 0.01-0.3);
+    # 0: off (README "Speech finals Whisper is not sure of")
+    min_confidence: float = 0.0
     enabled: bool = True
 
 
@@ -498,6 +503,12 @@ class WhisperCTC(nn.Module):
             if k is not None and len(dec_words[k]) == len(words):
                 dec = dec_words[k]
         words, parts = _with_confidence(words, logp, tokenizer, dec)
+        dec_conf = [d for d, _ in parts]
+        if (fc.min_confidence > 0 and not prefix.strip() and track in (None, "speech") and dec_conf
+                and None not in dec_conf and float(np.mean(dec_conf)) < fc.min_confidence):
+            # (the decoder's confidence only: the CTC head's is no judge of Whisper's words)
+            # an empty final closes a partial that was shown
+            return SegmentFinal("", (), "low_confidence", ("low_confidence",))
         return SegmentFinal(ch.text, tuple(words), ch.source, ch.rejected, tuple(parts))
 
     # ------------------------------------------------------------------ files
