@@ -110,7 +110,8 @@ def test_a_speech_final_whisper_is_not_sure_of_is_dropped(monkeypatch):
     """final.min_confidence: a whole speech segment whose words' mean decoder confidence is
     below it gets an empty final (Whisper's words over music: "More", "Thanks." at 0.01-0.1
     on the demo); not after committed words (the utterance is speech), not on the lyrics
-    track, not when off; a real read utterance keeps its final."""
+    track unless final.min_confidence_singing says so, not when off; a real read utterance
+    keeps its final."""
     import dataclasses
 
     from jrsv_stream.decode.tokenizer import Tokenizer
@@ -134,6 +135,8 @@ def test_a_speech_final_whisper_is_not_sure_of_is_dropped(monkeypatch):
     assert m.finalize(audio, lp, "more thanks", tok).text == ""
     assert m.finalize(audio, lp, "more thanks", tok, prefix="Hello").text == "More thanks."
     assert m.finalize(audio, lp, "more thanks", tok, track="singing").text == "More thanks."
+    m.cfg = dataclasses.replace(m.cfg, final=dataclasses.replace(m.cfg.final, min_confidence_singing=0.1))
+    assert m.finalize(audio, lp, "more thanks", tok, track="singing").source == "low_confidence"
     monkeypatch.setattr(m, "_decode", unsure(0.5))
     assert m.finalize(audio, lp, "more thanks", tok).text == "More thanks."
     m.cfg = dataclasses.replace(m.cfg, final=dataclasses.replace(m.cfg.final, min_confidence=0.0))

@@ -86,6 +86,8 @@ class FinalConfig:
     # no-speech rule lets through ("More", "Thanks.", "Oh, are you there?" at 0.01-0.3);
     # 0: off (README "Speech finals Whisper is not sure of")
     min_confidence: float = 0.0
+    # the same for the lyrics (singing) track's finals (0: off)
+    min_confidence_singing: float = 0.0
     enabled: bool = True
 
 
@@ -504,8 +506,9 @@ class WhisperCTC(nn.Module):
                 dec = dec_words[k]
         words, parts = _with_confidence(words, logp, tokenizer, dec)
         dec_conf = [d for d, _ in parts]
-        if (fc.min_confidence > 0 and not prefix.strip() and track in (None, "speech") and dec_conf
-                and None not in dec_conf and float(np.mean(dec_conf)) < fc.min_confidence):
+        floor = fc.min_confidence_singing if track == "singing" else fc.min_confidence
+        if (floor > 0 and not prefix.strip() and dec_conf and None not in dec_conf
+                and float(np.mean(dec_conf)) < floor):
             # (the decoder's confidence only: the CTC head's is no judge of Whisper's words)
             # an empty final closes a partial that was shown
             return SegmentFinal("", (), "low_confidence", ("low_confidence",))
