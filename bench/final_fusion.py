@@ -29,14 +29,11 @@ WAYS = {"mix": ("mix",), "sep": ("sep",), "b05": ("b05",), "fuse_b05_mix": ("b05
 
 
 def main(argv=None) -> int:
-    from whisper_on_separated import heard_ways, speech_rows
+    from whisper_on_separated import calibrated_separator, heard_ways, speech_rows
 
     from jrsv_stream.audio.io import load_audio
     from jrsv_stream.eval.scoring import ErrorCounts, count_errors
-    from jrsv_stream.nn.pipeline import separator_track_gain
-    from jrsv_stream.nn.separator import load_separator
     from jrsv_stream.nn.whisper_ctc import WhisperCTC
-    from jrsv_stream.separate import separate_stream
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--separator", default="models/separator_real")
@@ -49,8 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    sep, _, _ = load_separator(a.separator)
-    gain = separator_track_gain(a.separator)
+    separate = calibrated_separator(a.separator)
     asr = WhisperCTC.from_pretrained(a.asr).eval()
     res = {"separator": a.separator, "asr": a.asr, "decoder": asr.cfg.final.decoder_dtype, "beam": a.beam,
            "per_set": a.per_set, "sets": {}}
@@ -63,7 +59,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         for r in rows:
             mix = load_audio(r["mixture"])
-            cand = heard_ways(mix, separate_stream(sep, mix)[0][0] * gain)
+            cand = heard_ways(mix, separate(mix)[1])
             row = {"ref": r["speech_text"]}
             for w in a.ways:
                 first, *rest = WAYS[w]

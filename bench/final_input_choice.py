@@ -35,14 +35,11 @@ CHOICES = {"choose_mix_b05": ("mix", "b05"), "choose_mix_sep_b05": ("mix", "sep"
 
 
 def main(argv=None) -> int:
-    from whisper_on_separated import heard_ways, speech_rows
+    from whisper_on_separated import calibrated_separator, heard_ways, speech_rows
 
     from jrsv_stream.audio.io import load_audio
     from jrsv_stream.eval.scoring import ErrorCounts, count_errors
-    from jrsv_stream.nn.pipeline import separator_track_gain
-    from jrsv_stream.nn.separator import load_separator
     from jrsv_stream.nn.whisper_ctc import WhisperCTC
-    from jrsv_stream.separate import separate_stream
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--separator", default="models/separator_real")
@@ -54,8 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    sep, _, _ = load_separator(a.separator)
-    gain = separator_track_gain(a.separator)
+    separate = calibrated_separator(a.separator)
     asr = WhisperCTC.from_pretrained(a.asr).eval()
     res = {"separator": a.separator, "asr": a.asr, "decoder": asr.cfg.final.decoder_dtype, "beam": a.beam,
            "per_set": a.per_set, "sets": {}}
@@ -68,8 +64,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         for r in rows:
             mix = load_audio(r["mixture"])
-            srcs = separate_stream(sep, mix)[0]
-            sp = srcs[0] * gain
+            srcs, sp = separate(mix)
             # the separator's own estimate of how much the voice stands above the rest
             est = 10 * np.log10((np.sum(srcs[0] ** 2) + 1e-9) / (np.sum(srcs[2] ** 2) + 1e-9))
             ests.append(round(float(est), 1))

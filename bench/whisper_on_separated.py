@@ -39,6 +39,24 @@ def speech_rows(name: str, per_set: int, tmp: Path) -> list[dict]:
     return [r for r in _rows(man) if r.get("speech_text")]
 
 
+def calibrated_separator(path: str):
+    """The separator at ``path`` as the pipeline hears it: a function mixture (T,) ->
+    (its raw sources (3, T) from the streaming path, the separated speech at its calibrated
+    level (T,))."""
+    from jrsv_stream.nn.pipeline import separator_track_gain
+    from jrsv_stream.nn.separator import load_separator
+    from jrsv_stream.separate import separate_stream
+
+    sep, _, _ = load_separator(path)
+    gain = separator_track_gain(path)
+
+    def run(mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        srcs = separate_stream(sep, mix)[0]
+        return srcs, srcs[0] * gain
+
+    return run
+
+
 def heard_ways(mix: np.ndarray, speech: np.ndarray) -> dict[str, np.ndarray]:
     """An item heard four ways: the mixture, the separated speech (at its calibrated level),
     and the speech finals' blends 0.5 / 0.3 x the mixture + the rest x the separated speech."""
@@ -51,10 +69,6 @@ def main(argv=None) -> int:
 
     from jrsv_stream.audio.io import load_audio
     from jrsv_stream.eval.scoring import ErrorCounts, count_errors
-    from jrsv_stream.nn.pipeline import separator_track_gain
-    from jrsv_stream.nn.separator import load_separator
-    from jrsv_stream.separate import separate_stream
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--separator", default="models/separator_real")
     ap.add_argument("--sets", nargs="+", default=["real_0", "real_p5"])
@@ -63,8 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    sep, _, _ = load_separator(a.separator)
-    gain = separator_track_gain(a.separator)
+    separate = calibrated_separator(a.separator)
     fw = WhisperModel(str(ct2_folder("base", REPO / "data" / "ct2_base")), device="cpu", compute_type="float32",
                       cpu_threads=a.threads)
     res = {"separator": a.separator, "per_set": a.per_set, "sets": {}}
@@ -75,8 +88,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         for r in rows:
             mix = load_audio(r["mixture"])
-            sp = separate_stream(sep, mix)[0][0] * gain
-            cand = heard_ways(mix, sp)
+            cand = heard_ways(mix, separate(mix)[1])
             if r.get("speech"):
                 clean = load_audio(r["speech"])
                 cand["clean"] = clean
