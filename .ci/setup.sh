@@ -8,6 +8,7 @@ APT_PACKAGES=(
   espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts   # speech / singing TTS
   fluidsynth fluid-soundfont-gm sonic-pi-samples                                     # music
   timgm6mb-soundfont csound-soundfont opl3-soundfont                                 # other soundfonts: the OOD test set (data ood)
+  timidity freepats avldrums.lv2-soundfont                                           # other renderers: the training music pool (data music-pool)
   fortune-mod fortunes fortunes-min wamerican                                        # licence-clean text
   sox ffmpeg libsndfile1 libportaudio2 alsa-utils libasound2-plugins                 # audio I/O, capture
   pocketsphinx-testdata tmux                                                         # real speech spot checks, viewer tests

@@ -95,6 +95,17 @@ def _cmd_data_real_speech(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_music_pool(a: argparse.Namespace) -> int:
+    from jrsv_stream.data.music_pool import build_music_pool
+
+    doc = build_music_pool(a.out, pieces=a.pieces, seed=a.seed, workers=a.workers)
+    for name, n in sorted(doc["renderers"].items()):
+        print(f"{name:45s} {n:5d} pieces")
+    print(f"{doc['pieces']} pieces, {doc['seconds'] / 60:.1f} min of music, {len(doc['programs'])} GM programs "
+          f"-> {a.out} in {doc['build_seconds']:.0f} s")
+    return 0
+
+
 def _cmd_data_ood(a: argparse.Namespace) -> int:
     from jrsv_stream.data.ood import build_ood, format_summary
 
@@ -197,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sung", metavar="POOL", default=None,
                    help="instead: sing the talk of the pool at POOL with WORLD onto random melodies (~3 min)")
     s.set_defaults(fn=_cmd_data_real_speech)
+
+    s = data.add_parser("music-pool", help="training music from other renderers than the corpus's FluidR3 (TiMidity + "
+                                           "freepats, AVL drum kits; not the OOD set's soundfonts), for p_music_pool")
+    s.add_argument("--out", required=True, help="output folder (pieces/*.flac, manifest.jsonl, summary.json)")
+    s.add_argument("--pieces", type=int, default=300, help="pieces of 10-20 s (default 300, ~75 min)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    s.set_defaults(fn=_cmd_data_music_pool)
 
     s = data.add_parser("ood", help="held-out out-of-domain separation test set: real voices spoken and WORLD-sung "
                                     "over music from other soundfonts (TimGM6mb, csound GM bank, OPL-3 FM)")

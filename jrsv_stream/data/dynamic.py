@@ -98,6 +98,12 @@ def crop_words(words, offset_s: float, dur_s: float) -> list[tuple[str, float, f
             if e > offset_s and s < offset_s + dur_s]
 
 
+def _active_rms(x: np.ndarray, act: np.ndarray, hop: int) -> float:
+    """RMS of ``x`` over the frames where ``act`` (one value per ``hop`` samples) is set."""
+    m = np.repeat(act > 0, hop)[: x.size]
+    return float(np.sqrt(np.mean(np.square(x[: m.size][m], dtype=np.float64)) + 1e-12))
+
+
 def _crop(x: np.ndarray, offset: int, n: int) -> np.ndarray:
     seg = x[offset:offset + n]
     return np.pad(seg, (0, n - len(seg))) if len(seg) < n else seg
@@ -133,13 +139,22 @@ class DynamicMixDataset(IterableDataset):
             True in meta), drawn from a generator of its own so the rest of the example is
             unchanged. ``real_singing`` / ``p_real_singing``: the same for the singing
             stem, from a pool of that talk sung (``build_real_singing``).
+        music_pool: a music pool folder (:mod:`jrsv_stream.data.music_pool`: the corpus's
+            composer through other renderers); with probability ``p_music_pool`` an
+            example's music stem is replaced by a random crop of a pool piece at the
+            replaced stem's level (RMS over its active frames, frames within ``energy_db``
+            of its loudest), so the vocals' SNRs stay as the corpus drew them; the mixture
+            becomes the stems' sum. Drawn from a generator of its own (the rest of the
+            example is unchanged); ``music_pool`` in meta: the piece's id, or "" when the
+            corpus's music was kept (the key is there only while a pool is in use).
     """
 
     def __init__(self, root: str | Path, split: str, crop_samples: int, hop_samples: int, batch_size: int | None = None,
                  seed: int = 0, start_batch: int = 0, num_batches: int | None = None, plan_kwargs: dict | None = None,
                  energy_db: float = -30.0, cache_size: int = 256, augment: AugmentConfig | None = None,
                  real_speech: str | Path | None = None, p_real_speech: float = 0.0,
-                 real_singing: str | Path | None = None, p_real_singing: float = 0.0):
+                 real_singing: str | Path | None = None, p_real_singing: float = 0.0,
+                 music_pool: str | Path | None = None, p_music_pool: float = 0.0):
         super().__init__()
         if crop_samples <= 0 or crop_samples % hop_samples:
             raise ValueError(f"crop_samples={crop_samples} must be a positive multiple of hop_samples={hop_samples}")
@@ -166,6 +181,16 @@ class DynamicMixDataset(IterableDataset):
                 if not (Path(root) / "pool.npy").is_file():
                     raise FileNotFoundError(f"{root}: no real-voice pool (jrsv-stream data {cmd} --out {root})")
         self._real_pools: list = [None, None]
+        if not 0.0 <= p_music_pool <= 1.0:
+            raise ValueError(f"p_music_pool must be in [0, 1], got {p_music_pool}")
+        if p_music_pool > 0 and not music_pool:
+            raise ValueError("p_music_pool > 0 needs music_pool "
+                             "(build one: jrsv-stream data music-pool --out data/music_pool)")
+        self.p_music_pool = float(p_music_pool)
+        self.music_root = Path(music_pool) if music_pool and p_music_pool > 0 else None
+        if self.music_root is not None and not (self.music_root / "manifest.jsonl").is_file():
+            raise FileNotFoundError(f"{music_pool}: no music pool (jrsv-stream data music-pool --out {music_pool})")
+        self._music_pool = None
 
     def _get_stores(self) -> dict[str, SourceStore]:
         if self._stores is None:  # made lazily, so each DataLoader worker has its own cache
@@ -200,6 +225,8 @@ class DynamicMixDataset(IterableDataset):
         for j in (0, 1):
             if self.real_roots[j] is not None:
                 mixture = self._real_voice(i, j, stems, act, meta, mixture)
+        if self.music_root is not None:
+            mixture = self._pool_music(i, stems, meta, mixture)
         if self.augment is not None:  # effects on the stems; the mixture is rebuilt as their sum
             mixture, stems = augment_stems(stems, rng, self.augment)
         return {"mixture": torch.from_numpy(mixture), "stems": torch.from_numpy(stems),
@@ -232,6 +259,34 @@ class DynamicMixDataset(IterableDataset):
         stems[j] = real * (level(stems[j], act[j]) / level(real, real_act))
         act[j] = real_act
         meta[f"{name}_words"], meta[f"{name}_real"] = [], True
+        mixture = stems.sum(0)
+        peak = float(np.abs(mixture).max())
+        if peak > 0.99:
+            stems *= 0.99 / peak
+            mixture *= 0.99 / peak
+        return mixture.astype(np.float32)
+
+    def _pool_music(self, i: int, stems: np.ndarray, meta: dict, mixture: np.ndarray) -> np.ndarray:
+        """Maybe replace the crop's music stem by a crop of a music-pool piece (see
+        ``music_pool``), in place; returns the mixture (the stems' sum when replaced)."""
+        meta["music_pool"] = ""
+        rng = np.random.default_rng([self.seed, _STREAM_CODE, _SPLIT_CODES.get(self.split, 0), i, 3])
+        if rng.random() >= self.p_music_pool:
+            return mixture
+        n, hop = stems.shape[1], self.hop_samples
+        old_act = activity_targets(None, stems[2], 0, n // hop, hop, self.energy_db)
+        if not old_act.any():  # no music in the crop: nothing to match
+            return mixture
+        if self._music_pool is None:
+            from jrsv_stream.data.music_pool import MusicPool
+
+            self._music_pool = MusicPool(self.music_root)
+        new, piece = self._music_pool.crop(rng, n)
+        new_act = activity_targets(None, new, 0, n // hop, hop, self.energy_db)
+        if not new_act.any():
+            return mixture
+        stems[2] = new * (_active_rms(stems[2], old_act, hop) / _active_rms(new, new_act, hop))
+        meta["music_pool"] = piece
         mixture = stems.sum(0)
         peak = float(np.abs(mixture).max())
         if peak > 0.99:

@@ -55,7 +55,10 @@ class DataConfig:
     real_speech / p_real_speech: a real-speech pool (``jrsv-stream data real-speech``) whose
     talk replaces an example's speech stem with that probability (0: never); real_singing /
     p_real_singing: the same talk sung (``jrsv-stream data real-speech --sung``), for the
-    singing stem."""
+    singing stem; music_pool / p_music_pool: a music pool (``jrsv-stream data music-pool``:
+    the corpus's composer through other renderers than FluidR3 and the out-of-domain set's
+    soundfonts) whose pieces replace an example's music stem with that probability, at the
+    replaced stem's level (0: never)."""
 
     corpus: str = "data/corpus"
     train_split: str = "train"
@@ -71,6 +74,8 @@ class DataConfig:
     p_real_speech: float = 0.0
     real_singing: str | None = None
     p_real_singing: float = 0.0
+    music_pool: str | None = None
+    p_music_pool: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -379,7 +384,8 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
     train_ds = DynamicMixDataset(dc.corpus, dc.train_split, crop, hop, batch_size=dc.batch_size, seed=dc.seed,
                                  start_batch=step, augment=dc.augment, real_speech=dc.real_speech,
                                  p_real_speech=dc.p_real_speech, real_singing=dc.real_singing,
-                                 p_real_singing=dc.p_real_singing)
+                                 p_real_singing=dc.p_real_singing, music_pool=dc.music_pool,
+                                 p_music_pool=dc.p_music_pool)
     loader = DataLoader(train_ds, batch_size=None, num_workers=dc.num_workers, pin_memory=dev.type == "cuda",
                         prefetch_factor=4 if dc.num_workers > 0 else None, persistent_workers=False,
                         worker_init_fn=_worker_init if dc.num_workers > 0 else None)
