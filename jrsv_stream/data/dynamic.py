@@ -104,6 +104,17 @@ def _active_rms(x: np.ndarray, act: np.ndarray, hop: int) -> float:
     return float(np.sqrt(np.mean(np.square(x[: m.size][m], dtype=np.float64)) + 1e-12))
 
 
+def _remix(stems: np.ndarray) -> np.ndarray:
+    """The mixture as the sum of ``stems`` (3, T) after one was replaced: both scaled down
+    together, in place, if the sum would peak over 0.99."""
+    mixture = stems.sum(0)
+    peak = float(np.abs(mixture).max())
+    if peak > 0.99:
+        stems *= 0.99 / peak
+        mixture *= 0.99 / peak
+    return mixture.astype(np.float32)
+
+
 def _crop(x: np.ndarray, offset: int, n: int) -> np.ndarray:
     seg = x[offset:offset + n]
     return np.pad(seg, (0, n - len(seg))) if len(seg) < n else seg
@@ -251,20 +262,10 @@ class DynamicMixDataset(IterableDataset):
         real_act = activity_targets(None, real, 0, act.shape[1], hop, self.energy_db)
         if not real_act.any():
             return mixture
-
-        def level(x, a):  # RMS over the active frames
-            m = np.repeat(a > 0, hop)[: x.size]
-            return float(np.sqrt(np.mean(x[: m.size][m] ** 2) + 1e-12))
-
-        stems[j] = real * (level(stems[j], act[j]) / level(real, real_act))
+        stems[j] = real * (_active_rms(stems[j], act[j], hop) / _active_rms(real, real_act, hop))
         act[j] = real_act
         meta[f"{name}_words"], meta[f"{name}_real"] = [], True
-        mixture = stems.sum(0)
-        peak = float(np.abs(mixture).max())
-        if peak > 0.99:
-            stems *= 0.99 / peak
-            mixture *= 0.99 / peak
-        return mixture.astype(np.float32)
+        return _remix(stems)
 
     def _pool_music(self, i: int, stems: np.ndarray, meta: dict, mixture: np.ndarray) -> np.ndarray:
         """Maybe replace the crop's music stem by a crop of a music-pool piece (see
@@ -287,12 +288,7 @@ class DynamicMixDataset(IterableDataset):
             return mixture
         stems[2] = new * (_active_rms(stems[2], old_act, hop) / _active_rms(new, new_act, hop))
         meta["music_pool"] = piece
-        mixture = stems.sum(0)
-        peak = float(np.abs(mixture).max())
-        if peak > 0.99:
-            stems *= 0.99 / peak
-            mixture *= 0.99 / peak
-        return mixture.astype(np.float32)
+        return _remix(stems)
 
     def batch(self, b: int) -> dict:
         """Batch ``b``: examples ``b * batch_size ...`` stacked (see the class docstring)."""
