@@ -92,6 +92,7 @@ import pretty_midi
 import soundfile as sf
 
 from jrsv_stream import SAMPLE_RATE
+from jrsv_stream.data.music_render import SOUNDFONT, _render_midi, _rms, _to_midi
 from jrsv_stream.data.music_samples import MusicError, _read_mono
 from jrsv_stream.data.music_styles import EXCLUDED_PROGRAMS
 
@@ -183,7 +184,6 @@ def plan_piece(seed: int, index: int, fp: Freepats) -> PiecePlan:
     """Compose piece ``index`` (as :func:`synth_music` composes a ``"midi"`` piece) and draw
     its rendering (AVL kit or not, TiMidity effects)."""
     from jrsv_stream.data.music_compose import _arrange, _clip_song
-    from jrsv_stream.data.music_render import _to_midi
     from jrsv_stream.data.music_styles import NOTE_NAMES
 
     rng = _rng(seed, index, 0)
@@ -274,27 +274,6 @@ def render_timidity(pm: pretty_midi.PrettyMIDI, n_samples: int, tmp: Path, cfg: 
     return out
 
 
-def render_fluidsynth(pm: pretty_midi.PrettyMIDI, n_samples: int, tmp: Path, font: Path,
-                      dry: bool = False) -> np.ndarray:
-    """``pm`` through the fluidsynth CLI with ``font`` (the corpus's flags,
-    :func:`jrsv_stream.data.music_render._render_midi`); ``dry``: reverb and chorus off.
-    (n_samples,) float32 mono at 16 kHz, zero-padded."""
-    if shutil.which("fluidsynth") is None or not Path(font).is_file():
-        raise MusicError(f"needs the fluidsynth CLI and {font} (apt-get install fluidsynth and the font's package)")
-    mid, wav = tmp / "fs.mid", tmp / "fs.wav"
-    pm.write(str(mid))
-    cmd = ["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", str(SAMPLE_RATE), "-O", "float", "-T", "wav",
-           "-o", "synth.dynamic-sample-loading=1", "-o", "synth.polyphony=64",
-           *(["-R", "0", "-C", "0"] if dry else []), "-F", str(wav), str(font), str(mid)]
-    res = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL)
-    if res.returncode != 0 or not wav.is_file():
-        raise MusicError(f"fluidsynth failed ({res.returncode}): {res.stderr.decode(errors='replace')[-500:]}")
-    x, _ = _read_mono(wav)
-    out = np.zeros(n_samples, dtype=np.float32)
-    out[: min(n_samples, len(x))] = x[:n_samples]
-    return out
-
-
 def _mix(plan: PiecePlan, fp: Freepats, tmp: Path, reverb: str, chorus: str, dry_kit: bool = False) -> np.ndarray:
     """The unmastered render of the whole MIDI, (plan.n_render,) float32."""
     if plan.avl_kit is None:
@@ -303,16 +282,12 @@ def _mix(plan: PiecePlan, fp: Freepats, tmp: Path, reverb: str, chorus: str, dry
     mix = render_timidity(rest, plan.n_render, tmp, fp.cfg, reverb, chorus)
     if kit is None:
         return mix
-    drums = render_fluidsynth(kit, plan.n_render, tmp, AVLDRUMS[plan.avl_kit], dry=dry_kit)
+    drums = _render_midi(kit, plan.n_render, SAMPLE_RATE, tmp, AVLDRUMS[plan.avl_kit], dry=dry_kit)
     a = int(plan.offset_s * SAMPLE_RATE)
     r_mix, r_drums = _rms(mix[a:]), _rms(drums[a:])
     if r_drums == 0:
         return mix
     return mix + drums * ((r_mix if r_mix > 0 else 0.1) / r_drums) * 10 ** (plan.avl_gain_db / 20)
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
 def _window(plan: PiecePlan, x: np.ndarray) -> np.ndarray:
@@ -339,9 +314,8 @@ def fluidr3_correlation(plan: PiecePlan, fp: Freepats, tmp: Path, max_lag_s: flo
     (1: the same waveform). ``control``: TiMidity with the system config only (Debian's maps
     every program to FluidR3) in place of the pool's renderers: the engine changes, the
     instrument recordings do not."""
-    from jrsv_stream.data.music_render import SOUNDFONT
 
-    ref = _window(plan, render_fluidsynth(plan.midi, plan.n_render, tmp, SOUNDFONT, dry=True))
+    ref = _window(plan, _render_midi(plan.midi, plan.n_render, SAMPLE_RATE, tmp, SOUNDFONT, dry=True))
     if control:
         empty = tmp / "empty.cfg"
         empty.write_text("")
@@ -356,7 +330,6 @@ def program_correlation(program: int, fp: Freepats, tmp: Path, control: bool = F
     held note, bass programs an octave and a half lower) of GM ``program`` (one freepats has)
     through TiMidity + freepats (``control``: TiMidity's system config, FluidR3 on Debian)
     against fluidsynth + FluidR3, both dry."""
-    from jrsv_stream.data.music_render import SOUNDFONT
 
     pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
     inst = pretty_midi.Instrument(program=int(program))
@@ -366,7 +339,7 @@ def program_correlation(program: int, fp: Freepats, tmp: Path, control: bool = F
     inst.notes.append(pretty_midi.Note(90, low + 12, 3.3, 4.0))
     pm.instruments.append(inst)
     n = 5 * SAMPLE_RATE
-    ref = render_fluidsynth(pm, n, tmp, SOUNDFONT, dry=True)
+    ref = _render_midi(pm, n, SAMPLE_RATE, tmp, SOUNDFONT, dry=True)
     if control:
         (tmp / "empty.cfg").write_text("")
         x = render_timidity(pm, n, tmp, tmp / "empty.cfg", allow_soundfonts=True)

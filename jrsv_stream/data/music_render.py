@@ -47,10 +47,11 @@ def _to_midi(song: _Song, rng: np.random.Generator, end_s: float) -> pretty_midi
 
 
 def _render_midi(pm: pretty_midi.PrettyMIDI, n_samples: int, sr: int, tmp: Path,
-                 soundfont: str | os.PathLike | None = None) -> np.ndarray:
+                 soundfont: str | os.PathLike | None = None, dry: bool = False) -> np.ndarray:
     """Render with the fluidsynth CLI; (n_samples,) float32 mono (zero-padded).
 
-    ``soundfont``: an .sf2 / .sf3 file (default :data:`SOUNDFONT`, FluidR3 GM)."""
+    ``soundfont``: an .sf2 / .sf3 file (default :data:`SOUNDFONT`, FluidR3 GM); ``dry``:
+    fluidsynth's reverb and chorus off."""
     exe = shutil.which("fluidsynth")
     font = SOUNDFONT if soundfont is None else Path(soundfont)
     if exe is None or not font.is_file():
@@ -63,7 +64,7 @@ def _render_midi(pm: pretty_midi.PrettyMIDI, n_samples: int, sr: int, tmp: Path,
     # 64 voices: old release tails are stolen first, halving the cost of harp/mallet parts
     cmd = [exe, "-ni", "-q", "-g", "0.6", "-r", str(sr), "-O", "float", "-T", "wav",
            "-o", "synth.dynamic-sample-loading=1", "-o", "synth.polyphony=64",
-           "-F", str(wav), str(font), str(mid)]
+           *(["-R", "0", "-C", "0"] if dry else []), "-F", str(wav), str(font), str(mid)]
     res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          stdin=subprocess.DEVNULL)
     if res.returncode != 0 or not wav.is_file():
