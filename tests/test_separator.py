@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 from jrsv_stream.nn.frontend import CausalFramer, CausalIstft, CausalStft, OverlapAdd
 from jrsv_stream.nn.separator import (ConfigError, ConvTasNetConfig, SeparatorConfig, StftMaskConfig, build_separator,
@@ -18,6 +19,9 @@ TINY = {
         window_ms=4.0, hop_ms=1.0, conv_channels=8, conv_layers=2, gru_hidden=8, gru_layers=2, residual_hidden=6)),
     "stft_mask_no_residual": SeparatorConfig("stft_mask", stft_mask=StftMaskConfig(
         window_ms=4.0, hop_ms=2.0, conv_channels=8, conv_layers=1, gru_hidden=8, gru_layers=1, residual_hidden=0)),
+    "stft_mask_refine": SeparatorConfig("stft_mask", stft_mask=StftMaskConfig(
+        window_ms=4.0, hop_ms=1.0, conv_channels=8, conv_layers=2, gru_hidden=8, gru_layers=2, residual_hidden=6,
+        refine_layers=2, refine_hidden=5)),
     "convtasnet": SeparatorConfig("convtasnet", convtasnet=ConvTasNetConfig(
         enc_kernel_ms=2.0, enc_filters=8, bottleneck=6, hidden=8, kernel=3, blocks=3, repeats=2, block_frames=2)),
 }
@@ -25,7 +29,11 @@ TINY = {
 
 def tiny_model(name: str, dtype=torch.float64):
     torch.manual_seed(0)
-    return build_separator(TINY[name]).to(dtype).eval()
+    model = build_separator(TINY[name])
+    with torch.no_grad():  # refinement layers start as the identity: make them do something here
+        for p in getattr(model, "refine_outs", nn.ModuleList()).parameters():
+            p.normal_(0.0, 0.5)
+    return model.to(dtype).eval()
 
 
 def _flatten(state) -> list[torch.Tensor]:
@@ -225,7 +233,7 @@ def test_fast_tcn_ops_equal_the_reference_modules():
                 assert all((p - q).abs().max().item() < 1e-9 for p, q in zip(s_ref, s_fast))
 
 
-@pytest.mark.parametrize("name", ["stft_mask", "convtasnet"])
+@pytest.mark.parametrize("name", ["stft_mask", "stft_mask_refine", "convtasnet"])
 def test_streams_batched_together_equal_streams_run_alone(name):
     """Two streams at different positions, stepped as one batch (as the batching worker
     does), give what each gives alone; states split back exactly."""
@@ -243,4 +251,28 @@ def test_streams_batched_together_equal_streams_run_alone(name):
     assert (both.sources[0] - alone_a.sources[0]).abs().max() < 1e-12
     assert (both.sources[1] - alone_b.sources[0]).abs().max() < 1e-12
     for got, want in ((select_state(s, 0), sa2), (select_state(s, 1), sb2)):
-        assert all((p - q).abs().max() < 1e-12 for p, q in zip(_flatten(got), _flatten(want)))
+        assert all(torch.allclose(p, q, rtol=0.0, atol=1e-12) for p, q in zip(_flatten(got), _flatten(want)))
+
+
+def test_refinement_layers_grow_a_model_that_starts_as_the_one_it_grew_from():
+    """A separator with refinement layers loaded from one without them computes exactly what that
+    one did until its (zero-initialised) output projections move; the refine state is carried."""
+    base_cfg = TINY["stft_mask"]
+    grown_cfg = dataclasses.replace(base_cfg, stft_mask=dataclasses.replace(base_cfg.stft_mask, refine_layers=2,
+                                                                            refine_hidden=5))
+    base = tiny_model("stft_mask")
+    grown = build_separator(grown_cfg).to(torch.float64).eval()
+    missing, unexpected = grown.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("refine_") for k in missing)
+    torch.manual_seed(1)
+    x = torch.randn(2, 160, dtype=torch.float64) * 0.3
+    with torch.no_grad():
+        assert torch.equal(base(x).sources, grown(x).sources)
+        assert torch.equal(base(x).activity_logits, grown(x).activity_logits)
+        grown.refine_outs[1].weight.normal_(0.0, 0.5)
+        assert not torch.allclose(base(x).sources, grown(x).sources, atol=1e-6)
+    state = grown.init_state(2, dtype=torch.float64)
+    assert state.refine.shape == (2, 2, 5)
+    _, state = grown.step(x, state)
+    assert state.refine.abs().sum() > 0
+    assert base.init_state(2).refine.shape == (2, 0, 0)

@@ -170,6 +170,33 @@ def test_init_from_warm_starts_a_new_run_with_the_given_weights(tmp_path, corpus
         train_separator(str(cfg), progress=False)
 
 
+def test_init_from_grows_refinement_layers_onto_a_model_without_them(tmp_path, corpus):
+    a = train_separator(str(write_config(tmp_path / "a.yaml", corpus, tmp_path / "a", max_steps=3)), progress=False)
+    src = Path(a["export_dir"])
+    cfg = write_config(tmp_path / "b.yaml", corpus, tmp_path / "b", name="grown", max_steps=1, lr=1e-12, lr_min=1e-12,
+                       warmup_steps=0)
+    d = yaml.safe_load(cfg.read_text())
+    d["run"]["init_from"] = str(src)
+    d["model"]["stft_mask"].update(refine_layers=2, refine_hidden=6)
+    cfg.write_text(yaml.safe_dump(d))
+    b = train_separator(str(cfg), progress=False)
+    ref, got = load_separator(src)[0], load_separator(Path(b["export_dir"]))[0]
+    assert len(got.refine_grus) == 2
+    x = torch.randn(1, 1600) * 0.2
+    with torch.no_grad():  # lr ~0: the grown model still separates exactly as its source
+        assert torch.allclose(ref(x).sources, got(x).sources, atol=1e-6)
+    d["name"], d["model"]["stft_mask"]["gru_hidden"] = "grown2", 12  # grown onto another base: refused
+    cfg.write_text(yaml.safe_dump(d))
+    with pytest.raises(CheckpointError, match="init_from.*model config"):
+        train_separator(str(cfg), progress=False)
+    d["name"], d["model"]["stft_mask"]["gru_hidden"] = "grown3", 8  # and it resumes with its refinement layers
+    cfg.write_text(yaml.safe_dump(d))
+    train_separator(str(cfg), progress=False)
+    d["optim"]["max_steps"] = 2
+    cfg.write_text(yaml.safe_dump(d))
+    assert train_separator(str(cfg), progress=False)["step"] == 2
+
+
 def test_speech_target_keeps_music_under_the_voice_only_where_there_is_speech():
     """optim.speech_keep_music_db: the speech target is voice + music x 10^(dB/20) on the
     examples that have speech; examples without speech and the other stems are unchanged;

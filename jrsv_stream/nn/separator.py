@@ -60,6 +60,10 @@ class StftMaskConfig:
     gru_hidden, gru_layers: unidirectional GRU of stage 1.
     residual_hidden: GRU size of the residual-compensation stage (0 disables the stage).
     mask_limit: bound of each mask component (``limit * tanh``).
+    refine_layers, refine_hidden: residual GRU layers stacked on the stage-1 GRU
+        (``g <- g + W_k GRU_k(g)``, ``W_k`` zero at initialisation, so a separator grown from
+        one without them starts out computing exactly what it did: warm start of a deeper
+        model, see ``TrainRunConfig.init_from``). 0 layers: none (every model before session 24).
     """
 
     window_ms: float = 32.0
@@ -71,6 +75,8 @@ class StftMaskConfig:
     gru_layers: int = 2
     residual_hidden: int = 64
     mask_limit: float = 1.25
+    refine_layers: int = 0
+    refine_hidden: int = 256
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,7 @@ class StftMaskState(NamedTuple):
     gru: (B, gru_layers, gru_hidden) stage-1 GRU state.
     res_gru: (B, 1, residual_hidden) residual-stage GRU state ((B, 1, 0) when disabled).
     istft: pending overlap-add sums (B, 3, window - hop).
+    refine: (B, refine_layers, refine_hidden) states of the refinement GRUs ((B, 0, 0) without).
     """
 
     stft: StftState
@@ -185,6 +192,7 @@ class StftMaskState(NamedTuple):
     gru: torch.Tensor
     res_gru: torch.Tensor
     istft: IstftState
+    refine: torch.Tensor
 
 
 def _log_power(spec: torch.Tensor) -> torch.Tensor:
@@ -212,6 +220,13 @@ class StftMaskSeparator(_SeparatorBase):
         self.conv_acts = nn.ModuleList(nn.PReLU(C) for _ in range(cfg.conv_layers))
         self.conv_norms = nn.ModuleList(ChannelNorm(C) for _ in range(cfg.conv_layers))
         self.gru = nn.GRU(C, G, num_layers=cfg.gru_layers, batch_first=True)
+        H = cfg.refine_hidden
+        self.refine_grus = nn.ModuleList(nn.GRU(G, H, batch_first=True) for _ in range(cfg.refine_layers))
+        self.refine_outs = nn.ModuleList(nn.Linear(H, G) for _ in range(cfg.refine_layers))
+        with torch.no_grad():  # each refinement layer starts as the identity
+            for lin in self.refine_outs:
+                lin.weight.zero_()
+                lin.bias.zero_()
         self.mask_head = nn.Linear(G, len(SOURCES) * 2 * F)
         self.act_head = nn.Linear(G, len(ACTIVITY))
         # Start from masks ~1/3 (real): each source estimate is a third of the mixture.
@@ -238,6 +253,8 @@ class StftMaskSeparator(_SeparatorBase):
             gru=torch.zeros(batch, self.cfg.gru_layers, self.cfg.gru_hidden, device=device, dtype=dtype),
             res_gru=torch.zeros(batch, 1, max(self.cfg.residual_hidden, 0), device=device, dtype=dtype),
             istft=self.istft.init_state(batch, len(SOURCES), device, dtype),
+            refine=torch.zeros(batch, self.cfg.refine_layers, self.cfg.refine_hidden if self.cfg.refine_layers else 0,
+                               device=device, dtype=dtype),
         )
 
     def _masks(self, z: torch.Tensor) -> torch.Tensor:
@@ -258,6 +275,12 @@ class StftMaskSeparator(_SeparatorBase):
             h = h + norm(act(y))
             conv_states.append(cs)
         g, gru_state = self.gru(h.transpose(1, 2), state.gru.transpose(0, 1).contiguous())  # (B, n, G)
+        refine_states = []
+        for k, (gru_k, out_k) in enumerate(zip(self.refine_grus, self.refine_outs)):
+            r_k, s_k = gru_k(g, state.refine[:, k:k + 1].transpose(0, 1).contiguous())
+            g = g + out_k(r_k)
+            refine_states.append(s_k.transpose(0, 1))
+        refine_state = torch.cat(refine_states, dim=1) if refine_states else state.refine
         est = self._masks(self.mask_head(g)) * spec.unsqueeze(1)  # (B, 3, n, F)
         res_state = state.res_gru
         if self.cfg.residual_hidden > 0:
@@ -270,7 +293,7 @@ class StftMaskSeparator(_SeparatorBase):
         wav, istft_state = self.istft.step(est, state.istft)
         act = self.act_head(g).transpose(1, 2)  # (B, 2, n)
         return SeparatorOutput(wav, act), StftMaskState(stft_state, tuple(conv_states), gru_state.transpose(0, 1),
-                                                        res_state, istft_state)
+                                                        res_state, istft_state, refine_state)
 
 
 # --- (B) causal Conv-TasNet ---------------------------------------------------------------------

@@ -254,8 +254,23 @@ def lr_at(step: int, o: OptimConfig) -> float:
 
 
 def _active_model_config(m: SeparatorConfig) -> dict:
-    """The part of the model config that shapes the weights: arch + that arch's section."""
-    return {"arch": m.arch, m.arch: asdict(getattr(m, m.arch))}
+    """The part of the model config that shapes the weights: arch + that arch's section (an STFT
+    model without refinement layers leaves their fields out, as checkpoints from before them do)."""
+    sec = asdict(getattr(m, m.arch))
+    if m.arch == "stft_mask" and not sec.get("refine_layers"):
+        sec.pop("refine_layers", None)
+        sec.pop("refine_hidden", None)
+    return {"arch": m.arch, m.arch: sec}
+
+
+def _grown_from(init_cfg: SeparatorConfig, cfg: SeparatorConfig) -> bool:
+    """True when ``cfg`` is ``init_cfg`` with refinement layers added (an STFT model without them)."""
+    if cfg.arch != "stft_mask" or init_cfg.arch != "stft_mask" or init_cfg.stft_mask.refine_layers:
+        return False
+    base = _active_model_config(cfg)["stft_mask"]
+    base.pop("refine_layers", None)
+    base.pop("refine_hidden", None)
+    return _active_model_config(init_cfg)["stft_mask"] == base
 
 
 def _export_best(model, cfg: TrainSeparatorConfig, metrics: dict, step: int, run_dir: Path, rec=None) -> None:
@@ -349,10 +364,19 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
         if not src.is_file():
             raise FileNotFoundError(f"run.init_from {r.init_from}: no separator.pt there")
         init_model, init_cfg, _ = load_separator(src)
-        if _active_model_config(init_cfg) != _active_model_config(cfg.model):
+        if _active_model_config(init_cfg) == _active_model_config(cfg.model):
+            model.load_state_dict(init_model.state_dict())
+            print(f"warm start from {src} (weights only)", file=sys.stderr)
+        elif _grown_from(init_cfg, cfg.model):
+            # a deeper model grown from a shallower one: its refinement layers start as the identity
+            missing, unexpected = model.load_state_dict(init_model.state_dict(), strict=False)
+            if unexpected or any(not k.startswith("refine_") for k in missing):
+                raise CheckpointError(f"run.init_from {src}: cannot grow this model from it "
+                                      f"(missing {missing}, unexpected {unexpected})")
+            print(f"warm start from {src}, {cfg.model.stft_mask.refine_layers} refinement layers added "
+                  f"(identity at start)", file=sys.stderr)
+        else:
             raise CheckpointError(f"run.init_from {src}: its model config differs from this config's model")
-        model.load_state_dict(init_model.state_dict())
-        print(f"warm start from {src} (weights only)", file=sys.stderr)
     rc = cfg.recognizer
     rec, opt_head = None, None
     if r.select not in ("si_sdri", "last"):
