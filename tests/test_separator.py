@@ -206,6 +206,10 @@ def test_config_loading_is_strict():
         config_from_dict(SeparatorConfig, {"arch": "unet"})
     with pytest.raises(ConfigError, match="whole number of samples"):
         build_separator(SeparatorConfig("stft_mask", stft_mask=StftMaskConfig(window_ms=32.03)))
+    with pytest.raises(ConfigError, match="refine_layers"):
+        config_from_dict(SeparatorConfig, {"stft_mask": {"refine_layers": -1}})
+    with pytest.raises(ConfigError, match="refine_hidden"):
+        config_from_dict(SeparatorConfig, {"stft_mask": {"refine_layers": 1, "refine_hidden": 0}})
 
 
 def test_fast_tcn_ops_equal_the_reference_modules():

@@ -108,6 +108,10 @@ class SeparatorConfig:
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ConfigError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        sm = self.stft_mask
+        if sm.refine_layers < 0 or (sm.refine_layers and sm.refine_hidden <= 0):
+            raise ConfigError(f"stft_mask.refine_layers must be >= 0 and refine_hidden > 0, "
+                              f"got {sm.refine_layers} / {sm.refine_hidden}")
 
 
 def _ms_to_samples(ms: float, what: str) -> int:
