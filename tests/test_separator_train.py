@@ -145,13 +145,20 @@ def test_evaluate_separator_reports_snr_buckets(tmp_path, corpus):
     assert set(ev["activity"]) == {"speech", "singing"}
 
 
-def test_init_from_warm_starts_a_new_run_with_the_given_weights(tmp_path, corpus):
+def _warm_start_config(tmp_path: Path, corpus: Path, name: str) -> tuple[Path, Path, dict]:
+    """A 3-step source model, and a 1-step run config (lr ~0) warm-started from it:
+    (source export folder, config path, config dict to edit and write)."""
     a = train_separator(str(write_config(tmp_path / "a.yaml", corpus, tmp_path / "a", max_steps=3)), progress=False)
     src = Path(a["export_dir"])
-    cfg = write_config(tmp_path / "b.yaml", corpus, tmp_path / "b", name="warm", max_steps=1, lr=1e-12, lr_min=1e-12,
+    cfg = write_config(tmp_path / "b.yaml", corpus, tmp_path / "b", name=name, max_steps=1, lr=1e-12, lr_min=1e-12,
                        warmup_steps=0)
     d = yaml.safe_load(cfg.read_text())
     d["run"]["init_from"] = str(src)
+    return src, cfg, d
+
+
+def test_init_from_warm_starts_a_new_run_with_the_given_weights(tmp_path, corpus):
+    src, cfg, d = _warm_start_config(tmp_path, corpus, "warm")
     d["data"]["augment"] = {"enabled": True, "p_eq": 1.0, "p_reverb": 1.0}
     cfg.write_text(yaml.safe_dump(d))
     b = train_separator(str(cfg), progress=False)
@@ -171,12 +178,7 @@ def test_init_from_warm_starts_a_new_run_with_the_given_weights(tmp_path, corpus
 
 
 def test_init_from_grows_refinement_layers_onto_a_model_without_them(tmp_path, corpus):
-    a = train_separator(str(write_config(tmp_path / "a.yaml", corpus, tmp_path / "a", max_steps=3)), progress=False)
-    src = Path(a["export_dir"])
-    cfg = write_config(tmp_path / "b.yaml", corpus, tmp_path / "b", name="grown", max_steps=1, lr=1e-12, lr_min=1e-12,
-                       warmup_steps=0)
-    d = yaml.safe_load(cfg.read_text())
-    d["run"]["init_from"] = str(src)
+    src, cfg, d = _warm_start_config(tmp_path, corpus, "grown")
     d["model"]["stft_mask"].update(refine_layers=2, refine_hidden=6)
     cfg.write_text(yaml.safe_dump(d))
     b = train_separator(str(cfg), progress=False)

@@ -20,6 +20,7 @@ Paths in the config are relative to the working directory (run from the reposito
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -267,10 +268,8 @@ def _grown_from(init_cfg: SeparatorConfig, cfg: SeparatorConfig) -> bool:
     """True when ``cfg`` is ``init_cfg`` with refinement layers added (an STFT model without them)."""
     if cfg.arch != "stft_mask" or init_cfg.arch != "stft_mask" or init_cfg.stft_mask.refine_layers:
         return False
-    base = _active_model_config(cfg)["stft_mask"]
-    base.pop("refine_layers", None)
-    base.pop("refine_hidden", None)
-    return _active_model_config(init_cfg)["stft_mask"] == base
+    without = dataclasses.replace(cfg, stft_mask=dataclasses.replace(cfg.stft_mask, refine_layers=0))
+    return _active_model_config(init_cfg) == _active_model_config(without)
 
 
 def _export_best(model, cfg: TrainSeparatorConfig, metrics: dict, step: int, run_dir: Path, rec=None) -> None:
