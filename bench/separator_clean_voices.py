@@ -25,13 +25,8 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import device_name, git_commit  # noqa: E402
+from jrsv_stream.eval.metrics import si_sdr  # noqa: E402
 from jrsv_stream.nn.separator import SOURCES, load_separator  # noqa: E402
-
-
-def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
-    a = float(est @ ref) / (float(ref @ ref) + 1e-12)
-    target, err = a * ref, est - a * ref
-    return 10.0 * float(np.log10((target @ target + 1e-12) / (err @ err + 1e-12)))
 
 
 @torch.inference_mode()
@@ -50,7 +45,7 @@ def measure(model_dir: str, rows: list[dict], root: Path) -> dict:
         act = out.activity_probs[0].numpy()
         frame_e = (x[:n].reshape(-1, hop).astype(np.float64) ** 2).mean(1)[: act.shape[1]]
         voiced = frame_e > 0.05 * frame_e.max()
-        per_item.append({"id": r["id"], "si_sdr_speech": si_sdr(est[0], x[: n - delay]),
+        per_item.append({"id": r["id"], "si_sdr_speech": float(si_sdr(est[0], x[: n - delay])),
                          "energy_share": dict(zip(SOURCES, (energy / energy.sum()).tolist())),
                          "p_speech": float(act[0][voiced].mean()), "p_singing": float(act[1][voiced].mean())})
     s = np.array([p["si_sdr_speech"] for p in per_item])
