@@ -177,3 +177,31 @@ def test_manifest_dataset(corpus):
         assert ex["meta"]["present"][j] == bool(ex["stems"][j].any())
     short = ManifestDataset(corpus / "valid.jsonl", HOP, max_seconds=1.0, max_items=1)
     assert len(short) == 1 and short[0]["mixture"].shape[0] == SAMPLE_RATE
+
+
+def test_no_music_examples_are_their_vocals_alone(corpus):
+    """``p_no_music``: the music stem silenced, the mixture the vocals' sum, the vocals and their
+    activity untouched; drawn apart from the rest (other examples unchanged), also with effects."""
+    from jrsv_stream.data.augment import AugmentConfig
+
+    kw = dict(root=corpus, split="train", crop_samples=HOP * 200, hop_samples=HOP, batch_size=None, seed=5)
+    plain, dry = DynamicMixDataset(**kw), DynamicMixDataset(**kw, p_no_music=1.0)
+    for i in range(6):
+        e0, e1 = plain.example(i), dry.example(i)
+        s0, s1 = e0["stems"].numpy(), e1["stems"].numpy()
+        assert e1["meta"]["no_music"] and np.abs(s0[2]).max() > 0 and not s1[2].any()
+        assert np.array_equal(s0[:2], s1[:2]) and np.array_equal(e0["activity"].numpy(), e1["activity"].numpy())
+        assert np.allclose(e1["mixture"].numpy(), s1[:2].sum(0), atol=1e-6)
+    half = DynamicMixDataset(**kw, p_no_music=0.5)
+    flags = [half.example(i)["meta"]["no_music"] for i in range(30)]
+    assert 0 < sum(flags) < 30
+    for i in range(30):  # the kept examples are the plain ones, bit for bit
+        if not flags[i]:
+            assert np.array_equal(half.example(i)["mixture"].numpy(), plain.example(i)["mixture"].numpy())
+    fx = DynamicMixDataset(**kw, p_no_music=1.0, augment=AugmentConfig(enabled=True, p_reverb=1.0, p_compress=1.0,
+                                                                       p_level=1.0, p_eq=1.0))
+    for i in range(4):
+        e = fx.example(i)
+        assert np.isfinite(e["stems"].numpy()).all() and not e["stems"][2].any()
+    with pytest.raises(ValueError, match="p_no_music"):
+        DynamicMixDataset(**kw, p_no_music=-0.1)

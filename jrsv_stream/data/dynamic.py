@@ -158,6 +158,11 @@ class DynamicMixDataset(IterableDataset):
             becomes the stems' sum. Drawn from a generator of its own (the rest of the
             example is unchanged); ``music_pool`` in meta: the piece's id, or "" when the
             corpus's music was kept (the key is there only while a pool is in use).
+        p_no_music: probability that an example has no music at all (music stem zeroed, the
+            mixture its vocals alone; after the pools, before the effects), drawn from a
+            generator of its own; ``no_music`` in meta. Every corpus example has music under
+            its voices, so without it a separator never hears a voice with nothing to remove
+            (a clean microphone), and learns to cut into it anyway.
     """
 
     def __init__(self, root: str | Path, split: str, crop_samples: int, hop_samples: int, batch_size: int | None = None,
@@ -165,7 +170,7 @@ class DynamicMixDataset(IterableDataset):
                  energy_db: float = -30.0, cache_size: int = 256, augment: AugmentConfig | None = None,
                  real_speech: str | Path | None = None, p_real_speech: float = 0.0,
                  real_singing: str | Path | None = None, p_real_singing: float = 0.0,
-                 music_pool: str | Path | None = None, p_music_pool: float = 0.0):
+                 music_pool: str | Path | None = None, p_music_pool: float = 0.0, p_no_music: float = 0.0):
         super().__init__()
         if crop_samples <= 0 or crop_samples % hop_samples:
             raise ValueError(f"crop_samples={crop_samples} must be a positive multiple of hop_samples={hop_samples}")
@@ -202,6 +207,9 @@ class DynamicMixDataset(IterableDataset):
         if self.music_root is not None and not (self.music_root / "manifest.jsonl").is_file():
             raise FileNotFoundError(f"{music_pool}: no music pool (jrsv-stream data music-pool --out {music_pool})")
         self._music_pool = None
+        if not 0.0 <= p_no_music <= 1.0:
+            raise ValueError(f"p_no_music must be in [0, 1], got {p_no_music}")
+        self.p_no_music = float(p_no_music)
 
     def _get_stores(self) -> dict[str, SourceStore]:
         if self._stores is None:  # made lazily, so each DataLoader worker has its own cache
@@ -238,6 +246,8 @@ class DynamicMixDataset(IterableDataset):
                 mixture = self._real_voice(i, j, stems, act, meta, mixture)
         if self.music_root is not None:
             mixture = self._pool_music(i, stems, meta, mixture)
+        if self.p_no_music > 0:
+            mixture = self._drop_music(i, stems, meta, mixture)
         if self.augment is not None:  # effects on the stems; the mixture is rebuilt as their sum
             mixture, stems = augment_stems(stems, rng, self.augment)
         return {"mixture": torch.from_numpy(mixture), "stems": torch.from_numpy(stems),
@@ -288,6 +298,16 @@ class DynamicMixDataset(IterableDataset):
             return mixture
         stems[2] = new * (_active_rms(stems[2], old_act, hop) / _active_rms(new, new_act, hop))
         meta["music_pool"] = piece
+        return _remix(stems)
+
+    def _drop_music(self, i: int, stems: np.ndarray, meta: dict, mixture: np.ndarray) -> np.ndarray:
+        """Maybe silence the crop's music (see ``p_no_music``), in place; returns the mixture
+        (the vocals' sum when dropped)."""
+        rng = np.random.default_rng([self.seed, _STREAM_CODE, _SPLIT_CODES.get(self.split, 0), i, 4])
+        meta["no_music"] = bool(rng.random() < self.p_no_music)
+        if not meta["no_music"]:
+            return mixture
+        stems[2] = 0.0
         return _remix(stems)
 
     def batch(self, b: int) -> dict:

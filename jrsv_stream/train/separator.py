@@ -59,7 +59,8 @@ class DataConfig:
     singing stem; music_pool / p_music_pool: a music pool (``jrsv-stream data music-pool``:
     the corpus's composer through other renderers than FluidR3 and the out-of-domain set's
     soundfonts) whose pieces replace an example's music stem with that probability, at the
-    replaced stem's level (0: never)."""
+    replaced stem's level (0: never); p_no_music: the share of examples whose music is
+    silenced (the voices alone, as from a clean microphone; 0: never)."""
 
     corpus: str = "data/corpus"
     train_split: str = "train"
@@ -77,6 +78,7 @@ class DataConfig:
     p_real_singing: float = 0.0
     music_pool: str | None = None
     p_music_pool: float = 0.0
+    p_no_music: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -408,7 +410,7 @@ def train_separator(config_path: str, resume: bool = True, device: str | None = 
                                  start_batch=step, augment=dc.augment, real_speech=dc.real_speech,
                                  p_real_speech=dc.p_real_speech, real_singing=dc.real_singing,
                                  p_real_singing=dc.p_real_singing, music_pool=dc.music_pool,
-                                 p_music_pool=dc.p_music_pool)
+                                 p_music_pool=dc.p_music_pool, p_no_music=dc.p_no_music)
     loader = DataLoader(train_ds, batch_size=None, num_workers=dc.num_workers, pin_memory=dev.type == "cuda",
                         prefetch_factor=4 if dc.num_workers > 0 else None, persistent_workers=False,
                         worker_init_fn=_worker_init if dc.num_workers > 0 else None)
