@@ -565,3 +565,39 @@ def test_at_a_pause_the_final_decodes_and_all_its_words_are_committed():
     texts, finals_calls, hyp_calls = run(False)
     assert texts == ["One two three."]  # nothing sure enough at the pause: all at the endpoint
     assert hyp_calls and all(c[3] == "" for c in hyp_calls) and [c[3] for c in finals_calls] == [""]
+
+
+def test_partials_read_the_newest_chunk_with_partial_ahead():
+    """partial_ahead: a partial also shows what the CTC beam reads in the newest chunk's
+    provisional frames, so each word is on screen a chunk earlier; the beam itself steps
+    only over the emitted frames, so the finals (words and times) do not change; off, the
+    partials are those of a recognizer without lookahead."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    def final_fn(track, audio, logp, ctc_text, hotwords=(), prefix=""):
+        return None  # the CTC final stands
+
+    def run(pipe_cls, **kw):
+        audio = np.zeros(N * 640, dtype=np.float32)
+        p = pipe_cls({"speech": COUNT, "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, final_fn)
+        with BatchWorker(p, max_wait_ms=1) as w:
+            s = StreamSession(w, "t", SessionConfig(commit_every_s=0, **kw))
+            ev = s.process(audio) + s.finish()
+            s.close()
+        return [e for e in ev if isinstance(e, (Final, Partial)) and e.track == "speech"]
+
+    def first_shown(ev, word):
+        return min(e.audio_time_s for e in ev if isinstance(e, Partial) and word in e.text.split())
+
+    plain, off, on = run(PrefixPipeline), run(AheadPipeline), run(AheadPipeline, partial_ahead=True)
+    assert [(e.text, e.audio_time_s) for e in off] == [(e.text, e.audio_time_s) for e in plain]
+    finals = [[(f.text, f.words) for f in ev if isinstance(f, Final)] for ev in (off, on)]
+    assert finals[0] == finals[1] and finals[0][0][0] == "one two thre four five"  # (CTC merges "ee")
+    for word in ("two", "thre", "four", "five"):
+        assert first_shown(on, word) == pytest.approx(first_shown(off, word) - CHUNK / 16000)
+    # the provisional words are timed where the newest chunk's frames put them (a word's end:
+    # as far as those frames reach)
+    early = next(e for e in on if isinstance(e, Partial) and "thre" in e.text.split())
+    (_, s0, e0, _), (_, s1, e1, _) = (next(w for w in ws if w[0] == "thre")
+                                      for ws in (early.words, finals[1][0][1]))
+    assert s0 == s1 and s0 < e0 <= e1

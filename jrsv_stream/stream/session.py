@@ -140,6 +140,10 @@ class SessionConfig:
             real 0 dB 1.56 -> 1.50 s (most words are committed at the pause before), but final
             WER real clean 6.9 -> 8.6 %, 0 dB 25.3 -> 27.6, corpus mixtures speech 76.3 ->
             80.5, out of domain 52.7 -> 54.9 (the edge frames' blanks end utterances that go on).
+        partial_ahead: with ``commit_ahead``, a partial also shows what the CTC beam reads in
+            the newest chunk's provisional frames (a copy of the beam steps over them; the
+            next chunk's emitted frames replace it), while the track's gate is open: a word
+            is on screen a chunk earlier when its provisional frames already spell it.
         hypothesis_draft: a hypothesis gets the previous one's uncommitted words as a draft
             (pipelines with ``hypothesis_draft``: their hypothesis_fn takes ``draft``): its
             decoder checks them in one pass and decodes token by token only from the first
@@ -170,6 +174,7 @@ class SessionConfig:
     commit_wait: bool = False
     commit_ahead: bool = True
     endpoint_ahead: bool = False
+    partial_ahead: bool = False
     hypothesis_draft: bool = True
 
     def __post_init__(self):
@@ -601,22 +606,27 @@ class StreamSession:
         tr.hyp, tr.hyp_frames = new[k:], tr.hyp_heard
         return events
 
-    def _partial(self, tr: _Track, now: float, ready_at: float) -> list[Event]:
+    def _partial(self, tr: _Track, now: float, ready_at: float, ahead: tuple | None = None) -> list[Event]:
         """The open segment's Partial when its text changed: the CTC prefix beam's best path
         (with incremental finals: the latest hypothesis' uncommitted words, then the CTC
-        words beyond the audio it heard)."""
-        hyp = best(tr.beam, self.config.beam)
+        words beyond the audio it heard); with ``partial_ahead`` and the newest chunk's
+        provisional frames (``ahead``), the path over them too."""
+        beam, logp = tr.beam, self._seg_logp(tr)
+        if ahead is not None and self.config.partial_ahead and tr.gate:
+            beam = prefix_beam_step(tr.beam, ahead[0], self.config.beam)  # a copy: tr.beam stays
+            logp = np.concatenate([logp, ahead[0]]) if len(logp) else ahead[0]
+        hyp = best(beam, self.config.beam)
         if self.commit_frames <= 0 or tr.name not in self.config.commit_tracks:
             text = self.tokenizer.decode(list(hyp.tokens)).strip()
             if text and text != tr.partial_text:
                 tr.partial_text = text
-                return [self._caption(Partial, tr, hyp.tokens, hyp.token_frames, now, ready_at)]
+                return [self._caption(Partial, tr, hyp.tokens, hyp.token_frames, now, ready_at, logp=logp)]
             return []
         start = tr.cut_frame if tr.hyp is None else max(tr.cut_frame, tr.hyp_frames)
         toks, frs = self._tail(hyp.tokens, hyp.token_frames, tr.seg_start_frame + start)
         words = tuple(self._timed(tr, w) for w in (tr.hyp or ()))
         if toks:
-            words += self._words(toks, frs, self._seg_logp(tr), tr.seg_start_frame)
+            words += self._words(toks, frs, logp, tr.seg_start_frame)
         text = " ".join(w[0] for w in words)
         if text and text != tr.partial_text:
             tr.partial_text = text
@@ -736,7 +746,7 @@ class StreamSession:
             # blank or not, open the next segment)
             tr, ev = self._end_segment(tr, "silence", now, ready_at)
             events += ev
-        events += self._partial(tr, now, ready_at)
+        events += self._partial(tr, now, ready_at, ahead)
         tr.ahead = ahead
         self._maybe_hypothesize(tr)
         tr.activity = float(act.mean()) if len(act) else 0.0
