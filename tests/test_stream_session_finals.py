@@ -5,6 +5,7 @@ empty final_fn leaves the CTC final, and nothing is asked where the CTC path is 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import threading
 import time
@@ -509,7 +510,12 @@ def test_the_endpoint_is_seen_in_the_newest_chunk_too():
         p = pipe_cls({"speech": script(tokens, N), "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, final_fn)
         with BatchWorker(p, max_wait_ms=1) as w:
             s = StreamSession(w, "t", SessionConfig(commit_every_s=0, commit_wait=True, **kw))
-            ev = s.process(audio) + s.finish()
+            ev = []
+            for i in range(0, len(audio), CHUNK):  # a chunk at a time, each final taken before the next
+                ev += s.process(audio[i:i + CHUNK])
+                concurrent.futures.wait(s.waiting_on())
+                ev += s.poll()
+            ev += s.finish()
             s.close()
         return [e for e in ev if isinstance(e, Final) and e.track == "speech"]
 

@@ -827,7 +827,7 @@ class StreamSession:
             tr = self._tracks[t]
             if tr.hyp_future is not None and tr.hyp_future.done():
                 events += self._take_hypothesis(tr, now, self._last_ready_at)
-                events += self._partial(tr, now, self._last_ready_at)
+                events += self._partial(tr, now, self._last_ready_at, tr.ahead)
         if self._finals_pending:
             events += self._drain_finals(block=False)
         return events
