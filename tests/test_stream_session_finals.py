@@ -574,10 +574,10 @@ def test_at_a_pause_the_final_decodes_and_all_its_words_are_committed():
 
 
 def test_partials_read_the_newest_chunk_with_partial_ahead():
-    """partial_ahead: a partial also shows what the CTC beam reads in the newest chunk's
-    provisional frames, so each word is on screen a chunk earlier; the beam itself steps
-    only over the emitted frames, so the finals (words and times) do not change; off, the
-    partials are those of a recognizer without lookahead."""
+    """partial_ahead (on by default): a partial also shows what the CTC beam reads in the
+    newest chunk's provisional frames, so each word is on screen a chunk earlier; the beam
+    itself steps only over the emitted frames, so the finals (words and times) do not change;
+    off, the partials are those of a recognizer without lookahead."""
     from jrsv_stream.stream.session import SessionConfig
 
     def final_fn(track, audio, logp, ctc_text, hotwords=(), prefix=""):
@@ -595,7 +595,7 @@ def test_partials_read_the_newest_chunk_with_partial_ahead():
     def first_shown(ev, word):
         return min(e.audio_time_s for e in ev if isinstance(e, Partial) and word in e.text.split())
 
-    plain, off, on = run(PrefixPipeline), run(AheadPipeline), run(AheadPipeline, partial_ahead=True)
+    plain, off, on = run(PrefixPipeline), run(AheadPipeline, partial_ahead=False), run(AheadPipeline)
     assert [(e.text, e.audio_time_s) for e in off] == [(e.text, e.audio_time_s) for e in plain]
     finals = [[(f.text, f.words) for f in ev if isinstance(f, Final)] for ev in (off, on)]
     assert finals[0] == finals[1] and finals[0][0][0] == "one two thre four five"  # (CTC merges "ee")

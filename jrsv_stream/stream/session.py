@@ -144,6 +144,9 @@ class SessionConfig:
             the newest chunk's provisional frames (a copy of the beam steps over them; the
             next chunk's emitted frames replace it), while the track's gate is open: a word
             is on screen a chunk earlier when its provisional frames already spell it.
+            Measured (session 25, real voices at 0 dB, 12 items, two runs each): live partial
+            latency p50 502 / 501 -> 461 / 461 ms, p95 2.62 s either way, final latency the
+            same; final WER within the runs' spread; 7 % more partial messages.
         hypothesis_draft: a hypothesis gets the previous one's uncommitted words as a draft
             (pipelines with ``hypothesis_draft``: their hypothesis_fn takes ``draft``): its
             decoder checks them in one pass and decodes token by token only from the first
@@ -174,7 +177,7 @@ class SessionConfig:
     commit_wait: bool = False
     commit_ahead: bool = True
     endpoint_ahead: bool = False
-    partial_ahead: bool = False
+    partial_ahead: bool = True
     hypothesis_draft: bool = True
 
     def __post_init__(self):
