@@ -212,6 +212,11 @@ class DynamicMixDataset(IterableDataset):
             raise ValueError(f"p_no_music must be in [0, 1], got {p_no_music}")
         self.p_no_music = float(p_no_music)
 
+    def _rng(self, i: int, *stream: int) -> np.random.Generator:
+        """Example ``i``'s generator (``stream``: one of its own for a pool or a variation, so
+        drawing it leaves the rest of the example unchanged)."""
+        return np.random.default_rng([self.seed, _STREAM_CODE, _SPLIT_CODES.get(self.split, 0), i, *stream])
+
     def _get_stores(self) -> dict[str, SourceStore]:
         if self._stores is None:  # made lazily, so each DataLoader worker has its own cache
             self._stores = {k: SourceStore(self.root, k, self.index[k], self.cache_size) for k in STEMS}
@@ -219,7 +224,7 @@ class DynamicMixDataset(IterableDataset):
 
     def example(self, i: int) -> dict:
         """Example ``i`` (deterministic): mixture (T,), stems (3, T), activity (2, F), meta."""
-        rng = np.random.default_rng([self.seed, _STREAM_CODE, _SPLIT_CODES.get(self.split, 0), i])
+        rng = self._rng(i)
         plan = plan_items(rng, 1, self.split, self.durs["speech"], self.durs["singing"], self.durs["music"],
                           id_prefix=f"dyn-{self.split}-{i}-", **self.plan_kwargs)[0]
         st = self._get_stores()
@@ -261,7 +266,7 @@ class DynamicMixDataset(IterableDataset):
         sum when replaced)."""
         name = VOCALS[j]
         meta[f"{name}_real"] = False
-        rng = np.random.default_rng([self.seed, _STREAM_CODE, _SPLIT_CODES.get(self.split, 0), i, 1 + j])
+        rng = self._rng(i, 1 + j)
         if not act[j].any() or rng.random() >= self.p_real[j]:
             return mixture
         if self._real_pools[j] is None:
@@ -282,7 +287,7 @@ class DynamicMixDataset(IterableDataset):
         """Maybe replace the crop's music stem by a crop of a music-pool piece (see
         ``music_pool``), in place; returns the mixture (the stems' sum when replaced)."""
         meta["music_pool"] = ""
-        rng = np.random.default_rng([self.seed, _STREAM_CODE, _SPLIT_CODES.get(self.split, 0), i, 3])
+        rng = self._rng(i, 3)
         if rng.random() >= self.p_music_pool:
             return mixture
         n, hop = stems.shape[1], self.hop_samples
@@ -304,7 +309,7 @@ class DynamicMixDataset(IterableDataset):
     def _drop_music(self, i: int, stems: np.ndarray, meta: dict, mixture: np.ndarray) -> np.ndarray:
         """Maybe silence the crop's music (see ``p_no_music``), in place; returns the mixture
         (the vocals' sum when dropped)."""
-        rng = np.random.default_rng([self.seed, _STREAM_CODE, _SPLIT_CODES.get(self.split, 0), i, 4])
+        rng = self._rng(i, 4)
         meta["no_music"] = bool(rng.random() < self.p_no_music)
         if not meta["no_music"]:
             return mixture
