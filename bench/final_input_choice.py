@@ -6,9 +6,11 @@ and a per-item *choice* among some of them by the decoder's own average log-prob
 (``choose_*``), or by the separator's own estimate of the voice's SNR (the energy of its
 raw speech output over its music output, before calibration: the mixture when that is at least T dB,
 ``mix_if_est_snr_ge_T``, else ``b05``), beside the oracle choice (the fewest errors: an
-upper bound).
+upper bound); and a *consensus* (session 26): the way whose normalized text is nearest, in word
+edits, to the other ways' texts (``consensus_*``, the medoid; ``b07`` = 0.7 x mixture + 0.3 x
+separated joins the last one). Each item's texts are kept in the JSON (``texts``).
 
-    .venv/bin/python bench/final_input_choice.py --sets real_clean real_0 real_p5 corpus_mix ood_mix --json bench/results/final_input_choice.json
+    .venv/bin/python bench/final_input_choice.py --sets real_clean real_0 real_p5 corpus_mix ood_mix --json bench/results/final_input_choice_s26.json
 
 Sets and items: ``bench/real_voices_eval.py``'s (``--per-set`` per set).
 """
@@ -32,13 +34,33 @@ sys.path.insert(0, str(REPO / "bench"))
 THRESHOLDS_DB = (-22.0, -19.5, -17.0, -15.0)
 CHOICES = {"choose_mix_b05": ("mix", "b05"), "choose_mix_sep_b05": ("mix", "sep", "b05"),
            "choose_all": ("mix", "sep", "b05", "b03")}
+# consensus: the way whose (normalized) text is nearest, in word edits, to the other ways'
+# texts (the medoid; ties: the first way listed)
+CONSENSUS = {"consensus_mix_sep_b05": ("b05", "mix", "sep"), "consensus_mix_b05_b03": ("b05", "mix", "b03"),
+             "consensus_all": ("b05", "mix", "sep", "b03", "b07")}
+
+
+def word_edits(a: list[str], b: list[str]) -> int:
+    """Levenshtein distance between two word lists."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def medoid(texts: dict[str, list[str]], keys) -> str:
+    """The key whose words are nearest to the other keys' words in total."""
+    return min(keys, key=lambda k: (sum(word_edits(texts[k], texts[o]) for o in keys if o != k), keys.index(k)))
 
 
 def main(argv=None) -> int:
     from whisper_on_separated import calibrated_separator, heard_ways, speech_rows
 
     from jrsv_stream.audio.io import load_audio
-    from jrsv_stream.eval.scoring import ErrorCounts, count_errors
+    from jrsv_stream.eval.scoring import ErrorCounts, count_errors, normalize_text
     from jrsv_stream.nn.whisper_ctc import WhisperCTC
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -61,6 +83,7 @@ def main(argv=None) -> int:
         errs: dict[str, ErrorCounts] = {}
         picked: dict[str, dict[str, int]] = {}
         ests: list[float] = []
+        texts: list[dict] = []
         t0 = time.time()
         for r in rows:
             mix = load_audio(r["mixture"])
@@ -69,6 +92,7 @@ def main(argv=None) -> int:
             est = 10 * np.log10((np.sum(srcs[0] ** 2) + 1e-9) / (np.sum(srcs[2] ** 2) + 1e-9))
             ests.append(round(float(est), 1))
             cand = heard_ways(mix, sp)
+            cand["b07"] = 0.7 * mix + 0.3 * sp
             out = {}
             for k, audio in cand.items():
                 with torch.no_grad():
@@ -81,12 +105,19 @@ def main(argv=None) -> int:
                 picked.setdefault(c, {}).setdefault(k, 0)
                 picked[c][k] += 1
                 errs.setdefault(c, ErrorCounts()).__iadd__(out[k][2])
+            words = {k: normalize_text(v[0]).split() for k, v in out.items()}
+            for c, keys in CONSENSUS.items():
+                k = medoid(words, keys)
+                picked.setdefault(c, {}).setdefault(k, 0)
+                picked[c][k] += 1
+                errs.setdefault(c, ErrorCounts()).__iadd__(out[k][2])
+            texts.append({"id": r["id"], "ref": r["speech_text"], **{k: v[0] for k, v in out.items()}})
             for t in THRESHOLDS_DB:
                 k = "mix" if est >= t else "b05"
                 errs.setdefault(f"mix_if_est_snr_ge_{t}", ErrorCounts()).__iadd__(out[k][2])
             k = min(cand, key=lambda x: out[x][2].word_errors)
             errs.setdefault("oracle", ErrorCounts()).__iadd__(out[k][2])
-        res["sets"][name] = {"n_items": len(rows), "seconds": round(time.time() - t0, 1), "picked": picked, "est_snr_db": ests,
+        res["sets"][name] = {"n_items": len(rows), "seconds": round(time.time() - t0, 1), "picked": picked, "est_snr_db": ests, "texts": texts,
                              "wer": {k: round(100.0 * c.word_errors / max(1, c.ref_words), 2) for k, c in errs.items()}}
         print(name, res["sets"][name]["wer"], picked, flush=True)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)

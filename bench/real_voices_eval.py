@@ -153,7 +153,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ood", default="data/ood", help="the out-of-domain set (jrsv-stream data ood) for ood_mix")
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     ap.add_argument("--per-set", type=int, default=40)
-    ap.add_argument("--streams", type=int, default=4)
+    ap.add_argument("--streams", type=int, default=4,
+                    help="items run at once through one worker; 1 gives the same texts run after run (the bf16 window "
+                         "encoder's output depends on the batch: with 4, a 30-item set moves by up to ~3 WER points "
+                         "between runs), so compare variants with --streams 1 (session 26)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ceiling", default="base", help="faster-whisper model for the ceiling ('' to skip)")
     ap.add_argument("--separator", default=None, help="'none': the recognizer hears the mixture (no separator)")

@@ -10,6 +10,11 @@ is kept; the report adds corpus test and every real recording (``data real-voice
 
     .venv/bin/python -m jrsv_stream.train.whisper_ctc --whisper base --out models/whisper_ctc \
         --minutes 10 --json bench/results/whisper_ctc_train_base.json
+
+``--separated N`` adds the separated tracks of N train mixtures (the separator's streaming
+path at its calibrated gain, as live) to the clean vocals; the report always adds the
+separated tracks of the valid and test mixtures and of the real voices at 0 dB.
+``--minutes 0`` with ``--init DIR`` only evaluates that head.
 """
 
 from __future__ import annotations
@@ -98,6 +103,64 @@ def corpus_items(corpus: Path, split: str, per_kind: int = 100000) -> list:
     return [(p.stem, lambda p=p: load_audio(p), t, k) for p, t, k in sources(corpus, split, per_kind)]
 
 
+def manifest_rows(path: Path, n: int | None = None, seed: int = 0) -> list[dict]:
+    """The rows of a mixture manifest (``n`` of them, a seeded draw; None: all, in order)."""
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    if n is not None:
+        random.Random(seed).shuffle(rows)
+        rows = rows[:n]
+    return rows
+
+
+def separated_items(root: Path, rows: list[dict], separator: str) -> list:
+    """The separated tracks of mixtures (manifest ``rows``, paths relative to ``root``) as
+    the live pipeline hears them (the separator's streaming path at its calibrated gain):
+    (key, load, text, track) per mixture and voice with a text (speech -> track 0, singing
+    -> track 1). Each mixture is separated once, on its first load."""
+    from jrsv_stream.nn.pipeline import separator_track_gain
+    from jrsv_stream.nn.separator import load_separator
+    from jrsv_stream.separate import separate_stream
+
+    state: dict = {}
+
+    def tracks(r: dict) -> np.ndarray:
+        if state.get("id") != r["id"]:
+            if "sep" not in state:
+                state["sep"], state["gain"] = load_separator(separator)[0].eval(), separator_track_gain(separator)
+            with torch.no_grad():
+                srcs = separate_stream(state["sep"], load_audio(root / r["mixture"]))[0]
+            state["id"], state["tracks"] = r["id"], srcs[:2] * state["gain"]
+        return state["tracks"]
+
+    out = []
+    for r in rows:
+        for text_key, track in (("speech_text", 0), ("singing_text", 1)):
+            if r.get(text_key):
+                out.append((f"sep_{r['id']}_{track}", lambda r=r, k=track: tracks(r)[k], r[text_key], track))
+    return out
+
+
+def stem_items(root: Path, rows: list[dict]) -> list:
+    """The clean voice stems of mixtures (manifest ``rows``, paths relative to ``root``):
+    (key, load, text, track) per mixture and voice with a text."""
+    out = []
+    for r in rows:
+        for stem, text_key, track in (("speech", "speech_text", 0), ("singing", "singing_text", 1)):
+            if r.get(text_key) and r.get(stem):
+                out.append((f"stem_{r['id']}_{track}", lambda p=root / r[stem]: load_audio(p), r[text_key], track))
+    return out
+
+
+def real_voices_separated(separator: str, manifest: str = "data/real_voices/test_mixed.jsonl", snr: str = "snr+0") -> list:
+    """The separated speech of the real voices over test music at 0 dB (``data real-voices``;
+    empty when that manifest is not built)."""
+    man = Path(manifest)
+    if not man.is_file():
+        return []
+    rows = [r for r in manifest_rows(man) if r["id"].endswith(snr)]
+    return [x for x in separated_items(man.parent, rows, separator) if x[3] == 0]
+
+
 def time_mask(x: torch.Tensor, rng: random.Random, n: int = 2, width: int = 10) -> torch.Tensor:
     """Zero ``n`` random spans of up to ``width`` frames of x (T, D) (SpecAugment-style,
     on encoder features)."""
@@ -118,7 +181,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-ms", type=int, default=320)
     ap.add_argument("--lookahead-chunks", type=int, default=0)
     ap.add_argument("--per-kind", type=int, default=100000)
-    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--minutes", type=float, default=10.0, help="training time (0: only evaluate the --init head)")
     ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--shared", type=int, default=1)
     ap.add_argument("--hidden", type=int, default=512)
@@ -127,6 +190,11 @@ def main(argv=None) -> int:
     ap.add_argument("--init", default=None, help="start from this model folder's head (resume / fine-tune)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--separated", type=int, default=0,
+                    help="also train on the separated tracks of this many train mixtures (0: clean vocals only)")
+    ap.add_argument("--separator", default="models/separator_real", help="the separator of --separated and the separated test sets")
+    ap.add_argument("--select-on", choices=("clean", "both"), default="clean",
+                    help="keep the head with the best valid WER on the clean vocals, or on those and the valid mixtures' separated tracks")
     ap.add_argument("--tokenizer", default="models/asr/tokenizer.model")
     ap.add_argument("--cache", default="data/whisper_feats")
     ap.add_argument("--threads", type=int, default=2)
@@ -147,12 +215,20 @@ def main(argv=None) -> int:
     L = a.lookahead_chunks
     cs = a.chunk_ms * 16
     train = load_cached(model, cache, "train", corpus_items(corpus, "train", a.per_kind), L, cs)
+    sep_tag = "sep" + Path(a.separator).name  # the separated tracks' cache depends on the separator
+    if a.separated:
+        train += load_cached(model, cache, sep_tag + "_train", separated_items(corpus, manifest_rows(corpus / "train.jsonl", a.separated), a.separator), L, cs)
     valid = load_cached(model, cache, "valid", corpus_items(corpus, "valid"), L, cs)
-    test = load_cached(model, cache, "test", corpus_items(corpus, "test"), L, cs)
+    valid_sep = load_cached(model, cache, sep_tag + "_valid", separated_items(corpus, manifest_rows(corpus / "valid.jsonl"), a.separator), L, cs)
+    # the test split's clean voices from its mixtures' stems (a corpus built split by split
+    # lists only its last build's sources)
+    test = load_cached(model, cache, "test", stem_items(corpus, manifest_rows(corpus / "test.jsonl")), L, cs)
+    test_sep = load_cached(model, cache, sep_tag + "_test", separated_items(corpus, manifest_rows(corpus / "test.jsonl"), a.separator), L, cs)
     from jrsv_stream.data.real_voices import real_voice_items
 
     rv = real_voice_items()
     real = load_cached(model, cache, "real", [(v.id, v.load, v.text, 0) for v in rv], L, cs)
+    real0 = load_cached(model, cache, sep_tag + "_real0", real_voices_separated(a.separator), L, cs)
     print(f"features: {len(train)} train, {len(valid)} valid, {len(test)} test, {len(real)} real in {time.time() - t0:.0f} s",
           flush=True)
     ys = [tok.encode(normalize_text(t)) for _, t, _ in train]
@@ -162,7 +238,7 @@ def main(argv=None) -> int:
     best = (float("inf"), None)
     order = list(range(len(train)))
     rng = random.Random(0)
-    done = False
+    done = total_s <= 0  # --minutes 0: evaluate the --init head as it is
     while not done:
         rng.shuffle(order)
         for i in range(0, len(order), a.batch):
@@ -188,25 +264,35 @@ def main(argv=None) -> int:
             losses.append(float(loss.detach()))
             step += 1
             if step % a.eval_every == 0 or time.time() - t1 >= total_s:
-                v = ctc_wer(model, valid, tok)
+                vc, vs = ctc_wer(model, valid, tok), ctc_wer(model, valid_sep, tok)
+                v = vc if a.select_on == "clean" else (vc + vs) / 2
                 history.append({"step": step, "s": round(time.time() - t1), "loss": round(float(np.mean(losses[-100:])), 2),
-                                "valid_wer": round(v, 2)})
+                                "valid_wer": round(vc, 2), "valid_separated_wer": round(vs, 2)})
                 print(history[-1], flush=True)
                 if v < best[0]:
                     best = (v, {k: t.detach().clone() for k, t in model.heads.state_dict().items()})
             if time.time() - t1 >= total_s:
                 done = True
                 break
+    if best[1] is None:
+        vc, vs = ctc_wer(model, valid, tok), ctc_wer(model, valid_sep, tok)
+        best = (vc if a.select_on == "clean" else (vc + vs) / 2, model.heads.state_dict())
+        history.append({"step": 0, "valid_wer": round(vc, 2), "valid_separated_wer": round(vs, 2)})
     model.heads.load_state_dict(best[1])
     by_source: dict[str, list] = {}
     for v, d in zip(rv, real):
         by_source.setdefault(v.source, []).append(d)
     res = {"whisper": a.whisper, "window_s": a.window_s, "chunk_ms": a.chunk_ms, "lookahead_chunks": L,
-           "shared_head": bool(a.shared), "hidden": a.hidden, "rnn": a.rnn, "train_utterances": len(train), "steps": step,
+           "shared_head": bool(a.shared), "hidden": a.hidden, "rnn": a.rnn, "train_utterances": len(train),
+           "separated_train_mixtures": a.separated, "separator": a.separator, "select_on": a.select_on, "init": a.init,
+           "lr": a.lr, "steps": step,
            "train_s": round(time.time() - t1, 1), "best_valid_wer": round(best[0], 2), "history": history,
            "ctc_greedy_wer": {
                "corpus_test_speech_clean": round(ctc_wer(model, [d for d in test if d[2] == 0], tok), 2),
                "corpus_test_singing_clean": round(ctc_wer(model, [d for d in test if d[2] == 1], tok), 2),
+               "corpus_test_speech_separated": round(ctc_wer(model, [d for d in test_sep if d[2] == 0], tok), 2),
+               "corpus_test_singing_separated": round(ctc_wer(model, [d for d in test_sep if d[2] == 1], tok), 2),
+               "real_voices_0db_separated": round(ctc_wer(model, real0, tok), 2),
                "real_voices_clean_all": round(ctc_wer(model, real, tok), 2),
                **{f"real_{k}": round(ctc_wer(model, d, tok), 2) for k, d in by_source.items()}}}
     print(json.dumps(res["ctc_greedy_wer"]), flush=True)
