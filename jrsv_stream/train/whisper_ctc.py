@@ -71,6 +71,8 @@ def live_frames(x2: torch.Tensor, lookahead_chunks: int) -> torch.Tensor:
 def ctc_wer(model: WhisperCTC, data, tok: Tokenizer) -> float:
     import jiwer
 
+    if not data:  # a set that is not built here (e.g. no data real-voices)
+        return float("nan")
     refs, hyps = [], []
     model.heads.eval()
     with torch.no_grad():
@@ -295,6 +297,7 @@ def main(argv=None) -> int:
                "real_voices_0db_separated": round(ctc_wer(model, real0, tok), 2),
                "real_voices_clean_all": round(ctc_wer(model, real, tok), 2),
                **{f"real_{k}": round(ctc_wer(model, d, tok), 2) for k, d in by_source.items()}}}
+    res["ctc_greedy_wer"] = {k: (None if v != v else v) for k, v in res["ctc_greedy_wer"].items()}  # NaN -> null
     print(json.dumps(res["ctc_greedy_wer"]), flush=True)
     model.save_pretrained(a.out, a.tokenizer, extra={k: v for k, v in res.items() if k != "history"})
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
