@@ -40,27 +40,20 @@ CONSENSUS = {"consensus_mix_sep_b05": ("b05", "mix", "sep"), "consensus_mix_b05_
              "consensus_all": ("b05", "mix", "sep", "b03", "b07")}
 
 
-def word_edits(a: list[str], b: list[str]) -> int:
-    """Levenshtein distance between two word lists."""
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
+def medoid(texts: dict[str, str], keys) -> str:
+    """The key whose text is nearest, in word edits (``count_errors``: normalized, jiwer), to
+    the other keys' texts in total."""
+    from jrsv_stream.eval.scoring import count_errors
 
-
-def medoid(texts: dict[str, list[str]], keys) -> str:
-    """The key whose words are nearest to the other keys' words in total."""
-    return min(keys, key=lambda k: (sum(word_edits(texts[k], texts[o]) for o in keys if o != k), keys.index(k)))
+    return min(keys, key=lambda k: (sum(count_errors(texts[k], texts[o]).word_errors for o in keys if o != k),
+                                    keys.index(k)))
 
 
 def main(argv=None) -> int:
     from whisper_on_separated import calibrated_separator, heard_ways, speech_rows
 
     from jrsv_stream.audio.io import load_audio
-    from jrsv_stream.eval.scoring import ErrorCounts, count_errors, normalize_text
+    from jrsv_stream.eval.scoring import ErrorCounts, count_errors
     from jrsv_stream.nn.whisper_ctc import WhisperCTC
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -105,9 +98,8 @@ def main(argv=None) -> int:
                 picked.setdefault(c, {}).setdefault(k, 0)
                 picked[c][k] += 1
                 errs.setdefault(c, ErrorCounts()).__iadd__(out[k][2])
-            words = {k: normalize_text(v[0]).split() for k, v in out.items()}
             for c, keys in CONSENSUS.items():
-                k = medoid(words, keys)
+                k = medoid({k: v[0] for k, v in out.items()}, keys)
                 picked.setdefault(c, {}).setdefault(k, 0)
                 picked[c][k] += 1
                 errs.setdefault(c, ErrorCounts()).__iadd__(out[k][2])
