@@ -87,6 +87,22 @@ def test_activity_rule(chunk):
     assert state.ended_rule == "rule2" and used == 61 + 20
 
 
+@pytest.mark.parametrize("chunk", [1, 8, 13])
+def test_silence_max_activity_counts_only_quiet_blank_frames(chunk):
+    """silence_max_activity: a blank frame counts toward the trailing silence only while the
+    activity is under the threshold; off (0), the blank alone counts."""
+    blanks = np.zeros(200, bool)
+    blanks[50:] = True
+    activity = np.full(200, 0.9)  # the voice goes on through frames 50-79 the CTC path leaves blank
+    activity[80:] = 0.4  # then a quiet stretch (over the activity rule's 0.2)
+    cfg = EndpointConfig(frame_shift_ms=40.0, rule2_trailing_silence_s=0.8, activity_window_frames=10,
+                         activity_threshold=0.2, silence_max_activity=0.5)
+    state, used = run(blanks, activity, cfg, chunk=chunk)
+    assert state.ended_rule == "rule2" and used == 80 + 20
+    state, used = run(blanks, activity, CFG, chunk=chunk)  # off: 20 blank frames after frame 49
+    assert state.ended_rule == "rule2" and used == 50 + 20
+
+
 def test_disabled_rules_and_override():
     cfg = EndpointConfig(rule1_trailing_silence_s=0, rule2_trailing_silence_s=0, rule3_max_utterance_s=0,
                          activity_window_frames=0)

@@ -224,19 +224,21 @@ def test_lyrics_track_runs_its_own_endpoint_rules():
     assert [e.text for e in _run(p, 2560) if isinstance(e, Final) and e.track == "lyrics"] == ["la la di"]
 
 
-def test_endpoint_voice_activity_keeps_a_segment_open_while_the_voice_goes_on():
-    """SessionConfig.endpoint_voice_activity: CTC blanks while the track's activity stays
-    high (a voice the CTC head does not spell) end no segment; the same blanks over a quiet
-    stretch (activity under the threshold, gate still open) end it as before. Off: the
-    CTC blanks alone end it, whatever the activity."""
+def test_endpoint_silence_max_activity_keeps_a_segment_open_while_the_voice_goes_on():
+    """EndpointConfig.silence_max_activity in a session: CTC blanks while the track's
+    activity stays high (a voice the CTC head does not spell) end no segment; the same blanks
+    over a quiet stretch (activity under the threshold, gate still open) end it as before.
+    Off (the default): the CTC blanks alone end it, whatever the activity."""
+    from jrsv_stream.decode.endpoint import EndpointConfig
+
     loud = torch.ones(N)  # the voice goes on through the 46 blank frames between "hi yo" and "ok"
     quiet = torch.ones(N)
     quiet[9:49] = 0.4  # a real pause: under 0.5, over the gate's 0.3 and the activity rule's 0.2
     speech = script({2: "h", 3: "i", 5: " ", 6: "y", 7: "o", 49: " ", 50: "o", 51: "k"}, N)
     for act, on, off in ((loud, ["hi yo ok"], ["hi yo", "ok"]), (quiet, ["hi yo", "ok"], ["hi yo", "ok"])):
         p = ScriptedPipeline({"speech": speech, "lyrics": LYRICS}, {"speech": act, "lyrics": ON})
-        got = _run(p, 2560, SessionConfig(endpoint_voice_activity=0.5))
+        got = _run(p, 2560, SessionConfig(endpoint=EndpointConfig(silence_max_activity=0.5)))
         assert [e.text for e in got if isinstance(e, Final) and e.track == "speech"] == on
         assert [e.text for e in _run(p, 2560) if isinstance(e, Final) and e.track == "speech"] == off
-    with pytest.raises(ValueError, match="endpoint_voice_activity"):
-        SessionConfig(endpoint_voice_activity=0.0)
+    with pytest.raises(ValueError, match="silence_max_activity"):
+        EndpointConfig(silence_max_activity=1.5)

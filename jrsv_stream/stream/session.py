@@ -147,18 +147,6 @@ class SessionConfig:
             Measured (session 25, real voices at 0 dB, 12 items, two runs each): live partial
             latency p50 502 / 501 -> 461 / 461 ms, p95 2.62 s either way, final latency the
             same; final WER within the runs' spread; 7 % more partial messages.
-        endpoint_voice_activity: on the speech track, a frame counts as silence for the
-            endpoint rules only when its CTC argmax is blank *and* the speech activity is
-            under this (None: the CTC blank alone; the lyrics track ends its lines on the
-            singing activity already, ``lyrics_endpoint``). The CTC head reads real voices
-            poorly (~77 % WER) and is blank through whole words ("rear right" was cut after
-            "rear", 0.8 s of blanks while the separator's speech activity stayed at 0.9, and
-            neither half was captioned). Off: measured (session 26, 30 items per set, one
-            stream at a time), speech WER real clean 7.47 -> 6.90 %, out-of-domain mixtures
-            49.18 -> 42.39, corpus mixtures 72.98 -> 70.47, but real 0 dB 27.01 -> 29.89 and
-            the finals 0.33 s later (segments end when the voice's activity falls); at 0.8
-            real clean 6.32, corpus mixtures 67.69, OOD 48.91, real 0 dB 28.16, finals 0.16 s
-            later.
         hypothesis_draft: a hypothesis gets the previous one's uncommitted words as a draft
             (pipelines with ``hypothesis_draft``: their hypothesis_fn takes ``draft``): its
             decoder checks them in one pass and decodes token by token only from the first
@@ -191,7 +179,6 @@ class SessionConfig:
     endpoint_ahead: bool = False
     partial_ahead: bool = True
     hypothesis_draft: bool = True
-    endpoint_voice_activity: float | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.gate_off <= self.gate_on <= 1.0:
@@ -200,8 +187,6 @@ class SessionConfig:
             raise ValueError(f"stats_every_s must be > 0, got {self.stats_every_s}")
         if self.commit_every_s is not None and self.commit_every_s < 0:
             raise ValueError(f"commit_every_s must be >= 0 (0: off), got {self.commit_every_s}")
-        if self.endpoint_voice_activity is not None and not 0.0 < self.endpoint_voice_activity <= 1.0:
-            raise ValueError(f"endpoint_voice_activity must be in (0, 1] or None, got {self.endpoint_voice_activity}")
         if self.commit_guard_s < 0:
             raise ValueError(f"commit_guard_s must be >= 0, got {self.commit_guard_s}")
 
@@ -740,8 +725,6 @@ class StreamSession:
             logp[~gate] = _FORCED_BLANK_LOGP
             logp[~gate, blank] = 0.0
         blanks = blank_frames(logp, self.config.beam.blank_id)
-        if self.config.endpoint_voice_activity is not None and tr.name == "speech":
-            blanks &= act < self.config.endpoint_voice_activity
         pos, F = 0, logp.shape[0]
         while pos < F:
             tr.ep, ended = endpoint_step(tr.ep, blanks[pos:], act[pos:], self.track_endpoints[tr.name])
