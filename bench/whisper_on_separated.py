@@ -42,19 +42,16 @@ def speech_rows(name: str, per_set: int, tmp: Path) -> list[dict]:
 def calibrated_separator(path: str):
     """The separator at ``path`` as the pipeline hears it: a function mixture (T,) ->
     (its raw sources (3, T) from the streaming path, the separated speech at its calibrated
-    level (T,))."""
-    from jrsv_stream.nn.pipeline import separator_track_gain
-    from jrsv_stream.nn.separator import load_separator
-    from jrsv_stream.separate import separate_stream
+    level (T,)) (``jrsv_stream.separate.calibrated_separator``'s speech track)."""
+    from jrsv_stream.separate import calibrated_separator as tracks_of
 
-    sep, _, _ = load_separator(path)
-    gain = separator_track_gain(path)
+    run = tracks_of(path)
 
-    def run(mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        srcs = separate_stream(sep, mix)[0]
-        return srcs, srcs[0] * gain
+    def speech(mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        srcs, tracks = run(mix)
+        return srcs, tracks[0]
 
-    return run
+    return speech
 
 
 def heard_ways(mix: np.ndarray, speech: np.ndarray) -> dict[str, np.ndarray]:

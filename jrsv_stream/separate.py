@@ -61,6 +61,23 @@ def separate_stream(model, audio: np.ndarray, chunk_samples: int | None = None,
     return sources, torch.cat(acts, dim=-1)[:, :n_frames].numpy()
 
 
+def calibrated_separator(model_dir: str | os.PathLike):
+    """The separator in ``model_dir`` as the live pipeline runs it: a function mixture (T,)
+    -> (its raw sources (3, T) from the streaming path, the speech and singing tracks at the
+    folder's calibrated gain (2, T), what the recognizer hears)."""
+    from jrsv_stream.nn.pipeline import separator_track_gain
+
+    sep = load_separator(model_dir)[0].eval()
+    gain = separator_track_gain(model_dir)
+
+    def run(mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            srcs = separate_stream(sep, mix)[0]
+        return srcs, srcs[:2] * gain
+
+    return run
+
+
 def write_activity_csv(path: str | os.PathLike, probs: np.ndarray, hop_samples: int) -> None:
     """probs: (2, F) speech/singing probabilities -> CSV ``time_s,speech_prob,singing_prob``."""
     path = Path(path)

@@ -119,19 +119,15 @@ def separated_items(root: Path, rows: list[dict], separator: str) -> list:
     the live pipeline hears them (the separator's streaming path at its calibrated gain):
     (key, load, text, track) per mixture and voice with a text (speech -> track 0, singing
     -> track 1). Each mixture is separated once, on its first load."""
-    from jrsv_stream.nn.pipeline import separator_track_gain
-    from jrsv_stream.nn.separator import load_separator
-    from jrsv_stream.separate import separate_stream
+    from jrsv_stream.separate import calibrated_separator
 
     state: dict = {}
 
     def tracks(r: dict) -> np.ndarray:
         if state.get("id") != r["id"]:
-            if "sep" not in state:
-                state["sep"], state["gain"] = load_separator(separator)[0].eval(), separator_track_gain(separator)
-            with torch.no_grad():
-                srcs = separate_stream(state["sep"], load_audio(root / r["mixture"]))[0]
-            state["id"], state["tracks"] = r["id"], srcs[:2] * state["gain"]
+            if "run" not in state:
+                state["run"] = calibrated_separator(separator)
+            state["id"], state["tracks"] = r["id"], state["run"](load_audio(root / r["mixture"]))[1]
         return state["tracks"]
 
     out = []
