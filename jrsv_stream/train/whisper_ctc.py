@@ -230,6 +230,12 @@ def main(argv=None) -> int:
     print(f"features: {len(train)} train, {len(valid)} valid, {len(test)} test, {len(real)} real in {time.time() - t0:.0f} s",
           flush=True)
     ys = [tok.encode(normalize_text(t)) for _, t, _ in train]
+
+    def valid_score() -> tuple[float, float, float]:
+        """(the selection score, valid clean WER, valid separated WER) of the head now."""
+        vc, vs = ctc_wer(model, valid, tok), ctc_wer(model, valid_sep, tok)
+        return (vc if a.select_on == "clean" else (vc + vs) / 2), vc, vs
+
     opt = torch.optim.AdamW(model.heads.parameters(), lr=a.lr, weight_decay=1e-2)
     total_s = 60 * a.minutes
     t1, step, losses, history = time.time(), 0, [], []
@@ -262,8 +268,7 @@ def main(argv=None) -> int:
             losses.append(float(loss.detach()))
             step += 1
             if step % a.eval_every == 0 or time.time() - t1 >= total_s:
-                vc, vs = ctc_wer(model, valid, tok), ctc_wer(model, valid_sep, tok)
-                v = vc if a.select_on == "clean" else (vc + vs) / 2
+                v, vc, vs = valid_score()
                 history.append({"step": step, "s": round(time.time() - t1), "loss": round(float(np.mean(losses[-100:])), 2),
                                 "valid_wer": round(vc, 2), "valid_separated_wer": round(vs, 2)})
                 print(history[-1], flush=True)
@@ -273,8 +278,8 @@ def main(argv=None) -> int:
                 done = True
                 break
     if best[1] is None:
-        vc, vs = ctc_wer(model, valid, tok), ctc_wer(model, valid_sep, tok)
-        best = (vc if a.select_on == "clean" else (vc + vs) / 2, model.heads.state_dict())
+        v, vc, vs = valid_score()
+        best = (v, model.heads.state_dict())
         history.append({"step": 0, "valid_wer": round(vc, 2), "valid_separated_wer": round(vs, 2)})
     model.heads.load_state_dict(best[1])
     by_source: dict[str, list] = {}
