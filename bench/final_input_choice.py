@@ -41,12 +41,11 @@ CONSENSUS = {"consensus_mix_sep_b05": ("b05", "mix", "sep"), "consensus_mix_b05_
 
 
 def medoid(texts: dict[str, str], keys) -> str:
-    """The key whose text is nearest, in word edits (``count_errors``: normalized, jiwer), to
-    the other keys' texts in total."""
-    from jrsv_stream.eval.scoring import count_errors
+    """The key whose text is nearest, in word edits, to the other keys' texts in total
+    (``decode.hybrid.consensus_index``: what the live consensus finals choose with)."""
+    from jrsv_stream.decode.hybrid import consensus_index
 
-    return min(keys, key=lambda k: (sum(count_errors(texts[k], texts[o]).word_errors for o in keys if o != k),
-                                    keys.index(k)))
+    return keys[consensus_index([texts[k] for k in keys])]
 
 
 def main(argv=None) -> int:

@@ -172,6 +172,9 @@ def main(argv=None) -> int:
                     help="replace the pipeline's speech_final_mix (speech finals: W x mixture + (1 - W) x separated)")
     ap.add_argument("--final-beam", type=int, default=None, metavar="N",
                     help="the Whisper finals' beam (1: greedy; hypotheses stay greedy)")
+    ap.add_argument("--speech-final-consensus", choices=("on", "off"), default=None,
+                    help="replace the pipeline's speech_final_consensus (speech finals: the consensus of the blend, "
+                         "the mixture and the separated speech)")
     ap.add_argument("--final", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="the recognizer's FinalConfig fields to replace, e.g. min_confidence=0.2")
     ap.add_argument("--timed", action="store_true",
@@ -190,13 +193,14 @@ def main(argv=None) -> int:
     session = tuple(parse_overrides(a.session, "--session").items())
     final = tuple(parse_overrides(a.final, "--final").items())
     tmp = Path(tempfile.mkdtemp(prefix="real_voices_eval_"))
-    res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "track_margin": a.track_margin, "endpoint": dict(endpoint), "session": dict(session), "voice_rescue": a.voice_rescue, "speech_final_mix": a.speech_final_mix, "final_beam": a.final_beam, "final": dict(final), "timed": a.timed, "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
+    res = {"pipeline": pipeline, "separator": a.separator, "final_whisper": a.final_whisper, "track_margin": a.track_margin, "endpoint": dict(endpoint), "session": dict(session), "voice_rescue": a.voice_rescue, "speech_final_mix": a.speech_final_mix, "speech_final_consensus": a.speech_final_consensus, "final_beam": a.final_beam, "final": dict(final), "timed": a.timed, "per_set": a.per_set, "ceiling_model": a.ceiling or None, "sets": {}}
     for name in a.sets:
         m = set_manifest(name, Path(a.real_voices), Path(a.corpus), a.per_set, tmp, Path(a.ood), a.timed)
         cfg = SystemEvalConfig(pipeline=pipeline, separator=a.separator, streams=a.streams, threads=a.threads, label=name,
                                score_separation=False, track_margin=a.track_margin, endpoint=endpoint,
                                session=session, voice_rescue_override=a.voice_rescue,
-                               speech_final_mix=a.speech_final_mix, final_beam=a.final_beam, final=final)
+                               speech_final_mix=a.speech_final_mix, final_beam=a.final_beam,
+                               speech_final_consensus=None if a.speech_final_consensus is None else a.speech_final_consensus == "on", final=final)
         ev = evaluate_system(m, cfg)
         row = {"n_items": ev["n_items"], "audio_s": ev["audio_s"], "rtf": ev["rtf"], "failed": len(ev["failed_items"]),
                "tracks": {t: {"wer": v["wer"], "last_partial_wer": v["last_partial_wer"], "n_ref_words": v["n_ref_words"],

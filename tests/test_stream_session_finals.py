@@ -307,6 +307,42 @@ def test_incremental_finals_wait_for_confident_words():
     assert all(w[3] == 0.9 for f in finals for w in f.words)
 
 
+def test_a_final_under_the_confidence_floor_falls_back_to_the_last_hypothesis():
+    """final_hypothesis_fallback: the segment's final comes back empty for low confidence
+    (the beam final, less sure than the greedy hypotheses), nothing of the segment was
+    committed (the hypotheses were sure enough to show, not to commit): the last
+    hypothesis' words, with their times and confidence, are the final; off, nothing is."""
+    from jrsv_stream.stream.session import SessionConfig
+
+    calls = []
+    base = _whisperish(calls)
+
+    def hypothesis(track, audio, logp, ctc_text, hotwords=(), prefix=""):
+        res = base(track, audio, logp, ctc_text, hotwords, prefix)
+        return res._replace(words=tuple((w[0], w[1], w[2], 0.4) for w in res.words))
+
+    def unsure_final(track, audio, logp, ctc_text, hotwords=(), prefix=""):
+        return SegmentFinal("", (), "low_confidence", ("low_confidence",))
+
+    class HypothesisPipeline(PrefixPipeline):
+        hypothesis_fn = staticmethod(hypothesis)
+
+    def run(config):
+        audio = np.zeros(N * 640, dtype=np.float32)
+        p = HypothesisPipeline({"speech": COUNT, "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, unsure_final)
+        with BatchWorker(p, max_wait_ms=1) as w:
+            s = StreamSession(w, "t", config)
+            ev = s.process(audio) + s.finish()
+            s.close()
+        return [e for e in ev if isinstance(e, Final) and e.track == "speech"]
+
+    on = run(SessionConfig(commit_every_s=0.24, commit_wait=True, final_hypothesis_fallback=True))
+    assert [f.text for f in on] == ["One two three four five."]
+    assert [w[1:] for w in on[0].words] == [(round(a * 0.04, 3), round(b * 0.04, 3), 0.4) for _, a, b in WORDS]
+    off = run(SessionConfig(commit_every_s=0.24, commit_wait=True))
+    assert [f.text for f in off] == [""]  # the partial shown is closed, nothing said
+
+
 def test_incremental_finals_only_on_the_commit_tracks():
     """The default commits the speech track only: the lyrics track (the same words here)
     keeps one final per segment, with no hypothesis asked for it."""

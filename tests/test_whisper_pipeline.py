@@ -212,6 +212,71 @@ def test_speech_finals_from_the_mixture_are_aligned_with_the_emitted_frames():
                                    + 0.7 * o2.track_audio["lyrics"])
 
 
+def test_consensus_speech_finals_keep_both_ways_and_outvote_a_failed_one(worker):
+    """speech_final_consensus: the speech track's audio is kept as (mixture, separated) per
+    sample, in step with the blend (ahead audio too); a final decodes the blend, the mixture
+    and the separated speech in that order and keeps the consensus (one way that hears
+    nothing is outvoted); a hypothesis decodes the blend alone."""
+    from jrsv_stream.decode.hybrid import consensus_index
+    from jrsv_stream.nn.pipeline import JRSVPipeline
+    from jrsv_stream.nn.separator import load_separator
+    from jrsv_stream.nn.whisper_ctc import WhisperCTC, WhisperCTCConfig
+    from jrsv_stream.decode.tokenizer import Tokenizer
+
+    assert consensus_index(["", "hello world", "hello word"]) == 1
+    assert consensus_index(["a b c", "a b d", "x y z"]) == 0  # a tie goes to the earliest
+    assert consensus_index(["", "", "something invented"]) == 0
+    with pytest.raises(ValueError):
+        consensus_index([])
+    # step outputs: (B, n, 2) = the blend's two parts, for the emitted and the ahead audio
+    sep = load_separator(REPO / "models" / "separator", "cpu")[0]
+    asr = WhisperCTC(WhisperCTCConfig(whisper="tiny.en", lookahead_chunks=1))
+    tok = Tokenizer(REPO / "models" / "whisper_ctc" / "tokenizer.model")
+    p = JRSVPipeline(sep, asr, tok, 5120, speech_final_audio="mixture")
+    p.speech_final_mix = 0.5
+    q = JRSVPipeline(sep, asr, tok, 5120, speech_final_audio="mixture")
+    q.speech_final_mix, q.speech_final_consensus = 0.5, True
+    x = torch.randn(2, 5120 * 3) * 0.1
+    sp, sq = p.init_state(2), q.init_state(2)
+    for k in range(3):
+        op, sp = p.step(x[:, k * 5120:(k + 1) * 5120], sp)
+        oq, sq = q.step(x[:, k * 5120:(k + 1) * 5120], sq)
+        for field in ("track_audio", "ahead_audio"):
+            two = getattr(oq, field)["speech"]
+            assert two.shape == (2, 5120, 2)
+            torch.testing.assert_close(0.5 * two[..., 0] + 0.5 * two[..., 1], getattr(op, field)["speech"])
+            torch.testing.assert_close(getattr(oq, field)["lyrics"], getattr(op, field)["lyrics"])
+    # finals: three decodes, the consensus kept; hypotheses: the blend
+    pipe = worker.pipeline
+    (path, ref), = read_librivox_testdata()[:1]
+    utt = load_audio(path)
+    lp = np.log(np.full((len(utt) // 320, 128), 1 / 128, np.float32))
+    heard = []
+    real_finalize = pipe.asr.finalize
+
+    def spy(audio, *a, **k):
+        heard.append(float(np.sqrt(np.mean(np.square(audio)))))
+        return real_finalize(audio, *a, **k)
+
+    pipe.asr.finalize = spy
+    try:
+        w = pipe.speech_final_mix
+        rms = float(np.sqrt(np.mean(np.square(utt))))
+        for two, expect in ((np.stack([utt, np.zeros_like(utt)], 1), (w, 1.0, 0.0)),
+                            (np.stack([np.zeros_like(utt), utt], 1), (1 - w, 0.0, 1.0))):
+            heard.clear()
+            res = pipe._final_fn("speech", two, lp, ref)
+            np.testing.assert_allclose(heard, [e * rms for e in expect], rtol=1e-4, atol=1e-7)
+            assert res.source == "attention" and count_errors(ref, res.text).word_errors <= 3, res
+            heard.clear()
+            hyp = pipe._hypothesis_fn("speech", two, lp, ref)
+            np.testing.assert_allclose(heard, [expect[0] * rms], rtol=1e-4)
+            assert hyp.text == pipe._hypothesis_fn("speech", pipe._blend_views(two), lp, ref).text
+        assert pipe._final_fn("speech", np.stack([utt, utt], 1), lp, "") is None  # nothing heard: no final
+    finally:
+        pipe.asr.finalize = real_finalize
+
+
 def test_ahead_frames_are_the_newest_chunks_window_edge_and_its_audio():
     """With one chunk of lookahead, a step also gives the newest chunk's provisional CTC
     log-probs (exactly what the same recognizer without lookahead emits for that chunk: the
@@ -334,8 +399,11 @@ def test_pipeline_file_incremental_finals_and_final_mix(tmp_path):
     assert read_pipeline_file(tmp_path)["lyrics_final_mix"] == 0.0
     (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: a\nspeech_final_audio: mixture\nlyrics_final_mix: 0.3\n")
     assert read_pipeline_file(tmp_path)["lyrics_final_mix"] == 0.3
+    assert read_pipeline_file(tmp_path)["speech_final_consensus"] is False
+    (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: a\nspeech_final_audio: mixture\nspeech_final_consensus: true\n")
+    assert read_pipeline_file(tmp_path)["speech_final_consensus"] is True
     for bad in ("commit_every_s: -1", "speech_final_mix: 1.5", "commit_every_s: soon", "lyrics_final_mix: 2",
-                "lyrics_final_mix: 0.3"):  # (the last: without speech_final_audio: mixture)
+                "lyrics_final_mix: 0.3", "speech_final_consensus: true"):  # (the last two: without speech_final_audio: mixture)
         (tmp_path / "pipeline.yaml").write_text(f"separator: null\nasr: a\n{bad}\n")
-        with pytest.raises(ValueError, match="pipeline.yaml|commit_every_s|speech_final_mix|lyrics_final_mix"):
+        with pytest.raises(ValueError, match="pipeline.yaml|commit_every_s|speech_final_mix|lyrics_final_mix|consensus"):
             read_pipeline_file(tmp_path)

@@ -231,3 +231,16 @@ def choose_final(candidates: Sequence[Candidate], logp, ctc_text: str, tokenizer
         ids = tokenizer.encode(ctc_text) if ctc_text else []
         return HybridChoice(ctc_text, "ctc", float("nan"), ctc_sequence_logp(logp, ids, blank_id), tuple(rejected))
     return HybridChoice(best[1].text.strip(), "attention", best[0], best[2], tuple(rejected))
+
+
+def consensus_index(texts: Sequence[str]) -> int:
+    """The index of the text nearest, in word edits, to the others in total (the medoid of
+    several readings of one segment: normalized as the WER is, ``eval.scoring.count_errors``);
+    ties go to the earliest. Consensus speech finals (``JRSVPipeline.speech_final_consensus``)
+    and ``bench/final_input_choice.py`` choose with it."""
+    from jrsv_stream.eval.scoring import count_errors
+
+    if not texts:
+        raise ValueError("consensus_index needs at least one text")
+    return min(range(len(texts)), key=lambda k: (sum(count_errors(texts[k], texts[o]).word_errors
+                                                     for o in range(len(texts)) if o != k), k))

@@ -84,6 +84,7 @@ class SystemEvalConfig:
     session: tuple[tuple[str, float], ...] = ()  # SessionConfig fields to replace, e.g. (("gate_on", 0.3),)
     voice_rescue_override: str | None = None  # "off" or a float: replaces the pipeline.yaml's voice_rescue
     speech_final_mix: float | None = None  # replaces the pipeline.yaml's speech_final_mix
+    speech_final_consensus: bool | None = None  # replaces the pipeline.yaml's speech_final_consensus
     final_beam: int | None = None  # replaces the Whisper finals' beam (final.beam of the recognizer)
     final: tuple[tuple[str, float], ...] = ()  # the recognizer's FinalConfig fields to replace, e.g. (("min_confidence", 0.2),)
 
@@ -200,10 +201,16 @@ def build_pipeline(cfg: SystemEvalConfig):
         p.commit_every_s = spec["commit_every_s"]
         p.speech_final_mix = spec["speech_final_mix"]
         p.lyrics_final_mix = spec["lyrics_final_mix"]
+        p.speech_final_consensus = spec["speech_final_consensus"]
         p.endpoint = spec["endpoint"]
         p.lyrics_endpoint = spec["lyrics_endpoint"]
     if cfg.speech_final_mix is not None:
         p.speech_final_mix = float(cfg.speech_final_mix)
+    if cfg.speech_final_consensus is not None:
+        if cfg.speech_final_consensus and p.speech_final_audio != "mixture":
+            raise ValueError("speech_final_consensus needs a pipeline whose speech finals keep the mixture "
+                             "(speech_final_audio: mixture)")
+        p.speech_final_consensus = bool(cfg.speech_final_consensus)
     if cfg.final_beam is not None:
         if not hasattr(p.asr.cfg, "final"):
             raise ValueError("--final-beam needs a Whisper-CTC recognizer")
@@ -418,7 +425,7 @@ def evaluate_system(manifest: str | Path, cfg: SystemEvalConfig = SystemEvalConf
     return _json_safe({
         "label": cfg.label,
         "config": {"pipeline": None if cfg.separator and cfg.asr else cfg.pipeline, "separator": cfg.separator_path, "asr": cfg.asr_path,
-                   "chunk_ms": cfg.effective_chunk_ms, "track_margin": cfg.track_margin, "endpoint": dict(cfg.endpoint), "session": dict(cfg.session), "commit_every_s": session_commit_every_s(session_config, pipeline), "speech_final_mix": getattr(pipeline, "speech_final_mix", None), "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
+                   "chunk_ms": cfg.effective_chunk_ms, "track_margin": cfg.track_margin, "endpoint": dict(cfg.endpoint), "session": dict(cfg.session), "commit_every_s": session_commit_every_s(session_config, pipeline), "speech_final_mix": getattr(pipeline, "speech_final_mix", None), "speech_final_consensus": getattr(pipeline, "speech_final_consensus", None), "algorithmic_latency_ms": round(pipeline.algorithmic_latency_ms, 3),
                    "streams": cfg.streams, "device": str(worker.device), "max_items": cfg.max_items,
                    "lm": None if pipeline.lm is None else {"order": pipeline.lm.order, "weight": pipeline.lm.weight,
                                                            "token_bonus": pipeline.lm.token_bonus}},

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -142,6 +143,12 @@ class JRSVPipeline(nn.Module):
         # and (with the mixture kept) the lyrics finals lyrics_final_mix x the mixture + the rest
         # x the separated singing (0.0: the separated singing alone)
         self.lyrics_final_mix = 0.0
+        # consensus speech finals (with the mixture kept): the speech track's audio is kept two
+        # ways, (mixture, separated) per sample; hypotheses decode the speech_final_mix blend,
+        # finals decode the blend, the mixture and the separated speech and keep the one
+        # whose text is nearest the other two (decode.hybrid.consensus_index): three decodes
+        # a final. pipeline.yaml speech_final_consensus; README "Consensus finals live"
+        self.speech_final_consensus = False
         # voice gate: the lyrics track's activity times p(singing) of its voice, from the
         # recognizer's voice-type head over the track's own encoder frames (nn.voice_type),
         # smoothed causally, with a prior toward talk (voice_bias). Real talk that the separator
@@ -248,15 +255,22 @@ class JRSVPipeline(nn.Module):
             a = tracks_audio
         cs = self.chunk_samples
         m = None if mix is None else mix[:, :cs]
-        return {"speech": self._blend(a[:B], m, self.speech_final_mix), "lyrics": self._blend(a[B:], m, self.lyrics_final_mix)}
+        return {"speech": self._speech_audio(a[:B], m), "lyrics": self._blend(a[B:], m, self.lyrics_final_mix)}
 
     def _ahead_audio(self, tracks_audio: torch.Tensor, B: int, mix: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The track audio of the newest chunk, which the emitted frames lag (with lookahead):
         what ``ahead_logp`` describes, mixed for the speech track as :meth:`_track_audio`."""
         cs = self.chunk_samples
         m = None if mix is None else mix[:, cs:2 * cs]
-        return {"speech": self._blend(tracks_audio[:B], m, self.speech_final_mix),
+        return {"speech": self._speech_audio(tracks_audio[:B], m),
                 "lyrics": self._blend(tracks_audio[B:], m, self.lyrics_final_mix)}
+
+    def _speech_audio(self, separated: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
+        """The speech track's finals audio of one chunk: the blend (:meth:`_blend`), or with
+        ``speech_final_consensus`` the two ways it is heard, (B, n, 2): mixture, separated."""
+        if self.speech_final_consensus and mix is not None:
+            return torch.stack([mix.to(separated.dtype), separated], -1)
+        return self._blend(separated, mix, self.speech_final_mix)
 
     @staticmethod
     def _blend(separated: torch.Tensor, mix: torch.Tensor | None, w: float) -> torch.Tensor:
@@ -273,14 +287,34 @@ class JRSVPipeline(nn.Module):
     def _final_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = (), prefix: str = ""):
         """The segment's final from its track audio (see :meth:`WhisperCTC.finalize`);
         ``hotwords`` prompt its decoder; ``prefix``: the segment's words already committed
-        (incremental finals: the result is what follows them)."""
-        return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix, track=_ASR_TRACK[track])
+        (incremental finals: the result is what follows them). Audio heard two ways
+        (``speech_final_consensus``, (n, 2): mixture, separated): the blend, the mixture and
+        the separated speech are each decoded and the consensus of the three is the final."""
+        audio = np.asarray(audio)
+        if audio.ndim == 1:
+            return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix, track=_ASR_TRACK[track])
+        from jrsv_stream.decode.hybrid import consensus_index
+
+        views = (self._blend_views(audio), audio[:, 0], audio[:, 1])
+        res = [self.asr.finalize(np.ascontiguousarray(v), logp, ctc_text, self.tokenizer, hotwords, prefix,
+                                 track=_ASR_TRACK[track]) for v in views]
+        if any(r is None for r in res):  # nothing heard (the same CTC text for every view)
+            return res[0]
+        return res[consensus_index([r.text for r in res])]
+
+    def _blend_views(self, audio: np.ndarray) -> np.ndarray:
+        """(n, 2) mixture / separated speech -> the speech_final_mix blend (n,)."""
+        w = self.speech_final_mix
+        return (w * audio[:, 0] + (1.0 - w) * audio[:, 1]).astype(audio.dtype)
 
     def _hypothesis_fn(self, track: str, audio, logp, ctc_text: str, hotwords: tuple[str, ...] = (), prefix: str = "",
                        draft: str = ""):
         """:meth:`_final_fn` greedy (a hypothesis of an open segment, incremental finals);
         ``draft``: the previous hypothesis' words after ``prefix``, checked in one decoder
         pass instead of decoded token by token (see :meth:`WhisperCTC.finalize`)."""
+        audio = np.asarray(audio)
+        if audio.ndim == 2:  # heard two ways (speech_final_consensus): hypotheses decode the blend
+            audio = self._blend_views(audio)
         return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix, beam=1,
                                  track=_ASR_TRACK[track], draft=draft)
 
@@ -362,7 +396,7 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
     "lm": Path | None, "chunk_ms": float | None, "speech_final_audio": str, "voice_gate": bool,
     "voice_bias": float, "voice_rescue": float | None, "endpoint": EndpointConfig | None,
     "lyrics_endpoint": EndpointConfig | None, "commit_every_s": float | None,
-    "speech_final_mix": float}`` (folders relative to the file; ``endpoint:`` a mapping of
+    "speech_final_mix": float, "lyrics_final_mix": float, "speech_final_consensus": bool}`` (folders relative to the file; ``endpoint:`` a mapping of
     :class:`~jrsv_stream.decode.endpoint.EndpointConfig` fields, the endpoint rules of this
     pipeline's sessions; ``lyrics_endpoint:`` fields that replace those on the lyrics track),
     or None when the folder has no such file.
@@ -393,6 +427,9 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
             raise ValueError(f"lyrics_final_mix must be in [0, 1], got {lyrics_mix}")
         if lyrics_mix > 0.0 and speech_final_audio != "mixture":
             raise ValueError("lyrics_final_mix needs speech_final_audio: mixture (the mixture is kept for it)")
+        consensus = bool(doc.get("speech_final_consensus", False))
+        if consensus and speech_final_audio != "mixture":
+            raise ValueError("speech_final_consensus needs speech_final_audio: mixture (the mixture is one of its ways)")
         commit = doc.get("commit_every_s")
         commit_every_s = None if commit is None else float(commit)
         if commit_every_s is not None and commit_every_s < 0:
@@ -412,7 +449,7 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
             "speech_final_audio": speech_final_audio, "voice_gate": voice_gate, "voice_bias": voice_bias,
             "voice_rescue": voice_rescue, "endpoint": endpoint, "lyrics_endpoint": lyrics_endpoint,
             "commit_every_s": commit_every_s,
-            "speech_final_mix": final_mix, "lyrics_final_mix": lyrics_mix}
+            "speech_final_mix": final_mix, "lyrics_final_mix": lyrics_mix, "speech_final_consensus": consensus}
 
 
 def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int | None = None, device: str | None = None,
@@ -441,6 +478,7 @@ def load_streaming_pipeline(model_dir: str | Path = "models", chunk_samples: int
         pipe.commit_every_s = spec["commit_every_s"]  # the sessions' incremental finals (None: off)
         pipe.speech_final_mix = spec["speech_final_mix"]
         pipe.lyrics_final_mix = spec["lyrics_final_mix"]
+        pipe.speech_final_consensus = spec["speech_final_consensus"]
         return pipe
     for sub in ("separator", "asr"):
         if not (root / sub).is_dir():

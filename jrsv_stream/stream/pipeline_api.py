@@ -33,6 +33,8 @@ class PipelineOutput(NamedTuple):
     track_audio: optional track -> (B, chunk_samples) audio the recognizer heard this chunk
         (the separated track), on the frames' time base; kept by sessions only when the
         pipeline has a ``final_fn`` (finals decoded from the segment's audio need it).
+        A track heard several ways has (B, chunk_samples, K) (consensus speech finals: K = 2,
+        mixture and separated); sessions keep it as is and hand it to ``final_fn``.
     ahead_logp / ahead_audio: optional track -> (B, F', V) / (B, F' * frame samples): a
         recognizer with lookahead emits each chunk's frames a step late; these are the
         newest chunk's provisional log-probs and audio (the next step emits the frames

@@ -55,7 +55,8 @@ class StepResult:
     """One stream's share of a batched step (CPU tensors, copied once per batch).
 
     logp: track -> (F, V) log-probs.  activity: track -> (F,).  encoder_out: track -> (F, D)
-    or None.  track_audio: track -> (chunk_samples,) audio the recognizer heard, or None.
+    or None.  track_audio: track -> (chunk_samples,) (or (chunk_samples, K))
+    audio the recognizer heard, or None.
     queued_ms: submit -> batch start.  compute_ms: the batched step's wall time.
     """
 
