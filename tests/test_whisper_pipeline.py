@@ -272,7 +272,9 @@ def test_consensus_speech_finals_keep_both_ways_and_outvote_a_failed_one(worker)
             hyp = pipe._hypothesis_fn("speech", two, lp, ref)
             np.testing.assert_allclose(heard, [expect[0] * rms], rtol=1e-4)
             assert hyp.text == pipe._hypothesis_fn("speech", pipe._blend_views(two), lp, ref).text
+        heard.clear()
         assert pipe._final_fn("speech", np.stack([utt, utt], 1), lp, "") is None  # nothing heard: no final
+        assert len(heard) == 1  # (and no second or third view asked)
     finally:
         pipe.asr.finalize = real_finalize
 
@@ -403,7 +405,8 @@ def test_pipeline_file_incremental_finals_and_final_mix(tmp_path):
     (tmp_path / "pipeline.yaml").write_text("separator: null\nasr: a\nspeech_final_audio: mixture\nspeech_final_consensus: true\n")
     assert read_pipeline_file(tmp_path)["speech_final_consensus"] is True
     for bad in ("commit_every_s: -1", "speech_final_mix: 1.5", "commit_every_s: soon", "lyrics_final_mix: 2",
-                "lyrics_final_mix: 0.3", "speech_final_consensus: true"):  # (the last two: without speech_final_audio: mixture)
+                "lyrics_final_mix: 0.3", "speech_final_consensus: true",
+                "speech_final_audio: mixture\nspeech_final_consensus: sometimes"):  # (the last two: without speech_final_audio: mixture)
         (tmp_path / "pipeline.yaml").write_text(f"separator: null\nasr: a\n{bad}\n")
         with pytest.raises(ValueError, match="pipeline.yaml|commit_every_s|speech_final_mix|lyrics_final_mix|consensus"):
             read_pipeline_file(tmp_path)

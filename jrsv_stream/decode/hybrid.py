@@ -233,14 +233,23 @@ def choose_final(candidates: Sequence[Candidate], logp, ctc_text: str, tokenizer
     return HybridChoice(best[1].text.strip(), "attention", best[0], best[2], tuple(rejected))
 
 
-def consensus_index(texts: Sequence[str]) -> int:
-    """The index of the text nearest, in word edits, to the others in total (the medoid of
-    several readings of one segment: normalized as the WER is, ``eval.scoring.count_errors``);
-    ties go to the earliest. Consensus speech finals (``JRSVPipeline.speech_final_consensus``)
-    and ``bench/final_input_choice.py`` choose with it."""
-    from jrsv_stream.eval.scoring import count_errors
+def word_edits(a: str, b: str) -> int:
+    """Word edits (substitutions + deletions + insertions, jiwer) between two display texts
+    after :func:`normalize_text`; an empty side costs the other's words."""
+    import jiwer
 
+    x, y = normalize_text(a), normalize_text(b)
+    if not x or not y:
+        return len(x.split()) + len(y.split())
+    o = jiwer.process_words(x, y)
+    return o.substitutions + o.deletions + o.insertions
+
+
+def consensus_index(texts: Sequence[str]) -> int:
+    """The index of the text nearest, in word edits (:func:`word_edits`), to the others in
+    total: the medoid of several readings of one segment; ties go to the earliest.
+    Consensus speech finals (``JRSVPipeline.speech_final_consensus``) and
+    ``bench/final_input_choice.py`` choose with it."""
     if not texts:
         raise ValueError("consensus_index needs at least one text")
-    return min(range(len(texts)), key=lambda k: (sum(count_errors(texts[k], texts[o]).word_errors
-                                                     for o in range(len(texts)) if o != k), k))
+    return min(range(len(texts)), key=lambda k: (sum(word_edits(texts[k], texts[o]) for o in range(len(texts)) if o != k), k))

@@ -295,11 +295,13 @@ class JRSVPipeline(nn.Module):
             return self.asr.finalize(audio, logp, ctc_text, self.tokenizer, hotwords, prefix, track=_ASR_TRACK[track])
         from jrsv_stream.decode.hybrid import consensus_index
 
-        views = (self._blend_views(audio), audio[:, 0], audio[:, 1])
-        res = [self.asr.finalize(np.ascontiguousarray(v), logp, ctc_text, self.tokenizer, hotwords, prefix,
-                                 track=_ASR_TRACK[track]) for v in views]
-        if any(r is None for r in res):  # nothing heard (the same CTC text for every view)
-            return res[0]
+        res = []
+        for view in (self._blend_views(audio), audio[:, 0], audio[:, 1]):
+            r = self.asr.finalize(np.ascontiguousarray(view), logp, ctc_text, self.tokenizer, hotwords, prefix,
+                                  track=_ASR_TRACK[track])
+            if r is None:  # nothing heard (the same CTC text for every view): not decoded
+                return None
+            res.append(r)
         return res[consensus_index([r.text for r in res])]
 
     def _blend_views(self, audio: np.ndarray) -> np.ndarray:
@@ -396,7 +398,8 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
     "lm": Path | None, "chunk_ms": float | None, "speech_final_audio": str, "voice_gate": bool,
     "voice_bias": float, "voice_rescue": float | None, "endpoint": EndpointConfig | None,
     "lyrics_endpoint": EndpointConfig | None, "commit_every_s": float | None,
-    "speech_final_mix": float, "lyrics_final_mix": float, "speech_final_consensus": bool}`` (folders relative to the file; ``endpoint:`` a mapping of
+    "speech_final_mix": float, "lyrics_final_mix": float, "speech_final_consensus": bool}``
+    (folders relative to the file; ``endpoint:`` a mapping of
     :class:`~jrsv_stream.decode.endpoint.EndpointConfig` fields, the endpoint rules of this
     pipeline's sessions; ``lyrics_endpoint:`` fields that replace those on the lyrics track),
     or None when the folder has no such file.
@@ -427,7 +430,9 @@ def read_pipeline_file(model_dir: str | Path) -> dict | None:
             raise ValueError(f"lyrics_final_mix must be in [0, 1], got {lyrics_mix}")
         if lyrics_mix > 0.0 and speech_final_audio != "mixture":
             raise ValueError("lyrics_final_mix needs speech_final_audio: mixture (the mixture is kept for it)")
-        consensus = bool(doc.get("speech_final_consensus", False))
+        consensus = doc.get("speech_final_consensus", False)
+        if not isinstance(consensus, bool):
+            raise ValueError(f"speech_final_consensus must be true or false, got {consensus!r}")
         if consensus and speech_final_audio != "mixture":
             raise ValueError("speech_final_consensus needs speech_final_audio: mixture (the mixture is one of its ways)")
         commit = doc.get("commit_every_s")
