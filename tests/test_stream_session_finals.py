@@ -175,9 +175,9 @@ def _whisperish(calls, words=WORDS, early=None):
     return fn
 
 
-def _run_commit(final_fn, config, track="speech", lyrics=SILENT):
+def _run_commit(final_fn, config, track="speech", lyrics=SILENT, pipe_cls=None):
     audio = np.zeros(N * 640, dtype=np.float32)
-    p = PrefixPipeline({"speech": COUNT, "lyrics": lyrics}, {"speech": ON, "lyrics": ON}, final_fn)
+    p = (pipe_cls or PrefixPipeline)({"speech": COUNT, "lyrics": lyrics}, {"speech": ON, "lyrics": ON}, final_fn)
     with BatchWorker(p, max_wait_ms=1) as w:
         s = StreamSession(w, "t", config)
         ev = s.process(audio) + s.finish()
@@ -328,13 +328,7 @@ def test_a_final_under_the_confidence_floor_falls_back_to_the_last_hypothesis():
         hypothesis_fn = staticmethod(hypothesis)
 
     def run(config):
-        audio = np.zeros(N * 640, dtype=np.float32)
-        p = HypothesisPipeline({"speech": COUNT, "lyrics": SILENT}, {"speech": ON, "lyrics": ON}, unsure_final)
-        with BatchWorker(p, max_wait_ms=1) as w:
-            s = StreamSession(w, "t", config)
-            ev = s.process(audio) + s.finish()
-            s.close()
-        return [e for e in ev if isinstance(e, Final) and e.track == "speech"]
+        return [e for e in _run_commit(unsure_final, config, pipe_cls=HypothesisPipeline) if isinstance(e, Final)]
 
     on = run(SessionConfig(commit_every_s=0.24, commit_wait=True, final_hypothesis_fallback=True))
     assert [f.text for f in on] == ["One two three four five."]
