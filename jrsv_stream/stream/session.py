@@ -465,9 +465,7 @@ class StreamSession:
                   and not p.tr.committed):
                 # the beam final read the segment less surely than the confidence floor; the
                 # segment's last greedy hypothesis passed it: its words are the final
-                words = p.tr.hyp
-                fin = self._emit(Final, p.tr, " ".join(w[0] for w in words), tuple(self._timed(p.tr, w) for w in words),
-                                 self._frame_time(p.tr, words[0][1]), now, p.ready_at, rescored=True)
+                fin = self._hypothesis_final(p.tr, p.tr.hyp, now, p.ready_at)
             elif not res.text.strip() and p.tr.partial_text is None:
                 out += self._close_committed(p.tr, p.reason, now)
                 continue  # nothing said, nothing shown
@@ -579,6 +577,12 @@ class StreamSession:
         if pause:
             tr.pause_at = n - blank
 
+    def _hypothesis_final(self, tr: _Track, words, now: float, ready_at: float) -> Final:
+        """A Final of hypothesis words ((display, segment frames start / end, conf), not
+        empty): committed ones, or a segment's fallback final."""
+        return self._emit(Final, tr, " ".join(w[0] for w in words), tuple(self._timed(tr, w) for w in words),
+                          self._frame_time(tr, words[0][1]), now, ready_at, rescored=True)
+
     def _take_hypothesis(self, tr: _Track, now: float, ready_at: float) -> list[Event]:
         """A finished hypothesis of the open segment: commit the words it and the previous
         one agree on (a Final, no utterance_end: the utterance goes on), keep the rest as
@@ -612,8 +616,7 @@ class StreamSession:
         events: list[Event] = []
         if k:
             words = new[:k]
-            fin = self._emit(Final, tr, " ".join(w[0] for w in words), tuple(self._timed(tr, w) for w in words),
-                             self._frame_time(tr, words[0][1]), now, ready_at, rescored=True)
+            fin = self._hypothesis_final(tr, words, now, ready_at)
             events.append(fin)
             tr.committed += [w[0] for w in words]
             tr.cut_frame = max(tr.cut_frame, words[-1][2])
